@@ -1,0 +1,1 @@
+"""walletd: a seamless-wallet callback server."""

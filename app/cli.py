@@ -1,0 +1,190 @@
+"""The walletd command line: serve, flush, player ..., verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from app import currency, settings as config
+from app.flusher import Flusher
+from app.ledger import open_store
+from app.money import AmountError, decimal_to_minor, minor_to_decimal
+from app.redis_client import connect
+from app.redis_server import redis_url
+from app.settings import Settings
+from app.verify import verify
+from app.wallet import Wallet, WalletError
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class Refusal(Exception):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
+    main = argparse.ArgumentParser(prog="walletd", parents=[common])
+    commands = main.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", parents=[common], help="HTTP server and flusher")
+    commands.add_parser("flush", parents=[common], help="run the flusher alone")
+    commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
+    player = commands.add_parser("player", help="player accounts").add_subparsers(dest="action", required=True)
+    create = player.add_parser("create", parents=[common])
+    create.add_argument("player_id")
+    create.add_argument("--currency", required=True)
+    create.add_argument("--balance", default="0")
+    create.add_argument("--country", default="")
+    create.add_argument("--language", default="en")
+    create.add_argument("--name", default="")
+    create.add_argument("--alias", action="append", default=[], help="e.g. stargame:117 (repeatable)")
+    player.add_parser("show", parents=[common]).add_argument("player_id")
+    for action in ("deposit", "withdraw"):
+        adjust = player.add_parser(action, parents=[common])
+        adjust.add_argument("player_id")
+        adjust.add_argument("amount", help="decimal, e.g. 25.00")
+        adjust.add_argument("--ref", required=True, help="idempotency reference")
+    return main
+
+
+def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]]) -> int:
+    async def run(url: str) -> int:
+        redis = connect(url, settings.redis)
+        try:
+            wallet = Wallet(redis, settings.wallet)
+            await wallet.start()
+            return await work(wallet)
+        finally:
+            await redis.aclose()
+
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
+        return asyncio.run(run(url))
+
+
+def player_create(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
+    async def work(wallet: Wallet) -> int:
+        opening = decimal_to_minor(args.balance, currency.exponent(args.currency), "--balance")
+        entry = await wallet.create_player(
+            args.player_id, args.currency, opening, args.country, args.language, args.name, args.alias
+        )
+        print(f"created {args.player_id} ({args.currency} {args.balance}), ledger entry {entry}")
+        return 0
+
+    return work
+
+
+def player_show(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
+    async def work(wallet: Wallet) -> int:
+        profile = await wallet.profile(args.player_id)
+        if profile is None:
+            raise Refusal(f"unknown player {args.player_id}")
+        exponent = currency.exponent(profile["cur"])
+        shown = {"player_id": args.player_id, "balance": minor_to_decimal(int(profile["bal"]), exponent),
+                 "balance_minor": int(profile["bal"]), "currency": profile["cur"],
+                 "country": profile["country"], "language": profile["lang"], "name": profile["name"],
+                 "aliases": profile["aliases"].split()}
+        print(msgspec.json.format(msgspec.json.encode(shown)).decode())
+        return 0
+
+    return work
+
+
+def player_adjust(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
+    async def work(wallet: Wallet) -> int:
+        profile = await wallet.profile(args.player_id)
+        if profile is None:
+            raise Refusal(f"unknown player {args.player_id}")
+        exponent = currency.exponent(profile["cur"])
+        amount = decimal_to_minor(args.amount, exponent, "amount")
+        result = await wallet.adjust(args.player_id, args.action, amount, args.ref)
+        balance = minor_to_decimal(result.balance_minor, exponent)
+        if result.code == "OK":
+            print(f"{args.action} {args.amount} booked as {result.entry_id}; balance {balance}")
+        elif result.code == "REPEAT":
+            print(f"ref {args.ref} was already booked as {result.entry_id}; nothing moved; balance then {balance}")
+        else:
+            raise Refusal(f"{args.action} refused: {result.code}")
+        return 0
+
+    return work
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415 - not needed by the other commands
+
+    from app.web import create_app  # noqa: PLC0415
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into
+    # SystemExit lets the embedded Redis be stopped cleanly on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
+        app = create_app(settings, url)
+        # proxy_headers off: the StarGame allow-list must see the socket's peer,
+        # not an X-Forwarded-For header anyone can write.
+        uvicorn.run(app, host=settings.server.host, port=settings.server.port, loop="uvloop",
+                    http="httptools", proxy_headers=False, access_log=False, lifespan="on")
+    return 0
+
+
+def flush(settings: Settings) -> int:
+    async def work(wallet: Wallet) -> int:
+        flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
+        try:
+            await flusher.run()
+        finally:
+            flusher.close()
+        return 0
+
+    return with_wallet(settings, work)
+
+
+def run_verify(settings: Settings) -> int:
+    async def work(wallet: Wallet) -> int:
+        store = open_store(settings.storage_url)
+        try:
+            problems = await verify(wallet.redis, store, wallet.keys, settings.flusher)
+        finally:
+            store.close()
+        for problem in problems:
+            print(problem)
+        print("verify: OK" if not problems else f"verify: {len(problems)} problem(s)")
+        return EXIT_REFUSED if problems else 0
+
+    return with_wallet(settings, work)
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "flush":
+        return flush(settings)
+    if args.command == "verify":
+        return run_verify(settings)
+    builders = {"create": player_create, "show": player_show, "deposit": player_adjust, "withdraw": player_adjust}
+    return with_wallet(settings, builders[args.action](args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = config.load(getattr(args, "config", None))
+        return dispatch(args, settings)
+    except config.ConfigError as exc:
+        print(f"walletd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
+        print(f"walletd: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Every Redis key name walletd uses is built here, and only here.
+
+All keys of one player share the hash tag of the player's partition, so one
+Lua script can touch them all, unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+PREFIX = "w"
+
+
+def partition_of(player_id: str, partitions: int) -> int:
+    assert partitions > 0
+    return zlib.crc32(player_id.encode()) % partitions
+
+
+class Keys:
+    def __init__(self, partitions: int) -> None:
+        assert partitions > 0
+        self.partitions = partitions
+
+    def partition(self, player_id: str) -> int:
+        return partition_of(player_id, self.partitions)
+
+    @staticmethod
+    def tag(partition: int) -> str:
+        return f"{PREFIX}:{{p{partition}}}"
+
+    def account(self, player_id: str) -> str:
+        return f"{self.tag(self.partition(player_id))}:acct:{player_id}"
+
+    def seq(self, partition: int) -> str:
+        """Counter of ledger entries ever written in the partition (gap detection)."""
+        return f"{self.tag(partition)}:seq"
+
+    def ledger(self, partition: int) -> str:
+        return f"{self.tag(partition)}:ledger"
+
+    def tx(self, player_id: str, source: str, tx_id: str) -> str:
+        return f"{self.tag(self.partition(player_id))}:tx:{source}:{tx_id}"
+
+    def account_pattern(self, partition: int) -> str:
+        return f"{self.tag(partition)}:acct:*"
+
+    def player_of_account(self, key: str) -> str:
+        return key.split(":acct:", 1)[1]
+
+    @staticmethod
+    def alias(kind: str, external_id: str) -> str:
+        """Alias keys are looked up alone (before the partition is known)."""
+        return f"{PREFIX}:alias:{kind}:{external_id}"
+
+    @staticmethod
+    def meta() -> str:
+        return f"{PREFIX}:meta"

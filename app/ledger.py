@@ -1,0 +1,63 @@
+"""Ledger entries and the interface every ledger store implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+PROFILE_FIELDS = ("cur", "country", "lang", "name", "aliases")
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    entry_id: str  # "<partition>:<seq>", unique forever
+    partition: int
+    seq: int
+    player_id: str
+    kind: str  # open, bet, win, deposit, withdraw
+    amount_minor: int  # signed: debits are negative
+    balance_after_minor: int
+    source: str
+    ref: str
+    ts_ms: int
+    profile: dict[str, str] | None = None  # only on 'open' entries
+
+
+class PartitionStats(msgspec.Struct, frozen=True):
+    count: int
+    seq_max: int
+
+
+class LedgerStore(Protocol):
+    def insert(self, entries: Sequence[LedgerEntry]) -> int:
+        """Store entries in one transaction, skipping ids already stored; returns how many were new."""
+
+    def player_sums(self) -> dict[str, int]:
+        """Sum of amount_minor per player (the 'open' entry is the opening balance)."""
+
+    def partition_stats(self) -> dict[int, PartitionStats]: ...
+
+    def close(self) -> None: ...
+
+
+def from_stream(fields: dict[str, str]) -> LedgerEntry:
+    """A stream entry's fields, as written by lua/lib/ledger.lua."""
+    partition, seq = fields["id"].split(":")
+    profile = None
+    if fields["kind"] == "open":
+        profile = {name: fields.get(name, "") for name in PROFILE_FIELDS}
+    return LedgerEntry(
+        entry_id=fields["id"], partition=int(partition), seq=int(seq),
+        player_id=fields["player"], kind=fields["kind"],
+        amount_minor=int(fields["amount"]), balance_after_minor=int(fields["balance"]),
+        source=fields["source"], ref=fields["ref"], ts_ms=int(fields["ts"]), profile=profile,
+    )
+
+
+def open_store(url: str) -> LedgerStore:
+    if url.startswith("sqlite:///"):
+        from app.sqlite_store import SqliteStore  # noqa: PLC0415
+
+        return SqliteStore(url.removeprefix("sqlite:///"))
+    raise ValueError(f"unsupported storage.url {url!r}: use sqlite:///PATH")

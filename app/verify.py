@@ -1,0 +1,73 @@
+"""walletd verify: Redis balances against the ledger store, after a full drain."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from app.flusher import Flusher
+from app.keys import Keys
+from app.ledger import LedgerStore, PartitionStats
+from app.settings import FlusherSettings
+
+SCAN_BATCH = 500
+
+
+async def redis_balances(redis: Redis, keys: Keys) -> dict[str, int]:
+    balances: dict[str, int] = {}
+    batch: list[str] = []
+
+    async def read(names: list[str]) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(name, "bal")
+            for name, value in zip(names, await pipe.execute()):
+                balances[keys.player_of_account(name)] = int(value)
+
+    async for name in redis.scan_iter(match="w:{p*}:acct:*", count=SCAN_BATCH):
+        batch.append(name)
+        if len(batch) >= SCAN_BATCH:
+            await read(batch)
+            batch = []
+    if batch:
+        await read(batch)
+    return balances
+
+
+async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
+    problems = []
+    for partition in range(keys.partitions):
+        written = int(await redis.get(keys.seq(partition)) or 0)
+        stored = stats.get(partition, PartitionStats(0, 0))
+        if stored.count != stored.seq_max:
+            problems.append(f"partition {partition}: {stored.seq_max - stored.count} ledger entries "
+                            f"missing below seq {stored.seq_max} in the ledger store")
+        if stored.seq_max != written:
+            problems.append(f"partition {partition}: Redis wrote {written} ledger entries, "
+                            f"the ledger store has up to seq {stored.seq_max}")
+    return problems
+
+
+def compare_balances(balances: dict[str, int], sums: dict[str, int]) -> list[str]:
+    problems = []
+    for player, balance in sorted(balances.items()):
+        expected = sums.get(player)
+        if expected is None:
+            problems.append(f"player {player}: balance {balance} in Redis, no ledger entries")
+        elif expected != balance:
+            problems.append(f"player {player}: balance {balance} in Redis, ledger says {expected} "
+                            f"(differs by {balance - expected})")
+    for player in sorted(set(sums) - set(balances)):
+        problems.append(f"player {player}: in the ledger store (sum {sums[player]}) but not in Redis")
+    return problems
+
+
+async def verify(redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings) -> list[str]:
+    """Drains the streams into the store, then lists every difference found."""
+    flusher = Flusher(redis, store, keys, settings)
+    try:
+        await flusher.drain()
+    finally:
+        flusher.close()
+    problems = await check_sequences(redis, keys, store.partition_stats())
+    problems += compare_balances(await redis_balances(redis, keys), store.player_sums())
+    return problems

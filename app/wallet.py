@@ -1,0 +1,189 @@
+"""Wallet operations: each is one Lua script call on the player's partition."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from redis.asyncio import Redis
+
+from app import currency
+from app.keys import Keys
+from app.scripts import Scripts
+from app.settings import WalletSettings
+
+ALIAS_CACHE_MAX = 100_000
+# A uid with no alias is re-checked this often, so a new alias is seen soon.
+ALIAS_MISS_TTL_S = 2.0
+PLAYER_ID_MAX_LEN = 64
+TEXT_MAX_LEN = 100
+
+
+class Account(msgspec.Struct):
+    player_id: str
+    balance_minor: int
+    currency: str
+    language: str
+
+
+class Booking(msgspec.Struct):
+    code: str  # OK, FUNDS, LATE, OVERFLOW, BACKLOG, NO_PLAYER
+    account: Account | None
+
+
+class Adjustment(msgspec.Struct):
+    code: str  # OK, REPEAT, REF_CONFLICT, FUNDS, OVERFLOW, BACKLOG, NO_PLAYER
+    balance_minor: int
+    entry_id: str
+
+
+class WalletError(ValueError):
+    pass
+
+
+def check_text(value: str, field: str, max_len: int = TEXT_MAX_LEN, required: bool = True) -> str:
+    if required and not value:
+        raise WalletError(f"{field} is required")
+    if len(value) > max_len or any(ord(c) < 32 for c in value):
+        raise WalletError(f"{field} must be at most {max_len} printable characters")
+    return value
+
+
+def check_player_id(player_id: str) -> str:
+    check_text(player_id, "player id", PLAYER_ID_MAX_LEN)
+    if any(c.isspace() for c in player_id):
+        raise WalletError("player id must not contain spaces")
+    return player_id
+
+
+class AliasCache:
+    """alias -> player id. Aliases never change once claimed, so hits are kept."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, str] = {}
+        self.misses: dict[str, float] = {}
+
+    def get(self, alias: str) -> str | None | bool:
+        if alias in self.hits:
+            return self.hits[alias]
+        expires = self.misses.get(alias)
+        if expires is not None and expires > time.monotonic():
+            return False
+        return None
+
+    def put(self, alias: str, player_id: str | None) -> None:
+        if len(self.hits) + len(self.misses) >= ALIAS_CACHE_MAX:
+            self.hits.clear()
+            self.misses.clear()
+        if player_id is None:
+            self.misses[alias] = time.monotonic() + ALIAS_MISS_TTL_S
+        else:
+            self.hits[alias] = player_id
+
+
+class Wallet:
+    def __init__(self, redis: Redis, settings: WalletSettings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.partitions)
+        self.scripts = Scripts(redis)
+        self.aliases = AliasCache()
+
+    async def start(self) -> None:
+        await self.check_partitions()
+        await self.scripts.load(self.redis)
+
+    async def check_partitions(self) -> None:
+        meta = self.keys.meta()
+        await self.redis.hsetnx(meta, "partitions", self.settings.partitions)
+        stored = int(await self.redis.hget(meta, "partitions"))
+        if stored != self.settings.partitions:
+            raise WalletError(
+                f"Redis holds data for {stored} partitions but wallet.partitions is "
+                f"{self.settings.partitions}; partitions cannot change in place"
+            )
+
+    def _book_keys(self, player_id: str) -> tuple[list[str], int]:
+        partition = self.keys.partition(player_id)
+        keys = [self.keys.account(player_id), self.keys.seq(partition), self.keys.ledger(partition)]
+        return keys, partition
+
+    async def resolve(self, kind: str, external_id: str) -> str:
+        """The player an external id stands for: its alias, else the id itself."""
+        alias = Keys.alias(kind, external_id)
+        cached = self.aliases.get(alias)
+        if cached is False:
+            return external_id
+        if cached is not None:
+            return cached
+        player_id = await self.redis.get(alias)
+        self.aliases.put(alias, player_id)
+        return player_id or external_id
+
+    async def account(self, player_id: str) -> Account | None:
+        reply = await self.scripts.balance(keys=[self.keys.account(player_id)])
+        if not reply:
+            return None
+        return Account(player_id, int(reply[0]), reply[1], reply[2])
+
+    async def stargame_book(
+        self, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str
+    ) -> Booking:
+        keys, partition = self._book_keys(player_id)
+        args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref]
+        reply = await self.scripts.stargame_book(keys=keys, args=args)
+        if reply[0] == "NO_PLAYER":
+            return Booking("NO_PLAYER", None)
+        return Booking(reply[0], Account(player_id, int(reply[1]), reply[2], reply[3]))
+
+    async def adjust(self, player_id: str, kind: str, amount_minor: int, ref: str) -> Adjustment:
+        assert kind in ("deposit", "withdraw")
+        check_text(ref, "--ref")
+        if amount_minor <= 0:
+            raise WalletError("amount must be positive")
+        keys, partition = self._book_keys(player_id)
+        keys.append(self.keys.tx(player_id, "admin", ref))
+        args = [player_id, partition, kind, amount_minor, ref, self.settings.backlog_max]
+        reply = await self.scripts.admin_adjust(keys=keys, args=args)
+        return Adjustment(reply[0], int(reply[1]), reply[2])
+
+    async def create_player(
+        self, player_id: str, currency_code: str, balance_minor: int,
+        country: str, language: str, name: str, aliases: list[str],
+    ) -> str:
+        """Claims the aliases, then creates the account; returns the opening entry id."""
+        check_player_id(player_id)
+        currency.lookup(currency_code)
+        for value, field in ((country, "--country"), (language, "--language"), (name, "--name")):
+            check_text(value, field, required=False)
+        claimed = await self._claim_aliases(player_id, aliases)
+        keys, partition = self._book_keys(player_id)
+        args = [player_id, partition, currency_code, balance_minor, country, language, name, " ".join(aliases)]
+        reply = await self.scripts.create_player(keys=keys, args=args)
+        if reply[0] == "EXISTS":
+            await self._release_aliases(player_id, claimed)
+            raise WalletError(f"player {player_id} already exists")
+        return reply[1]
+
+    async def _claim_aliases(self, player_id: str, aliases: list[str]) -> list[str]:
+        claimed: list[str] = []
+        for alias in aliases:
+            kind, _, external_id = alias.partition(":")
+            if not kind or not external_id or " " in alias:
+                await self._release_aliases(player_id, claimed)
+                raise WalletError(f"alias {alias!r} must look like stargame:117")
+            key = Keys.alias(kind, external_id)
+            if not await self.redis.set(key, player_id, nx=True):
+                await self._release_aliases(player_id, claimed)
+                raise WalletError(f"alias {alias} already belongs to {await self.redis.get(key)}")
+            claimed.append(key)
+        return claimed
+
+    async def _release_aliases(self, player_id: str, keys: list[str]) -> None:
+        for key in keys:
+            if await self.redis.get(key) == player_id:
+                await self.redis.delete(key)
+
+    async def profile(self, player_id: str) -> dict[str, str] | None:
+        fields = await self.redis.hgetall(self.keys.account(player_id))
+        return fields or None

@@ -1,0 +1,81 @@
+"""The Starlette application: routes, start-up and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from app.flusher import Flusher
+from app.ledger import open_store
+from app.redis_client import connect
+from app.settings import Settings
+from app.stargame import StarGame
+from app.wallet import Wallet
+
+log = logging.getLogger("walletd.web")
+
+
+class Service:
+    """What one server process holds: the Redis client, the wallet, the flusher."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis = connect(redis_url, settings.redis)
+        self.wallet = Wallet(self.redis, settings.wallet)
+        self.stargame = StarGame(self.wallet, settings.stargame)
+        self.flusher: Flusher | None = None
+        self.flusher_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.wallet.start()
+        if self.settings.flusher.enabled:
+            store = open_store(self.settings.storage_url)
+            self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
+            self.flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
+
+    async def stop(self) -> None:
+        if self.flusher is not None and self.flusher_task is not None:
+            self.flusher.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await asyncio.wait_for(self.flusher_task, timeout=10)
+            self.flusher.close()
+            self.flusher.store.close()
+        await self.redis.aclose()
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            await self.redis.ping()
+            ready = await self.wallet.scripts.loaded(self.redis)
+        except (RedisError, OSError):
+            ready = False
+        if self.flusher_task is not None and self.flusher_task.done():
+            ready = False  # a dead flusher means bookings pile up un-stored
+        return PlainTextResponse("ok" if ready else "unavailable", status_code=200 if ready else 503)
+
+
+def create_app(settings: Settings, redis_url: str) -> Starlette:
+    service = Service(settings, redis_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    routes = [
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route(settings.stargame.path, service.stargame.endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app

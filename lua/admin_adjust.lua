@@ -1,0 +1,36 @@
+-- admin_adjust.lua: operator deposit or withdrawal, idempotent by a caller reference.
+-- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
+-- KEYS[4] transaction record for (player, ref)
+-- ARGV[1] player id   ARGV[2] partition number   ARGV[3] kind: 'deposit' | 'withdraw'
+-- ARGV[4] amount_minor (integer in [1, 2^53))     ARGV[5] ref
+-- ARGV[6] backlog_max
+-- Returns {code, balance_minor, entry_id}; code is one of
+--   OK (booked now), REPEAT (same ref, same kind and amount: booked before,
+--   original balance and entry returned), REF_CONFLICT (same ref, other data),
+--   FUNDS, OVERFLOW, BACKLOG, NO_PLAYER.
+local acct, seq_key, ledger_key, tx_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local player, partition, kind, ref = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local amount = integer_arg(ARGV[4], 'amount_minor')
+local backlog_max = integer_arg(ARGV[6], 'backlog_max')
+if kind ~= 'deposit' and kind ~= 'withdraw' then error('walletd: bad kind ' .. kind) end
+if amount < 1 then error('walletd: amount_minor must be positive') end
+
+local fingerprint = kind .. '|' .. string.format('%d', amount)
+local tx = redis.call('HMGET', tx_key, 'fp', 'bal', 'entry')
+if tx[1] then
+  if tx[1] ~= fingerprint then return {'REF_CONFLICT', 0, ''} end
+  return {'REPEAT', tonumber(tx[2]), tx[3]}
+end
+local bal = redis.call('HGET', acct, 'bal')
+if not bal then return {'NO_PLAYER', 0, ''} end
+local balance = tonumber(bal)
+local delta = amount
+if kind == 'withdraw' then delta = -amount end
+if balance + delta < 0 then return {'FUNDS', balance, ''} end
+if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, ''} end
+if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, ''} end
+
+balance = redis.call('HINCRBY', acct, 'bal', delta)
+local entry = ledger_append(seq_key, ledger_key, partition, player, kind, delta, balance, 'admin', ref, now_ms())
+redis.call('HSET', tx_key, 'fp', fingerprint, 'bal', balance, 'entry', entry)
+return {'OK', balance, entry}

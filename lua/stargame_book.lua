@@ -1,0 +1,38 @@
+-- stargame_book.lua: one StarGame writeBet: debit bet, then credit win, atomically.
+-- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
+-- ARGV[1] player id      ARGV[2] partition number
+-- ARGV[3] bet_minor      ARGV[4] win_minor          (integers in [0, 2^53))
+-- ARGV[5] deadline_ms    (unix ms on Redis's clock; 0 = none)
+-- ARGV[6] backlog_max    (max un-flushed entries in the partition stream)
+-- ARGV[7] ref            (free text kept with the ledger entries)
+-- Returns {code, balance_minor, currency, language}; code is one of
+--   OK, FUNDS (balance < bet), LATE (deadline passed), OVERFLOW (balance would
+--   reach 2^53), BACKLOG (ledger stream full), and {'NO_PLAYER'}.
+-- Every refusal happens before the first write.
+local acct, seq_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
+local player, partition = ARGV[1], ARGV[2]
+local bet = integer_arg(ARGV[3], 'bet_minor')
+local win = integer_arg(ARGV[4], 'win_minor')
+local deadline_ms = integer_arg(ARGV[5], 'deadline_ms')
+local backlog_max = integer_arg(ARGV[6], 'backlog_max')
+
+local v = redis.call('HMGET', acct, 'bal', 'cur', 'lang')
+if not v[1] then return {'NO_PLAYER'} end
+local balance = tonumber(v[1])
+local now = now_ms()
+if deadline_ms > 0 and now > deadline_ms then return {'LATE', balance, v[2], v[3]} end
+if bet > balance then return {'FUNDS', balance, v[2], v[3]} end
+if balance - bet + win >= AMOUNT_LIMIT then return {'OVERFLOW', balance, v[2], v[3]} end
+if (bet > 0 or win > 0) and redis.call('XLEN', ledger_key) >= backlog_max then
+  return {'BACKLOG', balance, v[2], v[3]}
+end
+
+if bet > 0 then
+  balance = redis.call('HINCRBY', acct, 'bal', -bet)
+  ledger_append(seq_key, ledger_key, partition, player, 'bet', -bet, balance, 'stargame', ARGV[7], now)
+end
+if win > 0 then
+  balance = redis.call('HINCRBY', acct, 'bal', win)
+  ledger_append(seq_key, ledger_key, partition, player, 'win', win, balance, 'stargame', ARGV[7], now)
+end
+return {'OK', balance, v[2], v[3]}
