@@ -99,14 +99,20 @@ class Flusher:
         # Ack only after the commit above: a crash before here re-reads the batch,
         # and the unique entry id makes the second insert a no-op.
         await self.redis.xack(self.keys.ledger(partition), GROUP, *ids)
-        await self.trim(partition, ids[-1])
+        await self.trim(partition)
         self.entries_stored += inserted
         return len(messages)
 
-    async def trim(self, partition: int, last_acked: str) -> None:
-        """Drop entries up to the last acknowledged one, never past the oldest pending."""
+    async def trim(self, partition: int) -> None:
+        """Drop delivered and acknowledged entries: below the oldest pending one."""
         stream = self.keys.ledger(partition)
-        threshold = next_id(last_acked)
+        # Read last-delivered before the pending list: a delivery in between
+        # only lowers the threshold, never raises it past an un-acked entry.
+        groups = await self.redis.xinfo_groups(stream)
+        delivered = next(g["last-delivered-id"] for g in groups if g["name"] == GROUP)
+        if delivered == "0-0":
+            return
+        threshold = next_id(delivered)
         pending = await self.redis.xpending(stream, GROUP)
         if pending["pending"]:
             threshold = older(threshold, pending["min"])

@@ -1,0 +1,100 @@
+"""Fixtures: one private redis-server per session (AOF always), flushed per test."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from app.flusher import Flusher
+from app.keys import Keys
+from app.ledger import open_store
+from app.redis_client import connect
+from app.redis_server import EmbeddedRedis
+from app.settings import Settings
+from app.wallet import Wallet
+from app.web import create_app
+
+os.environ.pop("WALLETD_CONFIG", None)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-session"))
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    yield redis_server
+    client.close()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    s = Settings(data_dir=str(tmp_path / "var"))
+    s.redis.url = redis_url
+    s.storage.url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    s.flusher.enabled = False  # tests drain explicitly, so counts are deterministic
+    s.flusher.claim_idle_ms = 0
+    return s
+
+
+@pytest.fixture
+async def wallet(settings: Settings) -> AsyncIterator[Wallet]:
+    client = connect(settings.redis.url, settings.redis)
+    w = Wallet(client, settings.wallet)
+    await w.start()
+    yield w
+    await client.aclose()
+
+
+async def drain(settings: Settings) -> int:
+    client = connect(settings.redis.url, settings.redis)
+    store = open_store(settings.storage_url)
+    flusher = Flusher(client, store, Keys(settings.wallet.partitions), settings.flusher)
+    try:
+        return await flusher.drain()
+    finally:
+        flusher.close()
+        store.close()
+        await client.aclose()
+
+
+def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> list[sqlite3.Row]:
+    db = sqlite3.connect(settings.storage_url.removeprefix("sqlite:///"))
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(f"SELECT * FROM ledger WHERE {where} ORDER BY partition, seq", params).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://walletd") as c:
+            yield c

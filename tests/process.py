@@ -1,0 +1,66 @@
+"""Run `walletd` as a real process, the way an operator does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.redis_server import free_port
+
+READY_TIMEOUT_S = 30.0
+
+
+def write_config(directory: Path, port: int, redis_url: str, budget_ms: int) -> Path:
+    config = directory / "walletd.toml"
+    config.write_text(
+        f'data_dir = "{directory / "var"}"\n'
+        f"[server]\nport = {port}\n"
+        f'[redis]\nurl = "{redis_url}"\n'
+        f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
+        f"[stargame]\nbudget_ms = {budget_ms}\n"
+        f"[flusher]\ntick_ms = 20\n"
+    )
+    return config
+
+
+def walletd(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60, check=check, env=env)
+
+
+class Server:
+    def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40) -> None:
+        self.port = free_port()
+        self.config = write_config(directory, self.port, redis_url, budget_ms)
+        self.log = directory / "serve.log"
+        self.process: subprocess.Popen | None = None
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Server":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "--config", str(self.config), "serve"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("walletd did not become ready:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)

@@ -1,0 +1,111 @@
+"""The flusher moves every ledger entry to SQLite exactly once, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from app.flusher import GROUP, Flusher
+from app.ledger import from_stream, open_store
+from app.settings import Settings
+from app.wallet import Wallet
+from tests.conftest import drain, ledger_rows
+
+pytestmark = pytest.mark.anyio
+
+PLAYERS = 12
+BETS_EACH = 25
+
+
+async def book_many(wallet: Wallet) -> None:
+    for i in range(PLAYERS):
+        await wallet.create_player(f"pl{i}", "EUR", 100_000, "", "en", "", [])
+    await asyncio.gather(*[
+        wallet.stargame_book(f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0, "t")
+        for i in range(PLAYERS) for n in range(BETS_EACH)
+    ])
+
+
+def seq_total(sync_redis: redis.Redis, settings: Settings) -> int:
+    return sum(int(sync_redis.get("w:{p%d}:seq" % p) or 0) for p in range(settings.wallet.partitions))
+
+
+def assert_exactly_once(settings: Settings, sync_redis: redis.Redis) -> None:
+    rows = ledger_rows(settings)
+    written = seq_total(sync_redis, settings)
+    assert len(rows) == written
+    assert len({(r["partition"], r["seq"]) for r in rows}) == written
+    for p in range(settings.wallet.partitions):
+        seqs = [r["seq"] for r in rows if r["partition"] == p]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_everything_is_stored_once_and_streams_are_trimmed(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    await book_many(wallet)
+    moved = await drain(settings)
+    assert moved == seq_total(sync_redis, settings) == PLAYERS * (1 + BETS_EACH + 9)
+    assert_exactly_once(settings, sync_redis)
+    assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
+
+
+async def test_a_crash_between_commit_and_ack_stores_nothing_twice(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    await book_many(wallet)
+    flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
+    await flusher.setup()
+    # What a flusher killed after COMMIT and before XACK leaves behind:
+    for p in range(settings.wallet.partitions):
+        reply = await wallet.redis.xreadgroup(GROUP, flusher.consumer, {wallet.keys.ledger(p): ">"}, count=7)
+        if reply:
+            flusher.store.insert([from_stream(fields) for _, fields in reply[0][1]])
+    flusher.close()
+    flusher.store.close()
+    half = len(ledger_rows(settings))
+    assert 0 < half < seq_total(sync_redis, settings)
+    # The restarted flusher (same consumer name) re-reads its pending entries.
+    await drain(settings)
+    assert_exactly_once(settings, sync_redis)
+
+
+async def test_pending_entries_of_a_dead_consumer_are_claimed(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    await book_many(wallet)
+    flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
+    await flusher.setup()
+    flusher.close()
+    flusher.store.close()
+    for p in range(settings.wallet.partitions):
+        await wallet.redis.xreadgroup(GROUP, "dead-host", {wallet.keys.ledger(p): ">"}, count=5)
+    dead = sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16))
+    assert dead > 0
+    await drain(settings)  # claim_idle_ms = 0 in tests
+    assert_exactly_once(settings, sync_redis)
+    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16)) == 0
+
+
+async def test_unacknowledged_entries_are_never_trimmed(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    await wallet.create_player("solo", "EUR", 1000, "", "en", "", [])
+    partition = wallet.keys.partition("solo")
+    stream = wallet.keys.ledger(partition)
+    await drain(settings)
+    for _ in range(4):
+        await wallet.stargame_book("solo", 1, 0, 0, "t")
+    # Another consumer holds the first two entries un-acked.
+    await wallet.redis.xreadgroup(GROUP, "slow", {stream: ">"}, count=2)
+    settings.flusher.claim_idle_ms = 3_600_000
+    await drain(settings)
+    kept = [fields["balance"] for _, fields in sync_redis.xrange(stream)]
+    assert kept[:2] == ["999", "998"]  # the held entries stay until acknowledged
+    assert len(ledger_rows(settings, "player_id = 'solo'")) == 3  # open + the two not held
+    settings.flusher.claim_idle_ms = 0
+    await drain(settings)
+    assert sync_redis.xlen(stream) == 0
+    assert_exactly_once(settings, sync_redis)

@@ -1,0 +1,48 @@
+"""Config: one TOML file, env overrides, typos refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import settings as config
+from app.settings import ConfigError
+
+
+def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("WALLETD_CONFIG", "WALLETD_REDIS_URL", "WALLETD_STORAGE_URL", "WALLETD_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    s = config.load()
+    assert (s.server.host, s.server.port, s.redis.url) == ("127.0.0.1", 8080, "embedded")
+    assert (s.oia.path, s.stargame.path, s.stargame.allowed_ips) == ("/oia", "/stargame", ["127.0.0.1", "::1"])
+    assert s.storage_url == f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
+    assert s.wallet.partitions == 16
+
+
+def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text('data_dir = "/srv/w"\n[server]\nport = 9000\n[redis]\nurl = "redis://h:1/0"\n'
+                    '[[oia.operators]]\nid = "casino"\nsecret_key = "s3cret"\n')
+    monkeypatch.setenv("WALLETD_CONFIG", str(path))
+    monkeypatch.setenv("WALLETD_PORT", "9100")
+    monkeypatch.setenv("WALLETD_STORAGE_URL", "sqlite:////tmp/x.db")
+    monkeypatch.delenv("WALLETD_REDIS_URL", raising=False)
+    s = config.load()
+    assert (s.server.port, s.redis.url, s.storage_url) == (9100, "redis://h:1/0", "sqlite:////tmp/x.db")
+    assert "s3cret" not in repr(s)  # secrets never reach a log line
+    monkeypatch.setenv("WALLETD_REDIS_URL", "redis://other:2/0")
+    assert config.load().redis.url == "redis://other:2/0"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['[redis]\nurll = "embedded"\n', "[wallet]\npartitions = 0\n", '[stargame]\nallowed_ips = ["10.0.0.0/33"]\n',
+     '[redis]\nurl = "http://x"\n', "[server]\nport = 'eighty'\n", "not toml ["],
+)
+def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        config.load(str(path))

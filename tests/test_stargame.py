@@ -1,0 +1,188 @@
+"""StarGame Game Notifications API: every cmd and every refusal, against real Redis."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from app.settings import Settings
+from app.wallet import Wallet
+from app.web import create_app
+from tests.conftest import drain, ledger_rows
+
+pytestmark = pytest.mark.anyio
+
+SUCCESS_KEYS = ["status", "error", "userLogin", "cash", "currencyname", "currencyiso", "language"]
+
+
+@pytest.fixture
+async def players(wallet: Wallet) -> None:
+    await wallet.create_player("p-rub", "RUB", 295071, "RU", "ru", "Ivan", ["stargame:117"])
+    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "Hans", [])
+
+
+async def balance(wallet: Wallet, player_id: str) -> int:
+    account = await wallet.account(player_id)
+    assert account is not None
+    return account.balance_minor
+
+
+async def test_get_balance_by_alias_matches_the_seed_example(client: httpx.AsyncClient, players: None) -> None:
+    r = await client.get("/stargame", params={"cmd": "getBalance", "uid": "117", "foo": "42"})
+    assert r.status_code == 200
+    assert list(r.json()) == SUCCESS_KEYS  # field order as in the manual
+    assert r.json() == {"status": "success", "error": "", "userLogin": "117", "cash": 295071,
+                        "currencyname": "RUB", "currencyiso": "643", "language": "RUS"}
+
+
+async def test_get_balance_by_player_id_without_foo(client: httpx.AsyncClient, players: None) -> None:
+    r = await client.get("/stargame", params={"cmd": "getBalance", "uid": "p-eur"})
+    assert r.json() == {"status": "success", "error": "", "userLogin": "p-eur", "cash": 5000,
+                        "currencyname": "EUR", "currencyiso": "978", "language": "ENG"}
+
+
+async def test_write_bet_debits_and_records_one_entry(
+    client: httpx.AsyncClient, players: None, wallet: Wallet, settings: Settings
+) -> None:
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "117", "bet": "10", "win": "0"})
+    assert r.json()["status"] == "success"
+    assert r.json()["cash"] == 295061
+    assert await balance(wallet, "p-rub") == 295061
+    await drain(settings)
+    bets = ledger_rows(settings, "player_id = ? AND kind = 'bet'", ("p-rub",))
+    assert [(b["amount_minor"], b["balance_after_minor"], b["source"]) for b in bets] == [(-10, 295061, "stargame")]
+
+
+async def test_write_bet_with_win_books_debit_then_credit(
+    client: httpx.AsyncClient, players: None, wallet: Wallet, settings: Settings
+) -> None:
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "1000", "win": "2500"})
+    assert r.json()["cash"] == 6500
+    await drain(settings)
+    rows = ledger_rows(settings, "player_id = ? AND kind != 'open'", ("p-eur",))
+    assert [(x["kind"], x["amount_minor"], x["balance_after_minor"]) for x in rows] == [
+        ("bet", -1000, 4000), ("win", 2500, 6500)]
+
+
+async def test_win_notification_credits(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "0", "win": "1000"})
+    assert r.json()["status"] == "success"
+    assert await balance(wallet, "p-eur") == 6000
+
+
+async def test_insufficient_funds_fails_and_moves_nothing_even_with_a_win(
+    client: httpx.AsyncClient, players: None, wallet: Wallet, settings: Settings
+) -> None:
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "5001", "win": "9000"})
+    body = r.json()
+    assert r.status_code == 200
+    assert body["status"] == "fail"
+    assert body["error"] == "insufficient funds"
+    assert body["cash"] == 5000
+    assert await balance(wallet, "p-eur") == 5000
+    await drain(settings)
+    assert [x["kind"] for x in ledger_rows(settings, "player_id = ?", ("p-eur",))] == ["open"]
+
+
+async def test_bet_of_whole_balance_is_allowed(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "5000", "win": "0"})
+    assert r.json()["cash"] == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"uid": "117"}, "missing parameter cmd"),
+        ({"cmd": "deposit", "uid": "117"}, "unknown cmd 'deposit'"),
+        ({"cmd": "getBalance"}, "missing parameter uid"),
+        ({"cmd": "getBalance", "uid": ""}, "uid must be"),
+        ({"cmd": "getBalance", "uid": "nobody"}, "unknown player"),
+        ({"cmd": "writeBet", "uid": "nobody", "bet": "1", "win": "0"}, "unknown player"),
+        ({"cmd": "writeBet", "uid": "117", "win": "0"}, "missing parameter bet"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "1"}, "missing parameter win"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "", "win": "0"}, "missing bet"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "-5", "win": "0"}, "bet must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "1.5", "win": "0"}, "bet must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "1e3", "win": "0"}, "bet must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": " 5", "win": "0"}, "bet must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "0x10", "win": "0"}, "bet must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "0", "win": "NaN"}, "win must be a non-negative integer"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "0", "win": str(2**53)}, "win is out of range"),
+        ({"cmd": "writeBet", "uid": "117", "bet": "0", "win": "9" * 40}, "win must be a non-negative integer"),
+    ],
+)
+async def test_refusals_name_the_problem_and_move_nothing(
+    client: httpx.AsyncClient, players: None, wallet: Wallet, sync_redis: redis.Redis,
+    params: dict, error: str,
+) -> None:
+    before = sync_redis.get("w:{p%d}:seq" % wallet.keys.partition("p-rub"))
+    r = await client.get("/stargame", params=params)
+    assert r.status_code == 200
+    assert r.json()["status"] == "fail"
+    assert error in r.json()["error"]
+    assert await balance(wallet, "p-rub") == 295071
+    assert sync_redis.get("w:{p%d}:seq" % wallet.keys.partition("p-rub")) == before
+
+
+async def test_a_parameter_given_twice_is_refused(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
+    r = await client.get("/stargame?cmd=writeBet&uid=117&bet=1&bet=100&win=0")
+    assert r.json() == {"status": "fail", "error": "parameter bet given more than once"}
+    assert await balance(wallet, "p-rub") == 295071
+
+
+async def test_win_that_would_pass_2_pow_53_is_refused(client: httpx.AsyncClient, wallet: Wallet) -> None:
+    await wallet.create_player("whale", "EUR", 2**53 - 10, "", "en", "", [])
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "whale", "bet": "0", "win": "10"})
+    assert r.json()["status"] == "fail"
+    assert "range" in r.json()["error"]
+    assert await balance(wallet, "whale") == 2**53 - 10
+
+
+async def test_a_request_past_its_deadline_books_nothing(
+    settings: Settings, wallet: Wallet
+) -> None:
+    await wallet.create_player("late", "EUR", 1000, "", "en", "", [])
+    settings.stargame.budget_ms = -1  # every request arrives already late
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        r = await c.get("/stargame", params={"cmd": "writeBet", "uid": "late", "bet": "100", "win": "0"})
+    assert r.json()["status"] == "fail"
+    assert "deadline" in r.json()["error"]
+    assert await balance(wallet, "late") == 1000
+
+
+def command_calls(sync_redis: redis.Redis) -> int:
+    stats = sync_redis.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info",))
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "192.168.1.1", "::ffff:10.0.0.7", "2001:db8::1", "not-an-ip"])
+async def test_callers_outside_the_allow_list_get_403_and_never_reach_redis(
+    settings: Settings, players: None, sync_redis: redis.Redis, wallet: Wallet, address: str
+) -> None:
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=(address, 5555))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        before = command_calls(sync_redis)
+        r = await c.get("/stargame", params={"cmd": "writeBet", "uid": "117", "bet": "0", "win": "100000"})
+        after = command_calls(sync_redis)
+    assert r.status_code == 403
+    assert r.json()["status"] == "fail"
+    assert after == before
+    assert await balance(wallet, "p-rub") == 295071
+
+
+async def test_allow_list_accepts_networks(settings: Settings, players: None) -> None:
+    settings.stargame.allowed_ips = ["10.20.0.0/16"]
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=("10.20.3.4", 5555))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        r = await c.get("/stargame", params={"cmd": "getBalance", "uid": "117", "foo": "1"})
+    assert r.json()["status"] == "success"
+
+
+async def test_healthz_is_200_with_redis_up(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert (r.status_code, r.text) == (200, "ok")

@@ -1,0 +1,79 @@
+"""walletd verify: passes on a clean run, names every kind of difference."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.keys import Keys
+from app.ledger import open_store
+from app.settings import Settings
+from app.verify import verify
+from app.wallet import Wallet
+from tests.process import Server, walletd
+
+pytestmark = pytest.mark.anyio
+
+
+async def run_verify(wallet: Wallet, settings: Settings) -> list[str]:
+    store = open_store(settings.storage_url)
+    try:
+        return await verify(wallet.redis, store, wallet.keys, settings.flusher)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+async def booked(wallet: Wallet) -> Wallet:
+    await wallet.create_player("a", "EUR", 10_000, "", "en", "", [])
+    await wallet.create_player("b", "JPY", 500, "", "en", "", [])
+    await wallet.stargame_book("a", 250, 1000, 0, "t")
+    await wallet.stargame_book("b", 500, 0, 0, "t")
+    await wallet.adjust("a", "deposit", 99, "dep-1")
+    return wallet
+
+
+async def test_clean_run_passes(booked: Wallet, settings: Settings) -> None:
+    assert await run_verify(booked, settings) == []
+
+
+async def test_tampered_balance_is_reported(booked: Wallet, settings: Settings, sync_redis: redis.Redis) -> None:
+    sync_redis.hincrby(booked.keys.account("a"), "bal", 5)
+    problems = await run_verify(booked, settings)
+    assert problems == ["player a: balance 10854 in Redis, ledger says 10849 (differs by 5)"]
+
+
+async def test_lost_ledger_entry_is_reported(booked: Wallet, settings: Settings) -> None:
+    assert await run_verify(booked, settings) == []
+    partition = booked.keys.partition("a")
+    db = sqlite3.connect(settings.storage_url.removeprefix("sqlite:///"))
+    db.execute("DELETE FROM ledger WHERE entry_id = ?", (f"{partition}:2",))
+    db.commit()
+    db.close()
+    problems = await run_verify(booked, settings)
+    assert f"partition {partition}: 1 ledger entries missing below seq" in problems[0]
+    assert any("player a: balance" in p for p in problems)
+
+
+async def test_entry_never_flushed_is_reported(booked: Wallet, settings: Settings, sync_redis: redis.Redis) -> None:
+    assert await run_verify(booked, settings) == []
+    partition = booked.keys.partition("b")
+    sync_redis.incr(booked.keys.seq(partition))  # Redis counted an entry the store never got
+    problems = await run_verify(booked, settings)
+    assert any(f"partition {partition}: Redis wrote" in p for p in problems)
+
+
+def test_cli_verify_exit_codes(tmp_path: Path, redis_url: str, sync_redis: redis.Redis) -> None:
+    server = Server(tmp_path, redis_url)
+    walletd(server.config, "player", "create", "c", "--currency", "EUR", "--balance", "12.34")
+    walletd(server.config, "player", "withdraw", "c", "2.34", "--ref", "w1")
+    ok = walletd(server.config, "verify")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verify: OK" in ok.stdout
+    sync_redis.hincrby(Keys(16).account("c"), "bal", -1)
+    bad = walletd(server.config, "verify", check=False)
+    assert bad.returncode == 1
+    assert "player c: balance 999 in Redis, ledger says 1000" in bad.stdout
