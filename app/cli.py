@@ -81,12 +81,17 @@ def player_create(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]
     return work
 
 
+async def require_profile(wallet: Wallet, player_id: str) -> tuple[dict[str, str], int]:
+    """The player's profile and currency exponent, or a refusal."""
+    profile = await wallet.profile(player_id)
+    if profile is None:
+        raise Refusal(f"unknown player {player_id}")
+    return profile, currency.exponent(profile["cur"])
+
+
 def player_show(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
     async def work(wallet: Wallet) -> int:
-        profile = await wallet.profile(args.player_id)
-        if profile is None:
-            raise Refusal(f"unknown player {args.player_id}")
-        exponent = currency.exponent(profile["cur"])
+        profile, exponent = await require_profile(wallet, args.player_id)
         shown = {"player_id": args.player_id, "balance": minor_to_decimal(int(profile["bal"]), exponent),
                  "balance_minor": int(profile["bal"]), "currency": profile["cur"],
                  "country": profile["country"], "language": profile["lang"], "name": profile["name"],
@@ -99,10 +104,7 @@ def player_show(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
 
 def player_adjust(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
     async def work(wallet: Wallet) -> int:
-        profile = await wallet.profile(args.player_id)
-        if profile is None:
-            raise Refusal(f"unknown player {args.player_id}")
-        exponent = currency.exponent(profile["cur"])
+        _, exponent = await require_profile(wallet, args.player_id)
         amount = decimal_to_minor(args.amount, exponent, "amount")
         result = await wallet.adjust(args.player_id, args.action, amount, args.ref)
         balance = minor_to_decimal(result.balance_minor, exponent)

@@ -134,11 +134,14 @@ class Flusher:
         return moved
 
     async def run(self) -> None:
-        await self.setup()
-        await self.recover()
-        log.info("flusher %s started on %d partitions", self.consumer, self.keys.partitions)
+        recovered = False
         while not self.should_exit:
             try:
+                if not recovered:
+                    await self.setup()
+                    await self.recover()
+                    recovered = True
+                    log.info("flusher %s started on %d partitions", self.consumer, self.keys.partitions)
                 moved = await self.tick()
             except Exception:  # a store or Redis outage: retry next tick, never exit
                 log.exception("flusher tick failed, retrying next tick")

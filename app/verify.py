@@ -20,7 +20,7 @@ async def redis_balances(redis: Redis, keys: Keys) -> dict[str, int]:
         async with redis.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hget(name, "bal")
-            for name, value in zip(names, await pipe.execute()):
+            for name, value in zip(names, await pipe.execute(), strict=True):
                 balances[keys.player_of_account(name)] = int(value)
 
     async for name in redis.scan_iter(match="w:{p*}:acct:*", count=SCAN_BATCH):

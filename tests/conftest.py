@@ -95,6 +95,5 @@ def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> l
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, settings.redis.url)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://walletd") as c:
-            yield c
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        yield c

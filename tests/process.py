@@ -43,7 +43,7 @@ class Server:
         self.process: subprocess.Popen | None = None
         self.base_url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from app.flusher import GROUP, Flusher
+from app.keys import Keys
 from app.ledger import from_stream, open_store
 from app.settings import Settings
 from app.wallet import Wallet
@@ -29,7 +30,19 @@ async def book_many(wallet: Wallet) -> None:
 
 
 def seq_total(sync_redis: redis.Redis, settings: Settings) -> int:
-    return sum(int(sync_redis.get("w:{p%d}:seq" % p) or 0) for p in range(settings.wallet.partitions))
+    keys = Keys(settings.wallet.partitions)
+    return sum(int(sync_redis.get(keys.seq(p)) or 0) for p in range(keys.partitions))
+
+
+async def flusher_with_groups(wallet: Wallet, settings: Settings) -> Flusher:
+    flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
+    await flusher.setup()
+    return flusher
+
+
+def stop(flusher: Flusher) -> None:
+    flusher.close()
+    flusher.store.close()
 
 
 def assert_exactly_once(settings: Settings, sync_redis: redis.Redis) -> None:
@@ -56,15 +69,13 @@ async def test_a_crash_between_commit_and_ack_stores_nothing_twice(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     await book_many(wallet)
-    flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
-    await flusher.setup()
+    flusher = await flusher_with_groups(wallet, settings)
     # What a flusher killed after COMMIT and before XACK leaves behind:
     for p in range(settings.wallet.partitions):
         reply = await wallet.redis.xreadgroup(GROUP, flusher.consumer, {wallet.keys.ledger(p): ">"}, count=7)
         if reply:
             flusher.store.insert([from_stream(fields) for _, fields in reply[0][1]])
-    flusher.close()
-    flusher.store.close()
+    stop(flusher)
     half = len(ledger_rows(settings))
     assert 0 < half < seq_total(sync_redis, settings)
     # The restarted flusher (same consumer name) re-reads its pending entries.
@@ -76,10 +87,7 @@ async def test_pending_entries_of_a_dead_consumer_are_claimed(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     await book_many(wallet)
-    flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
-    await flusher.setup()
-    flusher.close()
-    flusher.store.close()
+    stop(await flusher_with_groups(wallet, settings))
     for p in range(settings.wallet.partitions):
         await wallet.redis.xreadgroup(GROUP, "dead-host", {wallet.keys.ledger(p): ">"}, count=5)
     dead = sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16))

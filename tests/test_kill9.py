@@ -71,8 +71,10 @@ async def test_kill_9_under_load_keeps_every_answered_booking(tmp_path: Path) ->
     server.start()  # same data_dir: replays the AOF
     try:
         async with httpx.AsyncClient(base_url=server.base_url) as client:
-            balances = {f"k{i}": (await client.get("/stargame", params={"cmd": "getBalance", "uid": f"k{i}"})).json()["cash"]
-                        for i in range(PLAYERS)}
+            balances = {}
+            for i in range(PLAYERS):
+                r = await client.get("/stargame", params={"cmd": "getBalance", "uid": f"k{i}"})
+                balances[f"k{i}"] = r.json()["cash"]
         check = walletd(server.config, "verify", check=False)  # drains, then compares
     finally:
         server.stop()

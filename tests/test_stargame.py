@@ -116,13 +116,14 @@ async def test_refusals_name_the_problem_and_move_nothing(
     client: httpx.AsyncClient, players: None, wallet: Wallet, sync_redis: redis.Redis,
     params: dict, error: str,
 ) -> None:
-    before = sync_redis.get("w:{p%d}:seq" % wallet.keys.partition("p-rub"))
+    seq_key = wallet.keys.seq(wallet.keys.partition("p-rub"))
+    before = sync_redis.get(seq_key)
     r = await client.get("/stargame", params=params)
     assert r.status_code == 200
     assert r.json()["status"] == "fail"
     assert error in r.json()["error"]
     assert await balance(wallet, "p-rub") == 295071
-    assert sync_redis.get("w:{p%d}:seq" % wallet.keys.partition("p-rub")) == before
+    assert sync_redis.get(seq_key) == before
 
 
 async def test_a_parameter_given_twice_is_refused(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
