@@ -47,7 +47,6 @@ class Flusher:
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.should_exit = False
-        self.entries_stored = 0
 
     async def setup(self) -> None:
         for partition in range(self.keys.partitions):
@@ -95,12 +94,11 @@ class Flusher:
         entries = [from_stream(fields) for _, fields in present]
         assert all(e.partition == partition for e in entries), "entry in the wrong partition stream"
         loop = asyncio.get_running_loop()
-        inserted = await loop.run_in_executor(self.executor, self.store.insert, entries)
+        await loop.run_in_executor(self.executor, self.store.insert, entries)
         # Ack only after the commit above: a crash before here re-reads the batch,
         # and the unique entry id makes the second insert a no-op.
         await self.redis.xack(self.keys.ledger(partition), GROUP, *ids)
         await self.trim(partition)
-        self.entries_stored += inserted
         return len(messages)
 
     async def trim(self, partition: int) -> None:

@@ -29,7 +29,11 @@ class Keys:
         return f"{PREFIX}:{{p{partition}}}"
 
     def account(self, player_id: str) -> str:
-        return f"{self.tag(self.partition(player_id))}:acct:{player_id}"
+        return self.account_at(self.partition(player_id), player_id)
+
+    def account_at(self, partition: int, player_id: str) -> str:
+        """The account key when the partition is already known (saves a crc32)."""
+        return f"{self.tag(partition)}:acct:{player_id}"
 
     def seq(self, partition: int) -> str:
         """Counter of ledger entries ever written in the partition (gap detection)."""
@@ -41,8 +45,9 @@ class Keys:
     def tx(self, player_id: str, source: str, tx_id: str) -> str:
         return f"{self.tag(self.partition(player_id))}:tx:{source}:{tx_id}"
 
-    def account_pattern(self, partition: int) -> str:
-        return f"{self.tag(partition)}:acct:*"
+    @staticmethod
+    def all_accounts_pattern() -> str:
+        return f"{PREFIX}:{{p*}}:acct:*"
 
     def player_of_account(self, key: str) -> str:
         return key.split(":acct:", 1)[1]

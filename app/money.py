@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # Lua numbers are doubles: integers are exact below 2**53 only.
 AMOUNT_MINOR_LIMIT = 2**53
@@ -32,11 +32,7 @@ def decimal_to_minor(text: str, exponent: int, field: str = "amount") -> int:
     assert 0 <= exponent <= 4
     if not _DECIMAL.fullmatch(text):
         raise AmountError(f"{field} must be a non-negative decimal like 100.00")
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:  # pragma: no cover - the regex already guards
-        raise AmountError(f"{field} is not a number") from exc
-    scaled = value.scaleb(exponent)
+    scaled = Decimal(text).scaleb(exponent)  # the regex admits only plain decimals
     if scaled != scaled.to_integral_value():
         raise AmountError(f"{field} has more than {exponent} decimals")
     minor = int(scaled)

@@ -23,7 +23,7 @@ async def redis_balances(redis: Redis, keys: Keys) -> dict[str, int]:
             for name, value in zip(names, await pipe.execute(), strict=True):
                 balances[keys.player_of_account(name)] = int(value)
 
-    async for name in redis.scan_iter(match="w:{p*}:acct:*", count=SCAN_BATCH):
+    async for name in redis.scan_iter(match=keys.all_accounts_pattern(), count=SCAN_BATCH):
         batch.append(name)
         if len(batch) >= SCAN_BATCH:
             await read(batch)

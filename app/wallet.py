@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import msgspec
@@ -57,28 +58,23 @@ def check_player_id(player_id: str) -> str:
 
 
 class AliasCache:
-    """alias -> player id. Aliases never change once claimed, so hits are kept."""
+    """alias key -> (player id, expiry). Claimed aliases never change, so a hit
+    never expires; a miss (the uid is taken as the player id) expires soon."""
 
     def __init__(self) -> None:
-        self.hits: dict[str, str] = {}
-        self.misses: dict[str, float] = {}
+        self.entries: dict[str, tuple[str, float]] = {}
 
-    def get(self, alias: str) -> str | None | bool:
-        if alias in self.hits:
-            return self.hits[alias]
-        expires = self.misses.get(alias)
-        if expires is not None and expires > time.monotonic():
-            return False
-        return None
+    def get(self, alias: str) -> str | None:
+        entry = self.entries.get(alias)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
 
-    def put(self, alias: str, player_id: str | None) -> None:
-        if len(self.hits) + len(self.misses) >= ALIAS_CACHE_MAX:
-            self.hits.clear()
-            self.misses.clear()
-        if player_id is None:
-            self.misses[alias] = time.monotonic() + ALIAS_MISS_TTL_S
-        else:
-            self.hits[alias] = player_id
+    def put(self, alias: str, player_id: str, found: bool) -> None:
+        if len(self.entries) >= ALIAS_CACHE_MAX:
+            self.entries.clear()
+        expires = math.inf if found else time.monotonic() + ALIAS_MISS_TTL_S
+        self.entries[alias] = (player_id, expires)
 
 
 class Wallet:
@@ -105,19 +101,17 @@ class Wallet:
 
     def _book_keys(self, player_id: str) -> tuple[list[str], int]:
         partition = self.keys.partition(player_id)
-        keys = [self.keys.account(player_id), self.keys.seq(partition), self.keys.ledger(partition)]
+        keys = [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
         return keys, partition
 
     async def resolve(self, kind: str, external_id: str) -> str:
         """The player an external id stands for: its alias, else the id itself."""
         alias = Keys.alias(kind, external_id)
         cached = self.aliases.get(alias)
-        if cached is False:
-            return external_id
         if cached is not None:
             return cached
         player_id = await self.redis.get(alias)
-        self.aliases.put(alias, player_id)
+        self.aliases.put(alias, player_id or external_id, found=player_id is not None)
         return player_id or external_id
 
     async def account(self, player_id: str) -> Account | None:
@@ -166,13 +160,13 @@ class Wallet:
         return reply[1]
 
     async def _claim_aliases(self, player_id: str, aliases: list[str]) -> list[str]:
-        claimed: list[str] = []
         for alias in aliases:
             kind, _, external_id = alias.partition(":")
             if not kind or not external_id or " " in alias:
-                await self._release_aliases(player_id, claimed)
                 raise WalletError(f"alias {alias!r} must look like stargame:117")
-            key = Keys.alias(kind, external_id)
+        claimed: list[str] = []
+        for alias in aliases:
+            key = Keys.alias(*alias.split(":", 1))
             if not await self.redis.set(key, player_id, nx=True):
                 await self._release_aliases(player_id, claimed)
                 raise WalletError(f"alias {alias} already belongs to {await self.redis.get(key)}")
