@@ -1,4 +1,4 @@
-"""The walletd command line: serve, flush, player ..., verify."""
+"""The walletd command line: serve, flush, player ..., session new, verify."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import msgspec
 
 from app import currency, settings as config
 from app.flusher import Flusher
+from app.admin import SessionError, SessionRequest, open_session
 from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_client import connect
+from app.oia_wallet import OiaWallet
 from app.redis_server import redis_url
+from app.sessions import DEVICES
 from app.settings import Settings
 from app.verify import verify
 from app.wallet import Wallet, WalletError
@@ -52,6 +55,18 @@ def parser() -> argparse.ArgumentParser:
         adjust.add_argument("player_id")
         adjust.add_argument("amount", help="decimal, e.g. 25.00")
         adjust.add_argument("--ref", required=True, help="idempotency reference")
+    for action in ("block", "unblock"):
+        player.add_parser(action, parents=[common]).add_argument("player_id")
+    session = commands.add_parser("session", help="game sessions").add_subparsers(dest="action", required=True)
+    new = session.add_parser("new", parents=[common], help="open a session; prints token and launch URLs")
+    new.add_argument("player_id")
+    target = new.add_mutually_exclusive_group(required=True)
+    target.add_argument("--game", type=int, help="platform game id")
+    target.add_argument("--lobby", help="platform lobby id")
+    new.add_argument("--operator", help="operator id (default: the only one configured)")
+    new.add_argument("--home-url", default="")
+    new.add_argument("--device", default="", choices=["", *DEVICES])
+    new.add_argument("--fun", action="store_true", help="also print the fun-mode URL")
     return main
 
 
@@ -119,6 +134,30 @@ def player_adjust(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]
     return work
 
 
+def player_block(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
+    async def work(wallet: Wallet) -> int:
+        await wallet.set_blocked(args.player_id, args.action == "block")
+        print(f"{args.player_id} {args.action}ed; effective from the next callback")
+        return 0
+
+    return work
+
+
+def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Wallet], Awaitable[int]]:
+    async def work(wallet: Wallet) -> int:
+        fields = {"player_id": args.player_id, "game_id": args.game, "lobby_id": args.lobby,
+                  "operator_id": args.operator, "home_url": args.home_url, "device": args.device, "fun": args.fun}
+        oia_wallet = OiaWallet(wallet, settings.oia, settings.storage_url)
+        try:
+            session = await open_session(oia_wallet, settings.oia, msgspec.convert(fields, SessionRequest))
+        except (SessionError, msgspec.ValidationError) as exc:
+            raise Refusal(str(exc)) from exc
+        print(msgspec.json.format(msgspec.json.encode(session)).decode())
+        return 0
+
+    return work
+
+
 def serve(settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415 - not needed by the other commands
 
@@ -170,7 +209,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return flush(settings)
     if args.command == "verify":
         return run_verify(settings)
-    builders = {"create": player_create, "show": player_show, "deposit": player_adjust, "withdraw": player_adjust}
+    if args.command == "session":
+        return with_wallet(settings, session_new(args, settings))
+    builders = {"create": player_create, "show": player_show, "deposit": player_adjust, "withdraw": player_adjust,
+                "block": player_block, "unblock": player_block}
     return with_wallet(settings, builders[args.action](args))
 
 

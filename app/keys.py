@@ -42,8 +42,17 @@ class Keys:
     def ledger(self, partition: int) -> str:
         return f"{self.tag(partition)}:ledger"
 
-    def tx(self, player_id: str, source: str, tx_id: str) -> str:
-        return f"{self.tag(self.partition(player_id))}:tx:{source}:{tx_id}"
+    def tx(self, partition: int, source: str, player_id: str, tx_id: str) -> str:
+        """A transaction record, scoped by source (e.g. 'oia:<operator>') and player.
+        Player ids never contain '|', so the name is unambiguous."""
+        return f"{self.tag(partition)}:tx:{source}:{player_id}|{tx_id}"
+
+    def round(self, partition: int, source: str, player_id: str, round_id: str) -> str:
+        return f"{self.tag(partition)}:round:{source}:{player_id}|{round_id}"
+
+    def session(self, partition: int, token: str) -> str:
+        """A game session; token '' names a key that never exists (no usable token)."""
+        return f"{self.tag(partition)}:sess:{token}"
 
     @staticmethod
     def all_accounts_pattern() -> str:

@@ -15,7 +15,7 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     partition: int
     seq: int
     player_id: str
-    kind: str  # open, bet, win, deposit, withdraw
+    kind: str  # open, bet, win, refund, cancel, deposit, withdraw
     amount_minor: int  # signed: debits are negative
     balance_after_minor: int
     source: str
@@ -37,6 +37,9 @@ class LedgerStore(Protocol):
         """Sum of amount_minor per player (the 'open' entry is the opening balance)."""
 
     def partition_stats(self) -> dict[int, PartitionStats]: ...
+
+    def find(self, player_id: str, source: str, ref: str) -> list[tuple[str, int]]:
+        """(kind, amount_minor) of the player's entries with this source and ref, oldest first."""
 
     def close(self) -> None: ...
 

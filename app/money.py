@@ -48,3 +48,38 @@ def minor_to_decimal(minor: int, exponent: int) -> str:
     if exponent == 0:
         return sign + digits
     return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
+
+
+# The Operator Integration API's DECIMAL(18,2): 16 integer digits; trailing
+# zeros after the 2nd decimal are tolerated (17.250 == 17.25), bounded so the
+# Decimal arithmetic below stays exact (28 significant digits).
+_WIRE_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,10})?")
+WIRE_DECIMALS = 2
+
+
+def wire_to_minor(text: str, exponent: int, field: str) -> int:
+    """A DECIMAL(18,2) from the wire in the currency's minor units, exactly."""
+    assert 0 <= exponent <= 4
+    if text.startswith("-"):
+        raise AmountError(f"{field} must not be negative")
+    if not _WIRE_DECIMAL.fullmatch(text):
+        raise AmountError(f"{field} must be a decimal number like 17.25")
+    value = Decimal(text)
+    if value.scaleb(WIRE_DECIMALS) != value.scaleb(WIRE_DECIMALS).to_integral_value():
+        raise AmountError(f"{field} has more than {WIRE_DECIMALS} decimals")
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise AmountError(f"{field} has more decimals than the currency's {exponent}")
+    minor = int(scaled)
+    if minor >= AMOUNT_MINOR_LIMIT:
+        raise AmountError(f"{field} is out of range")
+    return minor
+
+
+def minor_to_wire(minor: int, exponent: int) -> str:
+    """Minor units as a DECIMAL(18,2) text; a currency with more than 2 decimals
+    is rounded down, so a balance is never shown higher than it is."""
+    assert isinstance(minor, int)
+    if exponent > WIRE_DECIMALS:
+        return minor_to_decimal(minor // 10 ** (exponent - WIRE_DECIMALS), WIRE_DECIMALS)
+    return minor_to_decimal(minor * 10 ** (WIRE_DECIMALS - exponent), WIRE_DECIMALS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -33,9 +34,16 @@ class StorageSettings(msgspec.Struct, forbid_unknown_fields=True):
     url: str = ""
 
 
+OPERATOR_ID = re.compile(r"[A-Za-z0-9_-]{1,20}")  # the seed's operator_id: STRING 20
+
+
 class OperatorSettings(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     secret_key: str
+    # ISO codes this operator may play in; empty means any.
+    currencies: list[str] = []
+    # BETs on these game ids are refused with OP_35 (WIN/REFUND still credit).
+    disabled_games: list[int] = []
 
     def __repr__(self) -> str:  # secrets never reach a log line
         return f"OperatorSettings(id={self.id!r}, secret_key='***')"
@@ -44,6 +52,25 @@ class OperatorSettings(msgspec.Struct, forbid_unknown_fields=True):
 class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "/oia"
     operators: list[OperatorSettings] = []
+    # A callback that cannot be booked this long after it arrived answers
+    # OP_47 without moving money (the platform then cancels or retries).
+    budget_ms: int = 2000
+    # Transaction and round records stay in Redis this long: longer than any
+    # platform's retry window; status/cancel fall back to the ledger store after.
+    retention_s: int = 72 * 3600
+    # A session token not used (authenticate, balance, BET) this long expires.
+    session_idle_s: int = 1800
+    # Host (or https://host/path) of the platform's game launcher, for launch URLs.
+    game_launch_host: str = ""
+    home_url: str = ""
+
+
+class AdminSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Bearer token for POST /admin/sessions; empty turns the admin API off.
+    token: str = ""
+
+    def __repr__(self) -> str:
+        return "AdminSettings(token='***')"
 
 
 class StarGameSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,6 +110,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     stargame: StarGameSettings = msgspec.field(default_factory=StarGameSettings)
     wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)
     flusher: FlusherSettings = msgspec.field(default_factory=FlusherSettings)
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
 
     @property
     def data_path(self) -> Path:
@@ -129,6 +157,8 @@ def apply_env(settings: Settings) -> None:
         settings.redis.url = os.environ["WALLETD_REDIS_URL"]
     if os.environ.get("WALLETD_STORAGE_URL"):
         settings.storage.url = os.environ["WALLETD_STORAGE_URL"]
+    if os.environ.get("WALLETD_ADMIN_TOKEN"):
+        settings.admin.token = os.environ["WALLETD_ADMIN_TOKEN"]
     if os.environ.get("WALLETD_PORT"):
         try:
             settings.server.port = int(os.environ["WALLETD_PORT"])
@@ -151,3 +181,18 @@ def check(settings: Settings) -> None:
     for path in (settings.oia.path, settings.stargame.path):
         if not path.startswith("/"):
             raise ConfigError(f"path {path!r} must start with '/'")
+    check_oia(settings.oia)
+
+
+def check_oia(oia: OiaSettings) -> None:
+    if min(oia.budget_ms, oia.retention_s, oia.session_idle_s) < 1:
+        raise ConfigError("oia.budget_ms, oia.retention_s and oia.session_idle_s must be positive")
+    seen: set[str] = set()
+    for operator in oia.operators:
+        if not OPERATOR_ID.fullmatch(operator.id):
+            raise ConfigError(f"oia.operators: id {operator.id!r} must be 1-20 of [A-Za-z0-9_-]")
+        if operator.id in seen:
+            raise ConfigError(f"oia.operators: id {operator.id!r} appears twice")
+        if not operator.secret_key:
+            raise ConfigError(f"oia.operators: {operator.id} has an empty secret_key")
+        seen.add(operator.id)

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     UNIQUE (partition, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_player ON ledger (player_id);
+CREATE INDEX IF NOT EXISTS ledger_ref ON ledger (ref);
 CREATE TABLE IF NOT EXISTS players (
     player_id TEXT PRIMARY KEY,
     currency TEXT NOT NULL,
@@ -95,6 +96,13 @@ class SqliteStore:
         with self.lock:
             cursor = self.db.execute("SELECT partition, COUNT(*), MAX(seq) FROM ledger GROUP BY partition")
             return {part: PartitionStats(count, seq_max) for part, count, seq_max in cursor}
+
+    def find(self, player_id: str, source: str, ref: str) -> list[tuple[str, int]]:
+        with self.lock:
+            cursor = self.db.execute(
+                "SELECT kind, amount_minor FROM ledger WHERE ref = ? AND source = ? AND player_id = ? "
+                "ORDER BY partition, seq", (ref, source, player_id))
+            return [(kind, int(amount)) for kind, amount in cursor]
 
     def close(self) -> None:
         with self.lock:

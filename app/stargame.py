@@ -24,6 +24,7 @@ UID_MAX_LEN = 64
 RUSSIAN = frozenset({"ru", "rus", "russian"})
 REFUSALS = {
     "FUNDS": "insufficient funds",
+    "BLOCKED": "player is blocked",
     "LATE": "deadline passed before booking; nothing booked",
     "OVERFLOW": "balance would exceed the supported range",
     "BACKLOG": "ledger backlog full; nothing booked",

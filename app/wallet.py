@@ -52,8 +52,8 @@ def check_text(value: str, field: str, max_len: int = TEXT_MAX_LEN, required: bo
 
 def check_player_id(player_id: str) -> str:
     check_text(player_id, "player id", PLAYER_ID_MAX_LEN)
-    if any(c.isspace() for c in player_id):
-        raise WalletError("player id must not contain spaces")
+    if any(c.isspace() for c in player_id) or "|" in player_id:
+        raise WalletError("player id must not contain spaces or '|'")
     return player_id
 
 
@@ -136,7 +136,7 @@ class Wallet:
         if amount_minor <= 0:
             raise WalletError("amount must be positive")
         keys, partition = self._book_keys(player_id)
-        keys.append(self.keys.tx(player_id, "admin", ref))
+        keys.append(self.keys.tx(partition, "admin", player_id, ref))
         args = [player_id, partition, kind, amount_minor, ref, self.settings.backlog_max]
         reply = await self.scripts.admin_adjust(keys=keys, args=args)
         return Adjustment(reply[0], int(reply[1]), reply[2])
@@ -177,6 +177,11 @@ class Wallet:
         for key in keys:
             if await self.redis.get(key) == player_id:
                 await self.redis.delete(key)
+
+    async def set_blocked(self, player_id: str, blocked: bool) -> None:
+        reply = await self.scripts.set_blocked(keys=[self.keys.account(player_id)], args=["1" if blocked else "0"])
+        if reply[0] == "NO_PLAYER":
+            raise WalletError(f"unknown player {player_id}")
 
     async def profile(self, player_id: str) -> dict[str, str] | None:
         fields = await self.redis.hgetall(self.keys.account(player_id))

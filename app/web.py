@@ -13,8 +13,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app.admin import Admin
 from app.flusher import Flusher
 from app.ledger import open_store
+from app.oia import Oia
+from app.oia_wallet import OiaWallet
 from app.redis_client import connect
 from app.settings import Settings
 from app.stargame import StarGame
@@ -31,6 +34,9 @@ class Service:
         self.redis = connect(redis_url, settings.redis)
         self.wallet = Wallet(self.redis, settings.wallet)
         self.stargame = StarGame(self.wallet, settings.stargame)
+        self.oia_wallet = OiaWallet(self.wallet, settings.oia, settings.storage_url)
+        self.oia = Oia(self.oia_wallet, settings.oia)
+        self.admin = Admin(self.oia_wallet, settings.oia, settings.admin)
         self.flusher: Flusher | None = None
         self.flusher_task: asyncio.Task | None = None
 
@@ -48,6 +54,7 @@ class Service:
                 await asyncio.wait_for(self.flusher_task, timeout=10)
             self.flusher.close()
             self.flusher.store.close()
+        self.oia_wallet.store.close()
         await self.redis.aclose()
 
     async def healthz(self, request: Request) -> Response:
@@ -75,6 +82,9 @@ def create_app(settings: Settings, redis_url: str) -> Starlette:
     routes = [
         Route("/healthz", service.healthz, methods=["GET"]),
         Route(settings.stargame.path, service.stargame.endpoint, methods=["GET"]),
+        Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"]),
+        Route(f"{settings.oia.path}/{{command}}", service.oia.endpoint, methods=["POST"]),
+        Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service

@@ -6,7 +6,7 @@
 -- ARGV[6] backlog_max    (max un-flushed entries in the partition stream)
 -- ARGV[7] ref            (free text kept with the ledger entries)
 -- Returns {code, balance_minor, currency, language}; code is one of
---   OK, FUNDS (balance < bet), LATE (deadline passed), OVERFLOW (balance would
+--   OK, FUNDS (balance < bet), BLOCKED (player blocked and bet > 0), LATE (deadline passed), OVERFLOW (balance would
 --   reach 2^53), BACKLOG (ledger stream full), and {'NO_PLAYER'}.
 -- Every refusal happens before the first write.
 local acct, seq_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
@@ -16,11 +16,12 @@ local win = integer_arg(ARGV[4], 'win_minor')
 local deadline_ms = integer_arg(ARGV[5], 'deadline_ms')
 local backlog_max = integer_arg(ARGV[6], 'backlog_max')
 
-local v = redis.call('HMGET', acct, 'bal', 'cur', 'lang')
+local v = redis.call('HMGET', acct, 'bal', 'cur', 'lang', 'blocked')
 if not v[1] then return {'NO_PLAYER'} end
 local balance = tonumber(v[1])
 local now = now_ms()
 if deadline_ms > 0 and now > deadline_ms then return {'LATE', balance, v[2], v[3]} end
+if bet > 0 and v[4] == '1' then return {'BLOCKED', balance, v[2], v[3]} end
 if bet > balance then return {'FUNDS', balance, v[2], v[3]} end
 if balance - bet + win >= AMOUNT_LIMIT then return {'OVERFLOW', balance, v[2], v[3]} end
 if (bet > 0 or win > 0) and redis.call('XLEN', ledger_key) >= backlog_max then

@@ -16,11 +16,15 @@ from app.keys import Keys
 from app.ledger import open_store
 from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
-from app.settings import Settings
+from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
 from app.web import create_app
 
 os.environ.pop("WALLETD_CONFIG", None)
+
+OPERATOR, SECRET = "testcasino", "test-secret"
+OTHER_OPERATOR, OTHER_SECRET = "othercasino", "other-secret"
+ADMIN_TOKEN = "admin-token-for-tests"
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +62,11 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
     s.storage.url = f"sqlite:///{tmp_path / 'ledger.db'}"
     s.flusher.enabled = False  # tests drain explicitly, so counts are deterministic
     s.flusher.claim_idle_ms = 0
+    s.oia.operators = [OperatorSettings(id=OPERATOR, secret_key=SECRET),
+                       OperatorSettings(id=OTHER_OPERATOR, secret_key=OTHER_SECRET,
+                                        currencies=["EUR"], disabled_games=[666])]
+    s.oia.game_launch_host = "games.example.com"
+    s.admin.token = ADMIN_TOKEN
     return s
 
 

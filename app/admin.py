@@ -1,0 +1,98 @@
+"""walletd's own admin API: POST /admin/sessions (Bearer token from [admin])."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.oia_wallet import OiaWallet
+from app.request_body import BodyTooLarge, read_body
+from app.responses import JSON
+from app.sessions import DEVICES, launch_urls
+from app.settings import AdminSettings, OiaSettings, OperatorSettings
+
+log = logging.getLogger("walletd.admin")
+
+BODY_BYTES_MAX = 16 * 1024
+LaunchText = Annotated[str, Meta(max_length=500, pattern=r"^[^|]*$")]
+
+
+class SessionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    player_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^|\s]+$")]
+    game_id: Annotated[int, Meta(ge=0, lt=10**6)] | None = None  # the seed's INT 6
+    lobby_id: Annotated[str, Meta(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    operator_id: str | None = None
+    home_url: LaunchText = ""
+    device: str = ""
+    fun: bool = False
+
+
+class SessionError(ValueError):
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def pick_operator(oia: OiaSettings, operator_id: str | None) -> OperatorSettings:
+    if operator_id is None:
+        if len(oia.operators) != 1:
+            raise SessionError("operator_id is required: oia.operators does not hold exactly one operator")
+        return oia.operators[0]
+    for operator in oia.operators:
+        if operator.id == operator_id:
+            return operator
+    raise SessionError(f"unknown operator {operator_id!r}")
+
+
+async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> dict:
+    """Shared by the admin API and `walletd session new`."""
+    if (req.game_id is None) == (req.lobby_id is None):
+        raise SessionError("give exactly one of game_id and lobby_id")
+    if req.device and req.device not in DEVICES:
+        raise SessionError("device must be desktop or mobile")
+    operator = pick_operator(oia, req.operator_id)
+    game = "" if req.game_id is None else str(req.game_id)
+    lobby = req.lobby_id or ""
+    try:
+        token, currency_code, language = await wallet.open_session(operator.id, req.player_id, game, lobby)
+    except KeyError:
+        raise SessionError(f"unknown player {req.player_id}", status_code=404) from None
+    target = ("game_id", game) if game else ("lobby_id", lobby)
+    urls = launch_urls(oia, operator.id, target, token, currency_code, language, req.home_url, req.device, req.fun)
+    return {"token": token, "player_id": req.player_id, "operator_id": operator.id,
+            "game_id": req.game_id, "lobby_id": req.lobby_id, "currency": currency_code,
+            "idle_expiry_s": oia.session_idle_s, **urls}
+
+
+class Admin:
+    def __init__(self, wallet: OiaWallet, oia: OiaSettings, settings: AdminSettings) -> None:
+        self.wallet = wallet
+        self.oia = oia
+        self.expected = f"Bearer {settings.token}".encode() if settings.token else None
+
+    def authorized(self, request: Request) -> bool:
+        given = request.headers.get("authorization")
+        return self.expected is not None and given is not None and hmac.compare_digest(self.expected, given.encode())
+
+    async def sessions(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return JSON({"error": "missing or wrong Bearer token (or [admin] token not set)"}, status_code=401)
+        try:
+            req = msgspec.json.decode(await read_body(request, BODY_BYTES_MAX), type=SessionRequest)
+            return JSON(await open_session(self.wallet, self.oia, req), status_code=201)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return JSON({"error": str(exc)}, status_code=400)
+        except BodyTooLarge as exc:
+            return JSON({"error": str(exc)}, status_code=413)
+        except SessionError as exc:
+            return JSON({"error": str(exc)}, status_code=exc.status_code)
+        except (RedisError, OSError) as exc:
+            log.error("admin sessions: wallet unavailable: %s", exc)
+            return JSON({"error": "wallet unavailable"}, status_code=503)

@@ -1,0 +1,219 @@
+"""Operator Integration API wallet operations: each callback decided by one Lua script.
+
+Records are scoped by operator ('oia:<operator>') and player; a transaction id
+reused by the platform for another player is therefore a separate transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import msgspec
+
+from app.ledger import LedgerStore, open_store
+from app.sessions import new_token, token_partition
+from app.settings import OiaSettings
+from app.wallet import Wallet
+
+LEDGER_SOURCE = "oia"
+BOOKED_KINDS = {"bet": "BET", "win": "WIN", "refund": "REFUND"}
+NEW_TOKEN_ATTEMPTS_MAX = 4
+
+
+class Change(msgspec.Struct):
+    """One changebalance, already validated and converted to minor units."""
+
+    operator_id: str
+    player_id: str
+    kind: str  # BET, WIN, REFUND
+    transaction_id: int
+    round_id: int
+    game_id: int
+    currency: str
+    amount_minor: int
+    token: str | None
+    round_finished: bool | None
+    currency_allowed: bool
+    game_disabled: bool
+    deadline_ms: int
+
+    def fingerprint(self) -> str:
+        # Important Note 4: same id + same data is a retry; anything else is OP_40.
+        return "|".join((self.kind, self.player_id, str(self.amount_minor), self.currency,
+                         str(self.round_id), str(self.game_id)))
+
+
+class Outcome(msgspec.Struct):
+    code: str  # OK or OP_xx, or LATE/BACKLOG/OVERFLOW/MISSING/... per script header
+    balance_minor: int = 0
+    currency: str = ""
+
+
+class Authenticated(msgspec.Struct):
+    code: str
+    player_id: str = ""
+    balance_minor: int = 0
+    currency: str = ""
+    name: str = ""
+    country: str = ""
+
+
+def flag(value: bool | None) -> str:
+    return "" if value is None else ("1" if value else "0")
+
+
+class StoreReader:
+    """Read-only lookups in the ledger store for records that left Redis; opened
+    on first use, one at a time off the event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.store: LedgerStore | None = None
+        self.lock = threading.Lock()
+
+    def _find(self, player_id: str, ref: str) -> list[tuple[str, int]]:
+        with self.lock:
+            if self.store is None:
+                self.store = open_store(self.url)
+            return self.store.find(player_id, LEDGER_SOURCE, ref)
+
+    async def find(self, player_id: str, ref: str) -> list[tuple[str, int]]:
+        return await asyncio.to_thread(self._find, player_id, ref)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+
+
+class OiaWallet:
+    def __init__(self, wallet: Wallet, settings: OiaSettings, store_url: str) -> None:
+        self.wallet = wallet
+        self.redis = wallet.redis
+        self.keys = wallet.keys
+        self.scripts = wallet.scripts
+        self.retention_ms = settings.retention_s * 1000
+        self.idle_ms = settings.session_idle_s * 1000
+        self.backlog_max = wallet.settings.backlog_max
+        self.store = StoreReader(store_url)
+
+    def session_key(self, partition: int, token: str | None) -> str:
+        """The session key to check; a token from another partition (so not this
+        player's) or none at all names a key that never exists."""
+        valid = token is not None and token_partition(token, self.keys.partitions) == partition
+        return self.keys.session(partition, token if valid else "")
+
+    async def authenticate(self, operator_id: str, token: str) -> Authenticated:
+        partition = token_partition(token, self.keys.partitions)
+        if partition is None:
+            return Authenticated("OP_21")
+        session = self.keys.session(partition, token)
+        # The session names the player; only then is the account key known.
+        player_id = await self.redis.hget(session, "player")
+        if player_id is None:
+            return Authenticated("OP_21")
+        keys = [self.keys.account_at(partition, player_id), session]
+        reply = await self.scripts.oia_authenticate(keys=keys, args=[player_id, operator_id, self.idle_ms])
+        return Authenticated(reply[0], player_id, int(reply[1]), reply[2], reply[3], reply[4])
+
+    async def balance(self, operator_id: str, player_id: str, token: str, currency: str,
+                      currency_allowed: bool) -> Outcome:
+        partition = self.keys.partition(player_id)
+        keys = [self.keys.account_at(partition, player_id), self.session_key(partition, token)]
+        args = [player_id, operator_id, currency, flag(currency_allowed), self.idle_ms]
+        reply = await self.scripts.oia_balance(keys=keys, args=args)
+        return Outcome(reply[0], int(reply[1]), reply[2])
+
+    async def change(self, c: Change) -> Outcome:
+        partition = self.keys.partition(c.player_id)
+        source = f"{LEDGER_SOURCE}:{c.operator_id}"
+        keys = [
+            self.keys.account_at(partition, c.player_id), self.keys.seq(partition), self.keys.ledger(partition),
+            self.keys.tx(partition, source, c.player_id, str(c.transaction_id)),
+            self.session_key(partition, c.token),
+            self.keys.round(partition, source, c.player_id, str(c.round_id)),
+        ]
+        args = [
+            c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
+            c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),
+            c.deadline_ms, self.backlog_max, self.retention_ms, self.idle_ms,
+            ledger_ref(c.operator_id, c.transaction_id), c.round_id,
+        ]
+        reply = await self.scripts.oia_change(keys=keys, args=args)
+        return Outcome(reply[0], int(reply[1]), reply[2])
+
+    async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
+                     game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
+        """CANCELED, NOT_FOUND, NO_PLAYER, LATE, BACKLOG or OVERFLOW."""
+        partition = self.keys.partition(player_id)
+        source = f"{LEDGER_SOURCE}:{operator_id}"
+        ref = ledger_ref(operator_id, transaction_id)
+        keys = [
+            self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition),
+            self.keys.tx(partition, source, player_id, str(transaction_id)),
+            self.keys.round(partition, source, player_id, str(round_id)),
+        ]
+        args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.backlog_max,
+                self.retention_ms, ref, round_id]
+        reply = await self.scripts.oia_cancel(keys=keys, args=[*args, "check"])
+        if reply[0] != "MISSING":
+            return reply[0]
+        # Not in Redis: past the retention (look in the ledger store) or never seen.
+        restore = booked_from(await self.store.find(player_id, ref))
+        mode = ["tombstone"] if restore is None else ["restore", *restore]
+        reply = await self.scripts.oia_cancel(keys=keys, args=[*args, *mode])
+        return reply[0]
+
+    async def status(self, operator_id: str, player_id: str, transaction_id: int) -> str:
+        """OK, ERROR, CANCELED, NOT_FOUND or NO_PLAYER."""
+        partition = self.keys.partition(player_id)
+        source = f"{LEDGER_SOURCE}:{operator_id}"
+        keys = [self.keys.account_at(partition, player_id),
+                self.keys.tx(partition, source, player_id, str(transaction_id))]
+        state = (await self.scripts.oia_status(keys=keys))[0]
+        if state == "TOMB":
+            return "NOT_FOUND"
+        if state != "MISSING":
+            return state
+        restore = booked_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
+        if restore is None:
+            return "NOT_FOUND"
+        return "CANCELED" if restore[2] == "1" else "OK"
+
+    async def finish_round(self, operator_id: str, player_id: str, round_id: int) -> str:
+        """OK, NOT_FOUND or NO_PLAYER."""
+        partition = self.keys.partition(player_id)
+        keys = [self.keys.account_at(partition, player_id),
+                self.keys.round(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(round_id))]
+        return (await self.scripts.oia_finish(keys=keys, args=[self.retention_ms]))[0]
+
+    async def open_session(self, operator_id: str, player_id: str, game_id: str, lobby_id: str) -> tuple[str, str, str]:
+        """A new live session: (token, currency, language); NO_PLAYER raises KeyError."""
+        assert bool(game_id) != bool(lobby_id), "a session is for a game or for a lobby"
+        partition = self.keys.partition(player_id)
+        for _ in range(NEW_TOKEN_ATTEMPTS_MAX):
+            token = new_token(partition)
+            keys = [self.keys.account_at(partition, player_id), self.keys.session(partition, token)]
+            reply = await self.scripts.oia_session(keys=keys, args=[player_id, operator_id, game_id,
+                                                                     lobby_id, self.idle_ms])
+            if reply[0] == "NO_PLAYER":
+                raise KeyError(player_id)
+            if reply[0] == "OK":
+                return token, reply[1], reply[2]
+        raise RuntimeError("could not draw an unused session token")
+
+
+def ledger_ref(operator_id: str, transaction_id: int) -> str:
+    return f"{operator_id}|{transaction_id}"
+
+
+def booked_from(entries: list[tuple[str, int]]) -> list[str] | None:
+    """[type, amount_minor, cancelled 1|0] of a booking found in the ledger store."""
+    booked = [(kind, amount) for kind, amount in entries if kind in BOOKED_KINDS]
+    if not booked:
+        return None
+    kind, amount = booked[0]
+    cancelled = any(k == "cancel" for k, _ in entries)
+    return [BOOKED_KINDS[kind], str(abs(amount)), "1" if cancelled else "0"]

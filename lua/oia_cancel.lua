@@ -1,0 +1,65 @@
+-- oia_cancel.lua: cancel one transaction, once. A booked BET is credited back, a
+-- booked WIN or REFUND debited back (even below zero: the platform has decided).
+-- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
+-- KEYS[4] transaction record   KEYS[5] round record
+-- ARGV[1] player id   ARGV[2] partition number   ARGV[3] game id   ARGV[4] round_finished: 1 | 0 | ''
+-- ARGV[5] deadline_ms   ARGV[6] backlog_max   ARGV[7] retention_ms   ARGV[8] ref   ARGV[9] round id
+-- ARGV[10] when the record is missing:
+--   'check'     -> return MISSING, write nothing (the caller then asks the ledger store)
+--   'tombstone' -> leave a tombstone: a later booking with this id is refused
+--   'restore'   -> re-create the record from the ledger store: ARGV[11] type,
+--                  ARGV[12] amount_minor, ARGV[13] 1 if the store shows it cancelled already
+-- Returns {code, balance_minor}; code is one of
+--   CANCELED (now or before), NOT_FOUND (tombstone left), NO_PLAYER (tombstone left),
+--   MISSING (mode 'check'), LATE, BACKLOG, OVERFLOW (nothing written).
+local acct, seq_key, ledger_key, tx_key, round_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local player, partition, game, finished = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local deadline_ms = integer_arg(ARGV[5], 'deadline_ms')
+local backlog_max = integer_arg(ARGV[6], 'backlog_max')
+local retention_ms = integer_arg(ARGV[7], 'retention_ms')
+local ref, round_id, mode = ARGV[8], ARGV[9], ARGV[10]
+
+local now = now_ms()
+if now > deadline_ms then return {'LATE', 0} end
+
+local tx = redis.call('HMGET', tx_key, 'st', 'type', 'amt')
+if not tx[1] then
+  if mode == 'check' then return {'MISSING', 0} end
+  if mode == 'restore' then
+    local st = 'OK'
+    if ARGV[13] == '1' then st = 'CANCELED' end
+    tx = {st, ARGV[11], ARGV[12]}
+    redis.call('HSET', tx_key, 'st', st, 'fp', '', 'code', 'OK', 'type', tx[2], 'amt', tx[3])
+  else
+    assert(mode == 'tombstone', 'walletd: bad mode')
+    tx = {'TOMB'}
+    redis.call('HSET', tx_key, 'st', 'TOMB')
+  end
+  redis.call('PEXPIRE', tx_key, retention_ms)
+end
+if tx[1] == 'TOMB' then
+  if redis.call('EXISTS', acct) == 0 then return {'NO_PLAYER', 0} end
+  return {'NOT_FOUND', 0}
+end
+if tx[1] ~= 'OK' then
+  -- CANCELED already, or ERROR (refused: nothing to give back)
+  redis.call('HSET', tx_key, 'st', 'CANCELED')
+  keep_round(round_key, game, finished, retention_ms)
+  return {'CANCELED', 0}
+end
+
+local bal = redis.call('HGET', acct, 'bal')
+assert(bal, 'walletd: account missing for a booked transaction')
+local amount = integer_arg(tx[3], 'amt')
+local delta = -amount
+if tx[2] == 'BET' then delta = amount end
+local balance = tonumber(bal)
+if balance + delta >= AMOUNT_LIMIT or balance + delta <= -AMOUNT_LIMIT then return {'OVERFLOW', balance} end
+if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance} end
+
+balance = redis.call('HINCRBY', acct, 'bal', delta)
+ledger_append(seq_key, ledger_key, partition, player, 'cancel', delta, balance, 'oia', ref, now,
+              {'round', round_id, 'game', game})
+redis.call('HSET', tx_key, 'st', 'CANCELED')
+keep_round(round_key, game, finished, retention_ms)
+return {'CANCELED', balance}

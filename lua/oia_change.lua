@@ -1,0 +1,73 @@
+-- oia_change.lua: one changebalance (BET debits; WIN and REFUND credit), idempotent
+-- by transaction id. Every refusal is decided before the first write.
+-- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
+-- KEYS[4] transaction record   KEYS[5] session (may not exist)   KEYS[6] round record
+-- ARGV[1] player id   ARGV[2] partition number   ARGV[3] type: BET | WIN | REFUND
+-- ARGV[4] amount_minor (integer in [0, 2^53))    ARGV[5] currency (ISO alpha)
+-- ARGV[6] fingerprint   ARGV[7] operator id   ARGV[8] game id   ARGV[9] round_finished: 1 | 0 | ''
+-- ARGV[10] currency allowed for the operator: 1 | 0   ARGV[11] game disabled by the operator: 1 | 0
+-- ARGV[12] deadline_ms (unix ms, Redis clock)    ARGV[13] backlog_max
+-- ARGV[14] retention_ms (records)   ARGV[15] session idle_ms   ARGV[16] ref (ledger entry ref)
+-- ARGV[17] round id (kept with the ledger entry)
+-- Returns {code, balance_minor, currency}; code is one of
+--   OK (booked now, or the original answer to an identical retry),
+--   OP_21 OP_30 OP_31 OP_33 OP_34 OP_35 (refused; recorded, so a retry gets the same),
+--   OP_40 (same id, other data), OP_49 (id cancelled before or after it arrived),
+--   LATE (deadline passed), BACKLOG (ledger stream full), OVERFLOW: nothing written.
+local acct, seq_key, ledger_key, tx_key, sess_key, round_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local player, partition, kind = ARGV[1], ARGV[2], ARGV[3]
+local amount = integer_arg(ARGV[4], 'amount_minor')
+local cur, fp, operator, game, finished = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local currency_allowed, game_disabled = ARGV[10] == '1', ARGV[11] == '1'
+local deadline_ms = integer_arg(ARGV[12], 'deadline_ms')
+local backlog_max = integer_arg(ARGV[13], 'backlog_max')
+local retention_ms = integer_arg(ARGV[14], 'retention_ms')
+local idle_ms = integer_arg(ARGV[15], 'idle_ms')
+local ref, round_id = ARGV[16], ARGV[17]
+if kind ~= 'BET' and kind ~= 'WIN' and kind ~= 'REFUND' then error('walletd: bad type ' .. kind) end
+
+local now = now_ms()
+if now > deadline_ms then return {'LATE', 0, ''} end
+
+local function record(st, code, balance, currency)
+  redis.call('HSET', tx_key, 'st', st, 'fp', fp, 'code', code, 'bal', string.format('%d', balance),
+             'cur', currency, 'type', kind, 'amt', string.format('%d', amount))
+  redis.call('PEXPIRE', tx_key, retention_ms)
+  keep_round(round_key, game, finished, retention_ms)
+  return {code, balance, currency}
+end
+
+local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur')
+if tx[1] == 'TOMB' then return record('ERROR', 'OP_49', 0, '') end
+if tx[1] then
+  if tx[2] ~= fp then return {'OP_40', 0, ''} end
+  if tx[1] == 'CANCELED' then return {'OP_49', 0, ''} end
+  return {tx[3], tonumber(tx[4]), tx[5]}
+end
+
+local a = redis.call('HMGET', acct, 'bal', 'cur', 'blocked')
+if not a[1] then return record('ERROR', 'OP_34', 0, '') end
+local balance = tonumber(a[1])
+if kind == 'BET' then
+  local s = redis.call('HMGET', sess_key, 'player', 'operator', 'game', 'lobby')
+  if s[1] ~= player or s[2] ~= operator or (s[4] == '' and s[3] ~= game) then
+    return record('ERROR', 'OP_21', balance, a[2])
+  end
+end
+if cur ~= a[2] or not currency_allowed then return record('ERROR', 'OP_30', balance, a[2]) end
+if kind == 'BET' then
+  if a[3] == '1' then return record('ERROR', 'OP_33', balance, a[2]) end
+  if game_disabled then return record('ERROR', 'OP_35', balance, a[2]) end
+  if amount > balance then return record('ERROR', 'OP_31', balance, a[2]) end
+end
+local delta = amount
+if kind == 'BET' then delta = -amount end
+if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, a[2]} end
+if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, a[2]} end
+
+balance = redis.call('HINCRBY', acct, 'bal', delta)
+ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
+              {'round', round_id, 'game', game})
+if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
+return record('OK', 'OK', balance, a[2])

@@ -1,0 +1,81 @@
+"""Signed OIA calls for the tests. Hashes are computed here, independently of app/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+
+from tests.conftest import ADMIN_TOKEN, OPERATOR, SECRET
+
+TIMESTAMP = "2026-11-21 10:00:00"
+
+
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def envelope(command: str, data: Any, secret: str = SECRET, timestamp: str = TIMESTAMP) -> dict:
+    return {"command": command, "request_timestamp": timestamp, "hash": sha1(command + timestamp + secret),
+            "data": data}
+
+
+async def post(client: httpx.AsyncClient, command: str, body: Any, *, secret: str = SECRET,
+               operator: str | None = OPERATOR, authorization: str | None = None) -> httpx.Response:
+    headers = {"Content-Type": "application/json; charset=utf-8",
+               "X-Authorization": authorization if authorization is not None else sha1(command + secret)}
+    if operator is not None:
+        headers["X-Operator-Id"] = operator
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return await client.post(f"/oia/{command}", content=content, headers=headers)
+
+
+async def call(client: httpx.AsyncClient, command: str, data: Any, *, secret: str = SECRET,
+               operator: str | None = OPERATOR) -> dict:
+    """The reply's `response` member, after checking status code, echo and response hash."""
+    body = envelope(command, data, secret)
+    response = await post(client, command, body, secret=secret, operator=operator)
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    assert reply["request"] == body
+    answer = reply["response"]
+    assert answer["hash"] == sha1(answer["status"] + answer["response_timestamp"] + secret)
+    return answer
+
+
+def error_code(answer: dict) -> str | None:
+    return answer["data"]["error_code"] if answer["status"] == "ERROR" else None
+
+
+async def new_session(client: httpx.AsyncClient, player: str, game: int | None = 200,
+                      lobby: str | None = None, operator: str = OPERATOR) -> str:
+    body = {"player_id": player, "operator_id": operator}
+    body.update({"game_id": game} if lobby is None else {"lobby_id": lobby})
+    response = await client.post("/admin/sessions", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 201, response.text
+    return response.json()["token"]
+
+
+def change(player: str, tx: int, kind: str = "BET", amount: Any = 1.00, *, token: str | None = None,
+           round_id: int = 1, game: int = 200, currency: str = "EUR", finished: bool | None = False) -> dict:
+    return {"transaction_type": kind, "amount": amount, "currency_code": currency, "transaction_id": tx,
+            "transaction_timestamp": TIMESTAMP, "round_id": round_id, "round_finished": finished,
+            "game_id": game, "user_id": player, "token": token, "context": {"reason": "not_provided"}}
+
+
+def redis_state(client: Any) -> dict[str, Any]:
+    """Every key with its value (streams by length): equal before and after means nothing changed."""
+    state: dict[str, Any] = {}
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == "hash":
+            state[key] = client.hgetall(key)
+        elif kind == "string":
+            state[key] = client.get(key)
+        elif kind == "stream":
+            state[key] = client.xlen(key)
+        else:
+            state[key] = kind
+    return state
