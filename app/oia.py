@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from msgspec import Raw
-from redis.exceptions import RedisError, TimeoutError as RedisTimeout
+from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTimeout
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -161,6 +161,9 @@ class Oia:
         except RedisTimeout:
             log.error("oia %s: Redis timed out, outcome unknown: %s", command, bytes(incoming.data)[:500])
             result = ErrorReply("OP_47", "Timeout: the wallet did not answer in time; outcome unknown")
+        except ResponseError:
+            log.exception("oia %s: script error", command)
+            result = ErrorReply("OP_50", "Internal error")
         except (RedisError, OSError) as exc:
             log.error("oia %s: wallet unavailable: %s", command, exc)
             result = ErrorReply("OP_50", "Internal error: wallet unavailable")

@@ -30,7 +30,7 @@ if balance + delta < 0 then return {'FUNDS', balance, ''} end
 if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, ''} end
 if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, ''} end
 
-balance = redis.call('HINCRBY', acct, 'bal', delta)
+balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 local entry = ledger_append(seq_key, ledger_key, partition, player, kind, delta, balance, 'admin', ref, now_ms())
 redis.call('HSET', tx_key, 'fp', fingerprint, 'bal', balance, 'entry', entry)
 return {'OK', balance, entry}

@@ -57,7 +57,7 @@ local balance = tonumber(bal)
 if balance + delta >= AMOUNT_LIMIT or balance + delta <= -AMOUNT_LIMIT then return {'OVERFLOW', balance} end
 if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance} end
 
-balance = redis.call('HINCRBY', acct, 'bal', delta)
+balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, 'cancel', delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game})
 redis.call('HSET', tx_key, 'st', 'CANCELED')

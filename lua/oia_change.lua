@@ -66,7 +66,7 @@ if kind == 'BET' then delta = -amount end
 if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, a[2]} end
 if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, a[2]} end
 
-balance = redis.call('HINCRBY', acct, 'bal', delta)
+balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end

@@ -29,11 +29,11 @@ if (bet > 0 or win > 0) and redis.call('XLEN', ledger_key) >= backlog_max then
 end
 
 if bet > 0 then
-  balance = redis.call('HINCRBY', acct, 'bal', -bet)
+  balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', -bet))
   ledger_append(seq_key, ledger_key, partition, player, 'bet', -bet, balance, 'stargame', ARGV[7], now)
 end
 if win > 0 then
-  balance = redis.call('HINCRBY', acct, 'bal', win)
+  balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', win))
   ledger_append(seq_key, ledger_key, partition, player, 'win', win, balance, 'stargame', ARGV[7], now)
 end
 return {'OK', balance, v[2], v[3]}

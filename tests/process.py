@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from app.redis_server import free_port
+from tests.conftest import ADMIN_TOKEN, OPERATOR, SECRET
 
 READY_TIMEOUT_S = 30.0
 
@@ -25,6 +26,8 @@ def write_config(directory: Path, port: int, redis_url: str, budget_ms: int) -> 
         f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
         f"[stargame]\nbudget_ms = {budget_ms}\n"
         f"[flusher]\ntick_ms = 20\n"
+        f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
+        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
     )
     return config
 

@@ -187,3 +187,13 @@ async def test_allow_list_accepts_networks(settings: Settings, players: None) ->
 async def test_healthz_is_200_with_redis_up(client: httpx.AsyncClient) -> None:
     r = await client.get("/healthz")
     assert (r.status_code, r.text) == (200, "ok")
+
+
+async def test_a_blocked_player_cannot_bet_but_sees_the_balance(client: httpx.AsyncClient, wallet: Wallet,
+                                                                players: None) -> None:
+    await wallet.set_blocked("p-eur", True)
+    r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "100", "win": "0"})
+    assert r.json()["status"] == "fail" and r.json()["error"] == "player is blocked"
+    assert r.json()["cash"] == 5000
+    r = await client.get("/stargame", params={"cmd": "getBalance", "uid": "p-eur"})
+    assert r.json()["status"] == "success"
