@@ -39,10 +39,24 @@ def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 @pytest.mark.parametrize(
     "text",
     ['[redis]\nurll = "embedded"\n', "[wallet]\npartitions = 0\n", '[stargame]\nallowed_ips = ["10.0.0.0/33"]\n',
-     '[redis]\nurl = "http://x"\n', "[server]\nport = 'eighty'\n", "not toml ["],
+     '[redis]\nurl = "http://x"\n', "[server]\nport = 'eighty'\n", "not toml [",
+     '[[oia.operators]]\nid = "bad|id"\nsecret_key = "s"\n',
+     '[[oia.operators]]\nid = "a"\nsecret_key = ""\n',
+     '[[oia.operators]]\nid = "a"\nsecret_key = "s"\n[[oia.operators]]\nid = "a"\nsecret_key = "t"\n',
+     '[[oia.operators]]\nid = "a"\nsecret_key = "s"\ncurrencies = ["EUR"]\ndisabled_games = ["x"]\n',
+     "[oia]\nretention_s = 0\n"],
 )
 def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError):
         config.load(str(path))
+
+
+def test_admin_token_from_env_is_not_logged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WALLETD_CONFIG", raising=False)
+    monkeypatch.setenv("WALLETD_ADMIN_TOKEN", "tok-123")
+    s = config.load()
+    assert s.admin.token == "tok-123"
+    assert "tok-123" not in repr(s)
