@@ -29,7 +29,10 @@ log = logging.getLogger("walletd.oia")
 
 BODY_BYTES_MAX = 64 * 1024
 NO_REQUEST = Incoming()
+# Script results that are not OP codes themselves.
 INTERNAL_CODES = {
+    "NOT_FOUND": ("OP_41", "no such transaction (or round) for this player"),
+    "NO_PLAYER": ("OP_34", "no player with this user_id"),
     "LATE": ("OP_47", "the deadline passed before booking; nothing was booked"),
     "BACKLOG": ("OP_50", "ledger backlog full; nothing was booked"),
     "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
@@ -43,7 +46,6 @@ DETAILS = {
     "OP_34": "no player with this user_id",
     "OP_35": "game is disabled for this operator",
     "OP_40": "this transaction_id was used with other data",
-    "OP_41": "no such transaction (or round) for this player",
     "OP_49": "the transaction was cancelled",
 }
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded
@@ -207,28 +209,20 @@ class Oia:
 
     async def status(self, operator: OperatorSettings, data: StatusData, deadline_ms: int) -> Any:
         state = await self.wallet.status(operator.id, str(data.user_id), data.transaction_id)
-        if state == "NOT_FOUND":
-            raise Refusal("OP_41", DETAILS["OP_41"])
-        if state == "NO_PLAYER":
-            raise Refusal("OP_34", DETAILS["OP_34"])
+        if state not in ("OK", "ERROR", "CANCELED"):
+            raise refuse_code(state)
         return TransactionReply(data.user_id, data.transaction_id, state)
 
     async def cancel(self, operator: OperatorSettings, data: CancelData, deadline_ms: int) -> Any:
         result = await self.wallet.cancel(operator.id, str(data.user_id), data.transaction_id, data.round_id,
                                           data.game_id, data.round_finished, deadline_ms)
-        if result == "NOT_FOUND":
-            raise Refusal("OP_41", DETAILS["OP_41"])
-        if result == "NO_PLAYER":
-            raise Refusal("OP_34", DETAILS["OP_34"])
         if result != "CANCELED":
             raise refuse_code(result)
         return TransactionReply(data.user_id, data.transaction_id, "CANCELED")
 
     async def finishround(self, operator: OperatorSettings, data: FinishData, deadline_ms: int) -> Any:
         result = await self.wallet.finish_round(operator.id, str(data.user_id), data.round_id)
-        if result == "NOT_FOUND":
-            raise Refusal("OP_41", "no transaction of this round is known")
-        if result == "NO_PLAYER":
-            raise Refusal("OP_34", DETAILS["OP_34"])
+        if result != "OK":
+            raise refuse_code(result)
         return FinishReply(data.round_id, data.user_id, data.game_id)
 

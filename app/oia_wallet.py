@@ -99,6 +99,15 @@ class OiaWallet:
         self.backlog_max = wallet.settings.backlog_max
         self.store = StoreReader(store_url)
 
+    def booking_keys(self, partition: int, player_id: str) -> list[str]:
+        return [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
+
+    def tx_key(self, partition: int, operator_id: str, player_id: str, transaction_id: int) -> str:
+        return self.keys.tx(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(transaction_id))
+
+    def round_key(self, partition: int, operator_id: str, player_id: str, round_id: int) -> str:
+        return self.keys.round(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(round_id))
+
     def session_key(self, partition: int, token: str | None) -> str:
         """The session key to check; a token from another partition (so not this
         player's) or none at all names a key that never exists."""
@@ -128,12 +137,11 @@ class OiaWallet:
 
     async def change(self, c: Change) -> Outcome:
         partition = self.keys.partition(c.player_id)
-        source = f"{LEDGER_SOURCE}:{c.operator_id}"
         keys = [
-            self.keys.account_at(partition, c.player_id), self.keys.seq(partition), self.keys.ledger(partition),
-            self.keys.tx(partition, source, c.player_id, str(c.transaction_id)),
+            *self.booking_keys(partition, c.player_id),
+            self.tx_key(partition, c.operator_id, c.player_id, c.transaction_id),
             self.session_key(partition, c.token),
-            self.keys.round(partition, source, c.player_id, str(c.round_id)),
+            self.round_key(partition, c.operator_id, c.player_id, c.round_id),
         ]
         args = [
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
@@ -148,12 +156,11 @@ class OiaWallet:
                      game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
         """CANCELED, NOT_FOUND, NO_PLAYER, LATE, BACKLOG or OVERFLOW."""
         partition = self.keys.partition(player_id)
-        source = f"{LEDGER_SOURCE}:{operator_id}"
         ref = ledger_ref(operator_id, transaction_id)
         keys = [
-            self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition),
-            self.keys.tx(partition, source, player_id, str(transaction_id)),
-            self.keys.round(partition, source, player_id, str(round_id)),
+            *self.booking_keys(partition, player_id),
+            self.tx_key(partition, operator_id, player_id, transaction_id),
+            self.round_key(partition, operator_id, player_id, round_id),
         ]
         args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.backlog_max,
                 self.retention_ms, ref, round_id]
@@ -169,9 +176,8 @@ class OiaWallet:
     async def status(self, operator_id: str, player_id: str, transaction_id: int) -> str:
         """OK, ERROR, CANCELED, NOT_FOUND or NO_PLAYER."""
         partition = self.keys.partition(player_id)
-        source = f"{LEDGER_SOURCE}:{operator_id}"
         keys = [self.keys.account_at(partition, player_id),
-                self.keys.tx(partition, source, player_id, str(transaction_id))]
+                self.tx_key(partition, operator_id, player_id, transaction_id)]
         state = (await self.scripts.oia_status(keys=keys))[0]
         if state == "TOMB":
             return "NOT_FOUND"
@@ -186,7 +192,7 @@ class OiaWallet:
         """OK, NOT_FOUND or NO_PLAYER."""
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id),
-                self.keys.round(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(round_id))]
+                self.round_key(partition, operator_id, player_id, round_id)]
         return (await self.scripts.oia_finish(keys=keys, args=[self.retention_ms]))[0]
 
     async def open_session(self, operator_id: str, player_id: str, game_id: str, lobby_id: str) -> tuple[str, str, str]:
