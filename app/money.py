@@ -32,9 +32,15 @@ def decimal_to_minor(text: str, exponent: int, field: str = "amount") -> int:
     assert 0 <= exponent <= 4
     if not _DECIMAL.fullmatch(text):
         raise AmountError(f"{field} must be a non-negative decimal like 100.00")
-    scaled = Decimal(text).scaleb(exponent)  # the regex admits only plain decimals
+    # The regex admits only plain decimals.
+    return scaled_minor(Decimal(text), exponent, f"{field} has more than {exponent} decimals", field)
+
+
+def scaled_minor(value: Decimal, exponent: int, too_precise: str, field: str) -> int:
+    """value in minor units of a currency with this exponent, exactly and in range."""
+    scaled = value.scaleb(exponent)
     if scaled != scaled.to_integral_value():
-        raise AmountError(f"{field} has more than {exponent} decimals")
+        raise AmountError(too_precise)
     minor = int(scaled)
     if minor >= AMOUNT_MINOR_LIMIT:
         raise AmountError(f"{field} is out of range")
@@ -67,13 +73,7 @@ def wire_to_minor(text: str, exponent: int, field: str) -> int:
     value = Decimal(text)
     if value.scaleb(WIRE_DECIMALS) != value.scaleb(WIRE_DECIMALS).to_integral_value():
         raise AmountError(f"{field} has more than {WIRE_DECIMALS} decimals")
-    scaled = value.scaleb(exponent)
-    if scaled != scaled.to_integral_value():
-        raise AmountError(f"{field} has more decimals than the currency's {exponent}")
-    minor = int(scaled)
-    if minor >= AMOUNT_MINOR_LIMIT:
-        raise AmountError(f"{field} is out of range")
-    return minor
+    return scaled_minor(value, exponent, f"{field} has more decimals than the currency's {exponent}", field)
 
 
 def minor_to_wire(minor: int, exponent: int) -> str:

@@ -29,14 +29,6 @@ log = logging.getLogger("walletd.oia")
 
 BODY_BYTES_MAX = 64 * 1024
 NO_REQUEST = Incoming()
-# Script results that are not OP codes themselves.
-INTERNAL_CODES = {
-    "NOT_FOUND": ("OP_41", "no such transaction (or round) for this player"),
-    "NO_PLAYER": ("OP_34", "no player with this user_id"),
-    "LATE": ("OP_47", "the deadline passed before booking; nothing was booked"),
-    "BACKLOG": ("OP_50", "ledger backlog full; nothing was booked"),
-    "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
-}
 DETAILS = {
     "OP_21": "no live session for this token, player, operator and game",
     "OP_22": "player blocked or unknown",
@@ -47,6 +39,14 @@ DETAILS = {
     "OP_35": "game is disabled for this operator",
     "OP_40": "this transaction_id was used with other data",
     "OP_49": "the transaction was cancelled",
+}
+# Script results that are not OP codes themselves.
+INTERNAL_CODES = {
+    "NOT_FOUND": ("OP_41", "no such transaction (or round) for this player"),
+    "NO_PLAYER": ("OP_34", DETAILS["OP_34"]),
+    "LATE": ("OP_47", "the deadline passed before booking; nothing was booked"),
+    "BACKLOG": ("OP_50", "ledger backlog full; nothing was booked"),
+    "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
 }
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded
 

@@ -79,6 +79,19 @@ async def wallet(settings: Settings) -> AsyncIterator[Wallet]:
     await client.aclose()
 
 
+@pytest.fixture
+async def player(wallet: Wallet) -> str:
+    """Player 611 with EUR 100.00, as in the OIA seed's examples."""
+    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [])
+    return "611"
+
+
+async def balance_of(wallet: Wallet, player_id: str) -> int:
+    account = await wallet.account(player_id)
+    assert account is not None
+    return account.balance_minor
+
+
 async def drain(settings: Settings) -> int:
     client = connect(settings.redis.url, settings.redis)
     store = open_store(settings.storage_url)

@@ -11,22 +11,10 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OTHER_OPERATOR, OTHER_SECRET, drain, ledger_rows
-from tests.oia_calls import call, change, error_code, new_session, redis_state
+from tests.conftest import OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
+from tests.oia_calls import call, change, envelope, error_code, new_session, post, redis_state
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def player(wallet: Wallet) -> str:
-    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [])
-    return "611"
-
-
-async def balance_of(wallet: Wallet, player_id: str) -> int:
-    account = await wallet.account(player_id)
-    assert account is not None
-    return account.balance_minor
 
 
 # authenticate
@@ -236,8 +224,6 @@ async def test_zero_amounts_are_booked_and_large_ones_are_exact(client: httpx.As
 
 
 async def test_an_exponent_written_number_is_refused(client: httpx.AsyncClient, player: str) -> None:
-    from tests.oia_calls import envelope, post
-
     body = json.dumps(envelope("changebalance", change(player, 1, "WIN", 12345))).replace("12345", "1.5e1")
     r = await post(client, "changebalance", body.encode())
     assert r.json()["response"]["data"]["error_code"] == "OP_50"

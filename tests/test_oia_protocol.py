@@ -12,7 +12,6 @@ import pytest
 import redis
 
 from app.settings import OperatorSettings, Settings
-from app.wallet import Wallet
 from app.web import create_app
 from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET
 from tests.oia_calls import call, envelope, error_code, new_session, post, redis_state, sha1
@@ -20,12 +19,6 @@ from tests.oia_calls import call, envelope, error_code, new_session, post, redis
 pytestmark = pytest.mark.anyio
 
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-
-
-@pytest.fixture
-async def player(wallet: Wallet) -> str:
-    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [])
-    return "611"
 
 
 async def test_ping_answers_pong(client: httpx.AsyncClient) -> None:

@@ -11,22 +11,10 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import drain, ledger_rows
+from tests.conftest import OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, error_code, new_session
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def player(wallet: Wallet) -> str:
-    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [])
-    return "611"
-
-
-async def balance_of(wallet: Wallet, player_id: str) -> int:
-    account = await wallet.account(player_id)
-    assert account is not None
-    return account.balance_minor
 
 
 # Keeps Redis busy (scripts run alone) for ARGV[1] microseconds.
@@ -177,8 +165,6 @@ async def test_status_of_each_state(client: httpx.AsyncClient, player: str) -> N
 
 async def test_transaction_ids_are_namespaced_per_operator(client: httpx.AsyncClient, wallet: Wallet,
                                                            player: str) -> None:
-    from tests.conftest import OTHER_OPERATOR, OTHER_SECRET
-
     await call(client, "changebalance", change(player, 1, "WIN", 1))
     answer = await call(client, "changebalance", change(player, 1, "WIN", 1), secret=OTHER_SECRET,
                         operator=OTHER_OPERATOR)

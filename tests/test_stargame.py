@@ -9,7 +9,7 @@ import redis
 from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
-from tests.conftest import drain, ledger_rows
+from tests.conftest import balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -20,12 +20,6 @@ SUCCESS_KEYS = ["status", "error", "userLogin", "cash", "currencyname", "currenc
 async def players(wallet: Wallet) -> None:
     await wallet.create_player("p-rub", "RUB", 295071, "RU", "ru", "Ivan", ["stargame:117"])
     await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "Hans", [])
-
-
-async def balance(wallet: Wallet, player_id: str) -> int:
-    account = await wallet.account(player_id)
-    assert account is not None
-    return account.balance_minor
 
 
 async def test_get_balance_by_alias_matches_the_seed_example(client: httpx.AsyncClient, players: None) -> None:
@@ -48,7 +42,7 @@ async def test_write_bet_debits_and_records_one_entry(
     r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "117", "bet": "10", "win": "0"})
     assert r.json()["status"] == "success"
     assert r.json()["cash"] == 295061
-    assert await balance(wallet, "p-rub") == 295061
+    assert await balance_of(wallet, "p-rub") == 295061
     await drain(settings)
     bets = ledger_rows(settings, "player_id = ? AND kind = 'bet'", ("p-rub",))
     assert [(b["amount_minor"], b["balance_after_minor"], b["source"]) for b in bets] == [(-10, 295061, "stargame")]
@@ -68,7 +62,7 @@ async def test_write_bet_with_win_books_debit_then_credit(
 async def test_win_notification_credits(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
     r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "p-eur", "bet": "0", "win": "1000"})
     assert r.json()["status"] == "success"
-    assert await balance(wallet, "p-eur") == 6000
+    assert await balance_of(wallet, "p-eur") == 6000
 
 
 async def test_insufficient_funds_fails_and_moves_nothing_even_with_a_win(
@@ -80,7 +74,7 @@ async def test_insufficient_funds_fails_and_moves_nothing_even_with_a_win(
     assert body["status"] == "fail"
     assert body["error"] == "insufficient funds"
     assert body["cash"] == 5000
-    assert await balance(wallet, "p-eur") == 5000
+    assert await balance_of(wallet, "p-eur") == 5000
     await drain(settings)
     assert [x["kind"] for x in ledger_rows(settings, "player_id = ?", ("p-eur",))] == ["open"]
 
@@ -122,14 +116,14 @@ async def test_refusals_name_the_problem_and_move_nothing(
     assert r.status_code == 200
     assert r.json()["status"] == "fail"
     assert error in r.json()["error"]
-    assert await balance(wallet, "p-rub") == 295071
+    assert await balance_of(wallet, "p-rub") == 295071
     assert sync_redis.get(seq_key) == before
 
 
 async def test_a_parameter_given_twice_is_refused(client: httpx.AsyncClient, players: None, wallet: Wallet) -> None:
     r = await client.get("/stargame?cmd=writeBet&uid=117&bet=1&bet=100&win=0")
     assert r.json() == {"status": "fail", "error": "parameter bet given more than once"}
-    assert await balance(wallet, "p-rub") == 295071
+    assert await balance_of(wallet, "p-rub") == 295071
 
 
 async def test_win_that_would_pass_2_pow_53_is_refused(client: httpx.AsyncClient, wallet: Wallet) -> None:
@@ -137,7 +131,7 @@ async def test_win_that_would_pass_2_pow_53_is_refused(client: httpx.AsyncClient
     r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "whale", "bet": "0", "win": "10"})
     assert r.json()["status"] == "fail"
     assert "range" in r.json()["error"]
-    assert await balance(wallet, "whale") == 2**53 - 10
+    assert await balance_of(wallet, "whale") == 2**53 - 10
 
 
 async def test_a_request_past_its_deadline_books_nothing(
@@ -151,7 +145,7 @@ async def test_a_request_past_its_deadline_books_nothing(
         r = await c.get("/stargame", params={"cmd": "writeBet", "uid": "late", "bet": "100", "win": "0"})
     assert r.json()["status"] == "fail"
     assert "deadline" in r.json()["error"]
-    assert await balance(wallet, "late") == 1000
+    assert await balance_of(wallet, "late") == 1000
 
 
 def command_calls(sync_redis: redis.Redis) -> int:
@@ -172,7 +166,7 @@ async def test_callers_outside_the_allow_list_get_403_and_never_reach_redis(
     assert r.status_code == 403
     assert r.json()["status"] == "fail"
     assert after == before
-    assert await balance(wallet, "p-rub") == 295071
+    assert await balance_of(wallet, "p-rub") == 295071
 
 
 async def test_allow_list_accepts_networks(settings: Settings, players: None) -> None:
