@@ -6,6 +6,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from app.redis_pipe import PipelinedRedis
+from app.scripts import ScriptClient
 from app.settings import RedisSettings
 
 # Enough for the hot path's concurrency on one worker. Past it, callers wait
@@ -31,3 +33,10 @@ def connect(url: str, settings: RedisSettings) -> Redis:
         health_check_interval=0,
     )
     return Redis.from_pool(pool)
+
+
+def script_client(url: str, settings: RedisSettings, redis: Redis) -> ScriptClient:
+    """Who runs the Lua scripts on the hot path (redis.script_client)."""
+    if settings.script_client == "redis-py":
+        return redis
+    return PipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000)

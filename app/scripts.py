@@ -1,11 +1,14 @@
-"""Lua scripts: read once from lua/, registered with redis-py (reloads on NOSCRIPT)."""
+"""Lua scripts: read once from lua/, run by EVALSHA (EVAL once more on NOSCRIPT)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 LEDGER = "lib/ledger.lua"
@@ -35,27 +38,49 @@ def source(name: str) -> str:
     return "\n".join([*parts, (LUA_DIR / f"{name}.lua").read_text()])
 
 
+class ScriptClient(Protocol):
+    """redis-py's asyncio client, or the hot path's PipelinedRedis."""
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+
+    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+
+
+class Script:
+    def __init__(self, client: ScriptClient, text: str) -> None:
+        self.client = client
+        self.script = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted without its script cache: EVAL also caches it again.
+            return await self.client.eval(self.script, len(keys), *keys, *args)
+
+
 class Scripts:
-    """One registered script per name in PRELUDES, as attributes (scripts.oia_change)."""
+    """One script per name in PRELUDES, as attributes (scripts.oia_change)."""
 
-    balance: AsyncScript
-    set_blocked: AsyncScript
-    stargame_book: AsyncScript
-    admin_adjust: AsyncScript
-    create_player: AsyncScript
-    oia_change: AsyncScript
-    oia_cancel: AsyncScript
-    oia_status: AsyncScript
-    oia_finish: AsyncScript
-    oia_balance: AsyncScript
-    oia_authenticate: AsyncScript
-    oia_session: AsyncScript
+    balance: Script
+    set_blocked: Script
+    stargame_book: Script
+    admin_adjust: Script
+    create_player: Script
+    oia_change: Script
+    oia_cancel: Script
+    oia_status: Script
+    oia_finish: Script
+    oia_balance: Script
+    oia_authenticate: Script
+    oia_session: Script
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, client: ScriptClient) -> None:
         for name in PRELUDES:
-            setattr(self, name, redis.register_script(source(name)))
+            setattr(self, name, Script(client, source(name)))
 
-    def all(self) -> list[AsyncScript]:
+    def all(self) -> list[Script]:
         return [getattr(self, name) for name in PRELUDES]
 
     async def load(self, redis: Redis) -> None:

@@ -17,6 +17,9 @@ DEFAULT_CONFIG_FILE = "walletd.toml"
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
+    # Server processes sharing the port (uvicorn's supervisor); each has its own
+    # event loop and Redis connections, and its own flusher.
+    workers: int = 1
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,6 +30,9 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     # this is treated as "outcome unknown" and logged, never re-sent.
     socket_timeout_ms: int = 1000
     connect_timeout_ms: int = 500
+    # Who runs the Lua scripts: "pipelined" (one connection, concurrent calls
+    # batched; see app/redis_pipe.py) or "redis-py" (its connection pool).
+    script_client: str = "pipelined"
 
 
 class StorageSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -166,7 +172,15 @@ def apply_env(settings: Settings) -> None:
             raise ConfigError("WALLETD_PORT must be an integer") from exc
 
 
+SCRIPT_CLIENTS = ("pipelined", "redis-py")
+WORKERS_MAX = 64
+
+
 def check(settings: Settings) -> None:
+    if not 1 <= settings.server.workers <= WORKERS_MAX:
+        raise ConfigError(f"server.workers must be 1..{WORKERS_MAX}")
+    if settings.redis.script_client not in SCRIPT_CLIENTS:
+        raise ConfigError(f"redis.script_client must be one of {', '.join(SCRIPT_CLIENTS)}")
     if not 1 <= settings.wallet.partitions <= 16384:
         raise ConfigError("wallet.partitions must be 1..16384")
     if not 1 <= settings.flusher.batch_max <= 10_000:

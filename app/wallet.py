@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from app import currency
 from app.keys import Keys
-from app.scripts import Scripts
+from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
 ALIAS_CACHE_MAX = 100_000
@@ -78,11 +78,11 @@ class AliasCache:
 
 
 class Wallet:
-    def __init__(self, redis: Redis, settings: WalletSettings) -> None:
+    def __init__(self, redis: Redis, settings: WalletSettings, script_client: ScriptClient | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.partitions)
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(script_client or redis)
         self.aliases = AliasCache()
 
     async def start(self) -> None:
