@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import msgspec
 
@@ -158,7 +161,7 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Walle
     return work
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn  # noqa: PLC0415 - not needed by the other commands
 
     from app.web import create_app  # noqa: PLC0415
@@ -166,13 +169,34 @@ def serve(settings: Settings) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into
     # SystemExit lets the embedded Redis be stopped cleanly on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # proxy_headers off: the StarGame allow-list must see the socket's peer,
+    # not an X-Forwarded-For header anyone can write.
+    options = {"host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
+               "proxy_headers": False, "access_log": False, "lifespan": "on"}
     with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
-        app = create_app(settings, url)
-        # proxy_headers off: the StarGame allow-list must see the socket's peer,
-        # not an X-Forwarded-For header anyone can write.
-        uvicorn.run(app, host=settings.server.host, port=settings.server.port, loop="uvloop",
-                    http="httptools", proxy_headers=False, access_log=False, lifespan="on")
+        if settings.server.workers == 1:
+            uvicorn.run(create_app(settings, url), **options)
+            return 0
+        serve_workers(settings, config_path, url, options)
     return 0
+
+
+def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict) -> None:
+    """uvicorn's supervisor forks the workers; one `walletd flush` process serves them all."""
+    import uvicorn  # noqa: PLC0415
+
+    os.environ["WALLETD_REDIS_URL"] = url
+    if config_path:
+        os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
+    flusher = None
+    if settings.flusher.enabled:
+        flusher = subprocess.Popen([sys.executable, "-m", "app.cli", "flush"])
+    try:
+        uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
+    finally:
+        if flusher is not None:
+            flusher.terminate()
+            flusher.wait(timeout=30)
 
 
 def flush(settings: Settings) -> int:
@@ -204,7 +228,7 @@ def run_verify(settings: Settings) -> int:
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
-        return serve(settings)
+        return serve(settings, getattr(args, "config", None))
     if args.command == "flush":
         return flush(settings)
     if args.command == "verify":

@@ -60,12 +60,20 @@ def minor_to_decimal(minor: int, exponent: int) -> str:
 # zeros after the 2nd decimal are tolerated (17.250 == 17.25), bounded so the
 # Decimal arithmetic below stays exact (28 significant digits).
 _WIRE_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,10})?")
+# The usual shape ("17", "17.2", "17.25") in a 2-decimal currency, scaled in
+# integers without Decimal; anything else takes the general path below.
+_WIRE_CENTS = re.compile(r"([0-9]{1,16})(?:\.([0-9]{1,2}))?")
 WIRE_DECIMALS = 2
 
 
 def wire_to_minor(text: str, exponent: int, field: str) -> int:
     """A DECIMAL(18,2) from the wire in the currency's minor units, exactly."""
     assert 0 <= exponent <= 4
+    cents = _WIRE_CENTS.fullmatch(text) if exponent == WIRE_DECIMALS else None
+    if cents is not None:
+        minor = int(cents[1]) * 100 + int((cents[2] or "0").ljust(2, "0"))
+        if minor < AMOUNT_MINOR_LIMIT:
+            return minor
     if text.startswith("-"):
         raise AmountError(f"{field} must not be negative")
     if not _WIRE_DECIMAL.fullmatch(text):

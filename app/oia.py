@@ -10,25 +10,26 @@ from typing import Any
 
 from msgspec import Raw
 from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTimeout
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from app import currency
+from app.asgi import TEXT_TYPE, Receive, Scope, Send, client_host, headers_of, read_body, respond
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.oia_messages import (
     DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
     ErrorReply, FinishData, FinishReply, Incoming, Refusal, StatusData, TransactionReply,
-    command_data, envelope, refusal_reply, reply, sha1_hex, text_member,
+    command_data, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, well_formed,
 )
 from app.oia_wallet import Change, OiaWallet
-from app.request_body import BodyTooLarge, read_body
+from app.request_body import BodyTooLarge
 from app.settings import OiaSettings, OperatorSettings
 
 log = logging.getLogger("walletd.oia")
 
 BODY_BYTES_MAX = 64 * 1024
-NO_REQUEST = Incoming()
+NO_REQUEST = echo_of(Incoming())
+ACCESS_DENIED = b"Access denied"
 DETAILS = {
     "OP_21": "no live session for this token, player, operator and game",
     "OP_22": "player blocked or unknown",
@@ -68,24 +69,25 @@ class Operators:
         # X-Authorization = sha1(command + secret): fixed per operator and command.
         self.expected = {(op.id, cmd): sha1_hex(cmd + op.secret_key).encode() for op in operators for cmd in DATA}
 
-    def pick(self, headers: Headers) -> OperatorSettings | None:
-        operator_id = headers.get("x-operator-id") or headers.get("x-tt-operator-id")
+    def pick(self, headers: dict[bytes, bytes]) -> OperatorSettings | None:
+        operator_id = headers.get(b"x-operator-id") or headers.get(b"x-tt-operator-id")
         if operator_id is None:
             return self.default
-        return self.by_id.get(operator_id)
+        return self.by_id.get(operator_id.decode(errors="replace"))
 
-    def authorizes(self, operator: OperatorSettings, command: str, header: str | None) -> bool:
+    def authorizes(self, operator: OperatorSettings, command: str, header: bytes | None) -> bool:
         if header is None:
             return False
         expected = self.expected.get((operator.id, command)) or sha1_hex(command + operator.secret_key).encode()
-        return hmac.compare_digest(expected, header.encode())
+        return hmac.compare_digest(expected, header)
 
 
-async def body_of(request: Request) -> bytes:
-    try:
-        return await read_body(request, BODY_BYTES_MAX)
-    except BodyTooLarge as exc:
-        raise invalid(str(exc)) from exc
+def check_signature(command: str, operator: OperatorSettings, body_command: str, timestamp: str, given: str) -> None:
+    expected = sha1_hex(body_command + timestamp + operator.secret_key)
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Refusal("OP_20", "hash is not sha1(command + request_timestamp + secret_key)")
+    if body_command != command:
+        raise invalid(f"command {body_command!r} does not match the endpoint {command!r}")
 
 
 def check_envelope(incoming: Incoming, command: str, operator: OperatorSettings) -> Any:
@@ -95,11 +97,7 @@ def check_envelope(incoming: Incoming, command: str, operator: OperatorSettings)
     given = text_member(incoming.hash, "hash")
     body_command = text_member(incoming.command, "command")
     timestamp = text_member(incoming.request_timestamp, "request_timestamp")
-    expected = sha1_hex(body_command + timestamp + operator.secret_key)
-    if not hmac.compare_digest(expected.encode(), given.encode()):
-        raise Refusal("OP_20", "hash is not sha1(command + request_timestamp + secret_key)")
-    if body_command != command:
-        raise invalid(f"command {body_command!r} does not match the endpoint {command!r}")
+    check_signature(command, operator, body_command, timestamp, given)
     if command not in DATA:
         raise invalid(f"unknown command {command!r}")
     return command_data(command, incoming.data)
@@ -143,25 +141,40 @@ class Oia:
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("PONG")
 
-    async def endpoint(self, request: Request) -> Response:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST <path>/<command>: a raw ASGI handler (app/asgi.py)."""
         deadline_ms = now_ms() + self.settings.budget_ms
-        command = request.path_params["command"]
-        operator = self.operators.pick(request.headers)
-        if operator is None or not self.operators.authorizes(operator, command, request.headers.get("x-authorization")):
+        command = scope["path"].rsplit("/", 1)[1]
+        headers = headers_of(scope)
+        operator = self.operators.pick(headers)
+        if operator is None or not self.operators.authorizes(operator, command, headers.get(b"x-authorization")):
             log.warning("oia %s from %s refused: unknown operator or bad X-Authorization", command,
-                        request.client.host if request.client else "?")
-            return PlainTextResponse("Access denied", status_code=403)
-        incoming = NO_REQUEST
+                        client_host(scope) or "?")
+            return await respond(send, ACCESS_DENIED, 403, TEXT_TYPE)
         try:
-            incoming = envelope(await body_of(request))
-            data = check_envelope(incoming, command, operator)
+            body = await read_body(receive, headers, BODY_BYTES_MAX)
+        except BodyTooLarge as exc:
+            return await respond(send, refusal_reply(NO_REQUEST, operator.secret_key, invalid(str(exc))))
+        await respond(send, await self.answer(command, operator, body, deadline_ms))
+
+    async def answer(self, command: str, operator: OperatorSettings, body: bytes, deadline_ms: int) -> bytes:
+        echo = NO_REQUEST
+        try:
+            typed = well_formed(command, body)
+            if typed is not None:  # the usual case: decoded once, echoed as it came
+                echo, data = body, typed.data
+                check_signature(command, operator, typed.command, typed.request_timestamp, typed.hash)
+            else:
+                incoming = envelope(body)
+                echo = echo_of(incoming)
+                data = check_envelope(incoming, command, operator)
             if now_ms() > deadline_ms:
                 raise Refusal("OP_47", "the deadline passed before the wallet was asked; nothing was done")
             result = await self.handlers[command](operator, data, deadline_ms)
         except Refusal as refusal:
-            return refusal_reply(incoming, operator.secret_key, refusal)
+            return refusal_reply(echo, operator.secret_key, refusal)
         except RedisTimeout:
-            log.error("oia %s: Redis timed out, outcome unknown: %s", command, bytes(incoming.data)[:500])
+            log.error("oia %s: Redis timed out, outcome unknown: %s", command, body[:500])
             result = ErrorReply("OP_47", "Timeout: the wallet did not answer in time; outcome unknown")
         except ResponseError:
             log.exception("oia %s: script error", command)
@@ -172,7 +185,7 @@ class Oia:
         except Exception:
             log.exception("oia %s: internal error", command)
             result = ErrorReply("OP_50", "Internal error")
-        return reply(incoming, operator.secret_key, result)
+        return reply(echo, operator.secret_key, result)
 
     async def authenticate(self, operator: OperatorSettings, data: AuthenticateData, deadline_ms: int) -> Any:
         found = await self.wallet.authenticate(operator.id, data.token)

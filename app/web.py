@@ -15,11 +15,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.admin import Admin
+from app.asgi import HotPaths
 from app.flusher import Flusher
 from app.ledger import open_store
 from app.oia import Oia
 from app.oia_wallet import OiaWallet
 from app.redis_client import connect, script_client
+from app import settings as config
 from app.settings import Settings
 from app.stargame import StarGame
 from app.wallet import Wallet
@@ -87,7 +89,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def create_app(settings: Settings, redis_url: str) -> Starlette:
+def create_app(settings: Settings, redis_url: str) -> HotPaths:
     service = Service(settings, redis_url)
 
     @contextlib.asynccontextmanager
@@ -102,9 +104,17 @@ def create_app(settings: Settings, redis_url: str) -> Starlette:
         Route("/healthz", service.healthz, methods=["GET"]),
         Route(settings.stargame.path, service.stargame.endpoint, methods=["GET"]),
         Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"]),
-        Route(f"{settings.oia.path}/{{command}}", service.oia.endpoint, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
-    return app
+    # POST <oia.path>/<command> is served by the raw path only (app/asgi.py).
+    return HotPaths(app, {}, f"{settings.oia.path}/", service.oia.handle)
+
+
+def worker_app() -> HotPaths:
+    """One of several server processes (server.workers > 1): settings from the
+    environment the supervisor set; the supervisor runs the one flusher."""
+    settings = config.load(None)
+    settings.flusher.enabled = False
+    return create_app(settings, settings.redis.url)

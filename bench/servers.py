@@ -1,0 +1,122 @@
+"""The processes a bench run measures, each pinned to its cores with taskset:
+a durable redis-server, `walletd serve`, and the bare baseline endpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from app.redis_server import find_binary, free_port, server_args
+from bench.fixtures import ADMIN_TOKEN, OPERATOR, SECRET
+
+READY_TIMEOUT_S = 60.0
+BENCH_DIR = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pinned(cpus: str | None, command: list[str]) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None:
+        return command
+    return ["taskset", "-c", cpus, *command]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its live children (uvicorn's workers)."""
+    total = cpu_seconds(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        for child in children.read_text().split():
+            total += tree_cpu_seconds(int(child))
+    return total
+
+
+def wait_http(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} died:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready:\n{log.read_text()[-3000:]}")
+
+
+class Process:
+    def __init__(self, name: str, command: list[str], log: Path) -> None:
+        self.name = name
+        self.command = command
+        self.log = log
+        # The bench's own config file says everything: no WALLETD_* overrides.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        return tree_cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_redis(directory: Path, cpus: str | None) -> tuple[Process, str]:
+    """redis-server with AOF and appendfsync always, as walletd's embedded one runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    redis = Process("redis", pinned(cpus, server_args(find_binary(), directory, port)), directory / "stdout.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not (directory / "redis.log").exists() or b"Ready to accept" not in (directory / "redis.log").read_bytes():
+        if time.monotonic() > deadline or redis.process.poll() is not None:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    return redis, url
+
+
+def walletd_config(directory: Path, port: int, redis_url: str, workers: int, script_client: str) -> Path:
+    config = directory / f"walletd-{port}.toml"
+    config.write_text(
+        f'data_dir = "{directory / "var"}"\n'
+        f"[server]\nport = {port}\nworkers = {workers}\n"
+        f'[redis]\nurl = "{redis_url}"\nscript_client = "{script_client}"\n'
+        f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
+        f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
+        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
+    )
+    return config
+
+
+def start_walletd(config: Path, port: int, cpus: str | None) -> Process:
+    log = config.with_suffix(".log")
+    walletd = Process("walletd", pinned(cpus, [sys.executable, "-m", "app.cli", "--config", str(config), "serve"]),
+                      log)
+    wait_http(f"http://127.0.0.1:{port}/healthz", walletd.process, log)
+    return walletd
+
+
+def start_bare(directory: Path, port: int, cpus: str | None) -> Process:
+    log = directory / "bare.log"
+    bare = Process("bare", pinned(cpus, [sys.executable, str(BENCH_DIR / "bare.py"), str(port)]), log)
+    wait_http(f"http://127.0.0.1:{port}/ping", bare.process, log)
+    return bare
