@@ -20,7 +20,8 @@ from typing import Any
 
 import hiredis
 from redis.connection import parse_url
-from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 # Calls in flight on the one connection. Past it callers get an error at once
 # instead of queueing without bound behind a stalled Redis.
@@ -149,7 +150,7 @@ class PipelinedRedis:
             opening = loop.create_connection(lambda: Protocol(self), self.host, self.port)
         try:
             transport, _ = await asyncio.wait_for(opening, self.connect_timeout_s)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             where = self.path or f"{self.host}:{self.port}"
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
         self.transport = transport
@@ -165,7 +166,7 @@ class PipelinedRedis:
             if call.sent_at > expired:
                 break
             if not call.future.done():
-                call.future.set_exception(TimeoutError("Timeout reading from Redis"))
+                call.future.set_exception(RedisTimeout("Timeout reading from Redis"))
         self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
 
     def lost(self, exc: Exception | None) -> None:

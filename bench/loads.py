@@ -82,7 +82,8 @@ class CpuMeter:
 
     def shares(self) -> list[float]:
         elapsed = time.monotonic() - self.began
-        return [round((p.cpu() - s) / elapsed, 2) if p else 0.0 for p, s in zip(self.processes, self.start)]
+        pairs = zip(self.processes, self.start, strict=True)
+        return [round((p.cpu() - s) / elapsed, 2) if p else 0.0 for p, s in pairs]
 
 
 def wrk_command(port: int, kind: str, target: str, players: Path, connections: int, seconds: float) -> list[str]:
@@ -103,6 +104,9 @@ def wrk(port: int, kind: str, target: str, players: Path, connections: int, seco
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     server_cpu, redis_cpu = meter.shares()
     found = json.loads(re.search(r"WRK_JSON (\{.*\})", out)[1])
+    first_bad = re.search(r"WRK_FIRST_BAD (.*)", out)
+    if first_bad:
+        print(f"wrk {target} {kind}: first unexpected answer: {first_bad[1]}", file=sys.stderr)
     rate = found["requests"] / (found["duration_us"] / 1e6)
     print(f"wrk {target} {kind}: {rate:,.0f} req/s, errors {found['socket_errors'] + found['bad_answers']}",
           file=sys.stderr)

@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for walletd and the bare endpoint")
     parser.add_argument("--load-cpus", default="1", help="taskset CPU list for load generators and Redis")
     parser.add_argument("--seconds", type=float, default=10.0, help="each wrk saturation run")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--latency-seconds", type=float, default=15.0, help="each open-loop rate")
     parser.add_argument("--locust-users", type=int, default=20)
     parser.add_argument("--locust-seconds", type=float, default=20.0)

@@ -12,7 +12,7 @@ local ordinary, hot = {}, {}
 local mode, tx, body_hash, expect
 local headers = {}
 -- globals, so that done() can read them from each thread
-checked, bad = 0, 0
+checked, bad, first_bad = 0, 0, ""
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -49,7 +49,10 @@ end
 
 function response(status, _, body)
   checked = checked + 1
-  if status ~= 200 or not body:find(expect, 1, true) then bad = bad + 1 end
+  if status ~= 200 or not body:find(expect, 1, true) then
+    bad = bad + 1
+    if first_bad == "" then first_bad = status .. " " .. body:sub(1, 200) end
+  end
 end
 
 function done(summary, latency, _)
@@ -57,6 +60,7 @@ function done(summary, latency, _)
   for _, thread in ipairs(threads) do
     total_checked = total_checked + thread:get("checked")
     total_bad = total_bad + thread:get("bad")
+    if thread:get("first_bad") ~= "" then io.write("WRK_FIRST_BAD " .. thread:get("first_bad") .. "\n") end
   end
   local e = summary.errors
   io.write(string.format(
