@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.oia_wallet import OiaWallet
-from app.request_body import BodyTooLarge, read_body
+from app.asgi import BodyTooLarge, headers_of, read_body
 from app.responses import JSON
 from app.sessions import DEVICES, launch_urls
 from app.settings import AdminSettings, OiaSettings, OperatorSettings
@@ -85,7 +85,8 @@ class Admin:
         if not self.authorized(request):
             return JSON({"error": "missing or wrong Bearer token (or [admin] token not set)"}, status_code=401)
         try:
-            req = msgspec.json.decode(await read_body(request, BODY_BYTES_MAX), type=SessionRequest)
+            body = await read_body(request.receive, headers_of(request.scope), BODY_BYTES_MAX)
+            req = msgspec.json.decode(body, type=SessionRequest)
             return JSON(await open_session(self.wallet, self.oia, req), status_code=201)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return JSON({"error": str(exc)}, status_code=400)

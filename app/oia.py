@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from app import currency
-from app.asgi import TEXT_TYPE, Receive, Scope, Send, client_host, headers_of, read_body, respond
+from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.oia_messages import (
     DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
@@ -22,7 +22,6 @@ from app.oia_messages import (
     command_data, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, well_formed,
 )
 from app.oia_wallet import Change, OiaWallet
-from app.request_body import BodyTooLarge
 from app.settings import OiaSettings, OperatorSettings
 
 log = logging.getLogger("walletd.oia")
