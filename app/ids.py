@@ -1,0 +1,17 @@
+"""Identifier alphabets shared by every protocol, the CLI and the key builder.
+
+Player ids end up inside Redis key names (app/keys.py): they must never hold
+the characters that structure a key ('{', '}', ':', '|') or whitespace.
+E-mail addresses and UUIDs fit.
+"""
+
+from __future__ import annotations
+
+import re
+
+PLAYER_ID_MAX_LEN = 64
+PLAYER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,%d}" % PLAYER_ID_MAX_LEN)
+
+
+def is_player_id(text: str) -> bool:
+    return PLAYER_ID.fullmatch(text) is not None
