@@ -8,8 +8,10 @@ It runs at its own pace (a tick), like uvicorn's main_loop, not per booking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from redis.asyncio import Redis
@@ -26,6 +28,35 @@ GROUP = "flusher"
 # (wallet.backlog_max), then the normal ticks carry on.
 RECOVERY_ROUNDS_MAX = 10_000
 DRAIN_ROUNDS_MAX = 100_000
+# 2**20 ticks is past any sane retry_backoff_max_ms; keeps the power small.
+BACKOFF_DOUBLINGS_MAX = 20
+
+
+class FailureStreak:
+    """One log line when a run of failed ticks starts and one when it ends,
+    whatever the failure rate (a Redis outage fails every tick)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.since_s = 0.0
+
+    def failed(self, exc: Exception, settings: FlusherSettings) -> float:
+        """Seconds to wait before the next try: doubling from tick_ms, capped."""
+        if self.failures == 0:
+            self.since_s = time.monotonic()
+            log.error("flusher: %s: %s; entries stay pending in Redis and are retried "
+                      "(backoff up to %d ms, next line when it recovers)",
+                      type(exc).__name__, exc, settings.retry_backoff_max_ms)
+        self.failures += 1
+        delay_ms = min(settings.tick_ms * 2 ** min(self.failures, BACKOFF_DOUBLINGS_MAX),
+                       settings.retry_backoff_max_ms)
+        return delay_ms / 1000
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("flusher recovered after %d failed tries in %.1f s",
+                     self.failures, time.monotonic() - self.since_s)
+        self.failures = 0
 
 
 def next_id(stream_id: str) -> str:
@@ -47,6 +78,7 @@ class Flusher:
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.should_exit = False
+        self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
 
     async def setup(self) -> None:
         for partition in range(self.keys.partitions):
@@ -59,15 +91,21 @@ class Flusher:
     async def recover(self) -> None:
         """Re-read our own pending entries, then claim those of dead consumers."""
         for partition in range(self.keys.partitions):
-            stream = self.keys.ledger(partition)
-            for _ in range(RECOVERY_ROUNDS_MAX):
-                reply = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {stream: "0"}, count=self.settings.batch_max
-                )
-                messages = reply[0][1] if reply else []
-                if not messages:
-                    break
-                await self.store_batch(partition, messages)
+            await self.reread_own(partition)
+            await self.claim_dead(partition)
+
+    async def reread_own(self, partition: int) -> None:
+        """Entries delivered to us but not acknowledged (a failed batch, a crash)."""
+        stream = self.keys.ledger(partition)
+        for _ in range(RECOVERY_ROUNDS_MAX):
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self.settings.batch_max)
+            messages = reply[0][1] if reply else []
+            if not messages:
+                return
+            await self.store_batch(partition, messages)
+
+    async def claim_all(self) -> None:
+        for partition in range(self.keys.partitions):
             await self.claim_dead(partition)
 
     async def claim_dead(self, partition: int) -> None:
@@ -131,21 +169,40 @@ class Flusher:
             moved += await self.flush_partition(partition)
         return moved
 
+    def request_exit(self) -> None:
+        self.should_exit = True
+        self.wake.set()
+
+    async def pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+
     async def run(self) -> None:
-        recovered = False
+        """Tick until asked to exit. Any failure (store locked or down, Redis down)
+        leaves the batch pending to us: the next try re-reads it first."""
+        streak = FailureStreak()
+        recovered = started = False
+        next_claim_s = 0.0
         while not self.should_exit:
             try:
                 if not recovered:
                     await self.setup()
                     await self.recover()
-                    recovered = True
-                    log.info("flusher %s started on %d partitions", self.consumer, self.keys.partitions)
+                    recovered, next_claim_s = True, time.monotonic() + self.settings.claim_interval_ms / 1000
+                    if not started:
+                        started = True
+                        log.info("flusher %s started on %d partitions", self.consumer, self.keys.partitions)
+                elif time.monotonic() >= next_claim_s:
+                    await self.claim_all()
+                    next_claim_s = time.monotonic() + self.settings.claim_interval_ms / 1000
                 moved = await self.tick()
-            except Exception:  # a store or Redis outage: retry next tick, never exit
-                log.exception("flusher tick failed, retrying next tick")
-                moved = 0
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, never fatal
+                recovered = False
+                await self.pause(streak.failed(exc, self.settings))
+                continue
+            streak.succeeded()
             if moved < self.settings.batch_max:
-                await asyncio.sleep(self.settings.tick_ms / 1000)
+                await self.pause(self.settings.tick_ms / 1000)
 
     async def drain(self) -> int:
         """Flush until every stream is empty of new entries (for verify and tests)."""

@@ -123,9 +123,10 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.url_file.exists():
             shutdown_orphan(self.url_file.read_text().strip(), self.directory)
-        port = self.port or free_port()
-        self.url = f"redis://127.0.0.1:{port}/0"
-        args = server_args(find_binary(), self.directory, port)
+        # Kept for restarts: clients hold this address.
+        self.port = self.port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        args = server_args(find_binary(), self.directory, self.port)
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,

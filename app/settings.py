@@ -105,6 +105,11 @@ class FlusherSettings(msgspec.Struct, forbid_unknown_fields=True):
     consumer: str = ""
     # Pending entries of other consumers idle this long are claimed.
     claim_idle_ms: int = 60_000
+    # Dead consumers' pending entries are looked for this often, not only at start.
+    claim_interval_ms: int = 10_000
+    # After a failed tick (store locked or down, Redis down) the next try waits
+    # twice as long as the last, from tick_ms up to this.
+    retry_backoff_max_ms: int = 5_000
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -50,8 +50,13 @@ ON CONFLICT DO NOTHING
 """
 
 
+# How long a write waits for another connection's lock before the batch fails
+# (the flusher then retries it with backoff; nothing is lost, only delayed).
+BUSY_TIMEOUT_MS = 5000
+
+
 class SqliteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Used from the flusher's worker thread; the lock keeps one user at a time.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -59,7 +64,7 @@ class SqliteStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed batch survives power loss before it is XACKed.
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self.db.executescript(SCHEMA)
 
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
@@ -82,7 +87,8 @@ class SqliteStore:
                 self.db.executemany(INSERT_PLAYER, players)
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self.db.execute("ROLLBACK")
                 raise
         assert 0 <= inserted <= len(rows)
         return inserted

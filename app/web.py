@@ -59,7 +59,7 @@ class Service:
 
     async def stop(self) -> None:
         if self.flusher is not None and self.flusher_task is not None:
-            self.flusher.should_exit = True
+            self.flusher.request_exit()
             with contextlib.suppress(asyncio.CancelledError, RedisError):
                 await asyncio.wait_for(self.flusher_task, timeout=10)
             self.flusher.close()

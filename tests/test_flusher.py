@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
+from pathlib import Path
 
 import pytest
 import redis
@@ -10,7 +13,10 @@ import redis
 from app.flusher import GROUP, Flusher
 from app.keys import Keys
 from app.ledger import from_stream, open_store
+from app.redis_client import connect
+from app.redis_server import EmbeddedRedis
 from app.settings import Settings
+from app.sqlite_store import SqliteStore
 from app.wallet import Wallet
 from tests.conftest import drain, ledger_rows
 
@@ -117,3 +123,76 @@ async def test_unacknowledged_entries_are_never_trimmed(
     await drain(settings)
     assert sync_redis.xlen(stream) == 0
     assert_exactly_once(settings, sync_redis)
+
+
+async def wait_for_rows(settings: Settings, count: int, timeout_s: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(ledger_rows(settings)) < count:
+        assert asyncio.get_running_loop().time() < deadline, "entries were never stored"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_store_locked_past_the_busy_timeout_is_retried_until_everything_is_stored(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 3: a failed batch stays pending to our consumer; it must be re-read, not left."""
+    settings.flusher.tick_ms = 10
+    settings.flusher.retry_backoff_max_ms = 100
+    db_path = settings.storage_url.removeprefix("sqlite:///")
+    store = SqliteStore(db_path, busy_timeout_ms=20)
+    flusher = Flusher(wallet.redis, store, wallet.keys, settings.flusher)
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    caplog.set_level(logging.INFO, logger="walletd.flusher")
+    task = asyncio.create_task(flusher.run())
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # an operator's long query, a backup tool...
+        await book_many(wallet)
+        await asyncio.sleep(1.0)  # dozens of busy-timeouts while bookings go on
+        assert ledger_rows(settings) == []
+        locker.execute("COMMIT")
+        await wait_for_rows(settings, seq_total(sync_redis, settings))
+        await asyncio.sleep(0.1)  # the last batch's XACK and trim
+    finally:
+        flusher.request_exit()
+        await asyncio.wait_for(task, 5)
+        locker.close()
+        stop(flusher)
+    assert_exactly_once(settings, sync_redis)
+    assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
+    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16)) == 0
+    lines = [r for r in caplog.records if r.name == "walletd.flusher"]
+    assert [r.levelname for r in lines] == ["INFO", "ERROR", "INFO"], [r.getMessage() for r in lines]
+    assert "locked" in lines[1].getMessage() and lines[1].exc_info is None
+    assert "recovered" in lines[2].getMessage()
+
+
+async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = EmbeddedRedis(tmp_path / "own")
+    url = server.start()
+    settings.redis.url = url
+    settings.flusher.tick_ms = 10
+    settings.flusher.retry_backoff_max_ms = 100
+    client = connect(url, settings.redis)
+    wallet = Wallet(client, settings.wallet)
+    await wallet.start()
+    flusher = Flusher(client, open_store(settings.storage_url), wallet.keys, settings.flusher)
+    caplog.set_level(logging.INFO, logger="walletd.flusher")
+    task = asyncio.create_task(flusher.run())
+    try:
+        await wallet.create_player("a", "EUR", 100, "", "en", "", [])
+        await wait_for_rows(settings, 1)
+        server.stop()
+        await asyncio.sleep(1.0)
+        server.start()  # same port and AOF
+        await wallet.stargame_book("a", 1, 0, 0, "t")
+        await wait_for_rows(settings, 2)
+    finally:
+        flusher.request_exit()
+        await asyncio.wait_for(task, 5)
+        stop(flusher)
+        await client.aclose()
+        server.stop()
+    lines = [r for r in caplog.records if r.name == "walletd.flusher"]
+    assert [r.levelname for r in lines] == ["INFO", "ERROR", "INFO"], [r.getMessage() for r in lines]
