@@ -12,7 +12,9 @@ from starlette.responses import Response
 
 from app import currency
 from app.allowlist import AllowList
-from app.money import AmountError, parse_minor
+from app.ids import PLAYER_ID_MAX_LEN, is_player_id
+from app.logsafe import quoted
+from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.responses import JSON
 from app.settings import StarGameSettings
 from app.wallet import Account, Wallet
@@ -20,7 +22,13 @@ from app.wallet import Account, Wallet
 log = logging.getLogger("walletd.stargame")
 
 ALIAS_KIND = "stargame"
-UID_MAX_LEN = 64
+UID_RULE = f"uid must be 1-{PLAYER_ID_MAX_LEN} characters of A-Z a-z 0-9 _ . @ -"
+# StarGame counts money in hundredths of the currency unit ("cents").
+CENTS_PER_UNIT = 100
+# Players' currencies (they never change; the booking script checks anyway).
+CURRENCY_CACHE_MAX = 100_000
+# Names no currency: the script answers CURRENCY with the account's, books nothing.
+CURRENCY_NOT_KNOWN = "?"
 RUSSIAN = frozenset({"ru", "rus", "russian"})
 REFUSALS = {
     "FUNDS": "insufficient funds",
@@ -28,6 +36,7 @@ REFUSALS = {
     "LATE": "deadline passed before booking; nothing booked",
     "OVERFLOW": "balance would exceed the supported range",
     "BACKLOG": "ledger backlog full; nothing booked",
+    "CURRENCY": "player's currency changed during the request; nothing booked",
 }
 
 
@@ -54,9 +63,31 @@ def fail(error: str, status_code: int = 200) -> Response:
     return JSON(Fail("fail", error), status_code=status_code)
 
 
+def method_not_allowed() -> Response:
+    return JSON(Fail("fail", "method not allowed: use GET"), status_code=405, headers={"Allow": "GET"})
+
+
+def to_cents(balance_minor: int, currency_code: str) -> int:
+    """A balance in StarGame cents, rounded down: never shows more than the player has
+    (1.234 BHD is 123 cents)."""
+    return balance_minor * CENTS_PER_UNIT // 10 ** currency.exponent(currency_code)
+
+
+def to_minor(cents: int, currency_code: str, field: str) -> int:
+    """StarGame cents in the currency's minor units, exactly, or a refusal
+    (10.50 yen is not an amount of JPY)."""
+    scaled = cents * 10 ** currency.exponent(currency_code)
+    if scaled % CENTS_PER_UNIT:
+        raise Refused(f"{field}={cents} is not a whole number of {currency_code} minor units")
+    minor = scaled // CENTS_PER_UNIT
+    if minor >= AMOUNT_MINOR_LIMIT:
+        raise Refused(f"{field} is out of range")
+    return minor
+
+
 def reply(status: str, error: str, uid: str, account: Account) -> Response:
     language = "RUS" if account.language.lower() in RUSSIAN else "ENG"
-    body = Reply(status, error, uid, account.balance_minor, account.currency,
+    body = Reply(status, error, uid, to_cents(account.balance_minor, account.currency), account.currency,
                  currency.numeric(account.currency), language)
     return JSON(body)
 
@@ -75,8 +106,8 @@ def single(request: Request, name: str, required: bool = True) -> str | None:
 def uid_of(request: Request) -> str:
     uid = single(request, "uid")
     assert uid is not None
-    if not uid or len(uid) > UID_MAX_LEN or not uid.isprintable() or " " in uid:
-        raise Refused(f"uid must be 1..{UID_MAX_LEN} printable characters without spaces")
+    if not is_player_id(uid):  # it becomes part of a key name (alias or account)
+        raise Refused(UID_RULE)
     return uid
 
 
@@ -92,12 +123,16 @@ class StarGame:
         self.wallet = wallet
         self.settings = settings
         self.allowed = AllowList(settings.allowed_ips)
+        self.currencies: dict[str, str] = {}  # player id -> ISO code
 
     async def endpoint(self, request: Request) -> Response:
         arrived_ms = int(time.time() * 1000)
+        # Starlette routes HEAD to GET endpoints: a HEAD writeBet must not book.
+        if request.method != "GET":
+            return method_not_allowed()
         client = request.client.host if request.client else None
         if not self.allowed.allows(client):
-            log.warning("stargame call from %s refused: not in stargame.allowed_ips", client)
+            log.warning("stargame call from %s refused: not in stargame.allowed_ips", quoted(client))
             return fail("forbidden", status_code=403)
         try:
             cmd = single(request, "cmd")
@@ -109,10 +144,10 @@ class StarGame:
         except Refused as exc:
             return fail(str(exc))
         except RedisTimeout:
-            log.error("stargame %s: Redis timed out, outcome unknown", request.url.query)
+            log.error("stargame %s: Redis timed out, outcome unknown", quoted(request.url.query))
             return fail("wallet timeout")
         except (RedisError, OSError) as exc:
-            log.error("stargame: wallet unavailable: %s", exc)
+            log.error("stargame: wallet unavailable: %s", quoted(exc))
             return fail("wallet unavailable")
         except Exception:
             log.exception("stargame: internal error")
@@ -121,21 +156,47 @@ class StarGame:
     async def get_balance(self, request: Request) -> Response:
         uid = uid_of(request)
         single(request, "foo", required=False)  # cache buster: present or not, unused
-        player_id = await self.wallet.resolve(ALIAS_KIND, uid)
+        player_id = await self.player_of(uid)
         account = await self.wallet.account(player_id)
         if account is None:
             raise Refused("unknown player")
+        self.remember_currency(player_id, account.currency)
         return reply("success", "", uid, account)
+
+    async def player_of(self, uid: str) -> str:
+        """The uid's alias, else the uid itself; never a player id that could not name a key."""
+        player_id = await self.wallet.resolve(ALIAS_KIND, uid)
+        if not is_player_id(player_id):
+            log.error("stargame alias %s names an invalid player id %s", quoted(uid), quoted(player_id))
+            raise Refused("alias names an invalid player id")
+        return player_id
+
+    def remember_currency(self, player_id: str, currency_code: str) -> None:
+        if len(self.currencies) >= CURRENCY_CACHE_MAX:
+            self.currencies.clear()
+        self.currencies[player_id] = currency_code
 
     async def write_bet(self, request: Request, deadline_ms: int) -> Response:
         uid = uid_of(request)
-        bet, win = amount(request, "bet"), amount(request, "win")
-        player_id = await self.wallet.resolve(ALIAS_KIND, uid)
-        if int(time.time() * 1000) > deadline_ms:
-            raise Refused(REFUSALS["LATE"])
-        booking = await self.wallet.stargame_book(player_id, bet, win, deadline_ms, uid)
-        if booking.account is None:
-            raise Refused("unknown player")
+        bet_cents, win_cents = amount(request, "bet"), amount(request, "win")
+        player_id = await self.player_of(uid)
+        # The currency is known after the first call for a player (getBalance comes
+        # first in a session); on a miss the script answers CURRENCY without booking.
+        currency_code = self.currencies.get(player_id)
+        booking = None
+        for _ in range(2):
+            if int(time.time() * 1000) > deadline_ms:
+                raise Refused(REFUSALS["LATE"])
+            bet, win = (0, 0) if currency_code is None else (
+                to_minor(bet_cents, currency_code, "bet"), to_minor(win_cents, currency_code, "win"))
+            booking = await self.wallet.stargame_book(player_id, bet, win, deadline_ms, uid, currency_code or CURRENCY_NOT_KNOWN)
+            if booking.account is None:
+                raise Refused("unknown player")
+            if booking.code != "CURRENCY":
+                break
+            currency_code = booking.account.currency
+            self.remember_currency(player_id, currency_code)
+        assert booking is not None and booking.account is not None
         if booking.code != "OK":
             return reply("fail", REFUSALS[booking.code], uid, booking.account)
         return reply("success", "", uid, booking.account)

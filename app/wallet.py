@@ -28,7 +28,7 @@ class Account(msgspec.Struct):
 
 
 class Booking(msgspec.Struct):
-    code: str  # OK, FUNDS, LATE, OVERFLOW, BACKLOG, NO_PLAYER
+    code: str  # OK, CURRENCY, FUNDS, BLOCKED, LATE, OVERFLOW, BACKLOG, NO_PLAYER
     account: Account | None
 
 
@@ -121,10 +121,14 @@ class Wallet:
         return Account(player_id, int(reply[0]), reply[1], reply[2])
 
     async def stargame_book(
-        self, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str
+        self, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str,
+        currency_code: str = "",
     ) -> Booking:
+        """currency_code: the currency the amounts were converted for; the script
+        refuses (CURRENCY) if the account's differs. '' books minor units as given."""
         keys, partition = self._book_keys(player_id)
-        args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref]
+        args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref,
+                currency_code]
         reply = await self.scripts.stargame_book(keys=keys, args=args)
         if reply[0] == "NO_PLAYER":
             return Booking("NO_PLAYER", None)

@@ -1,12 +1,15 @@
 -- stargame_book.lua: one StarGame writeBet: debit bet, then credit win, atomically.
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- ARGV[1] player id      ARGV[2] partition number
--- ARGV[3] bet_minor      ARGV[4] win_minor          (integers in [0, 2^53))
+-- ARGV[3] bet_minor      ARGV[4] win_minor          (integers in [0, 2^53), the account currency's minor units)
 -- ARGV[5] deadline_ms    (unix ms on Redis's clock; 0 = none)
 -- ARGV[6] backlog_max    (max un-flushed entries in the partition stream)
 -- ARGV[7] ref            (free text kept with the ledger entries)
+-- ARGV[8] currency       (ISO code the amounts were converted for; '' = book minor units as given,
+--                         anything not the account's currency (e.g. '?') = CURRENCY, nothing booked)
 -- Returns {code, balance_minor, currency, language}; code is one of
---   OK, FUNDS (balance < bet), BLOCKED (player blocked and bet > 0), LATE (deadline passed), OVERFLOW (balance would
+--   OK, CURRENCY (the account's currency is not ARGV[8]: convert again), FUNDS (balance < bet),
+--   BLOCKED (player blocked and bet > 0), LATE (deadline passed), OVERFLOW (balance would
 --   reach 2^53), BACKLOG (ledger stream full), and {'NO_PLAYER'}.
 -- Every refusal happens before the first write.
 local acct, seq_key, ledger_key = KEYS[1], KEYS[2], KEYS[3]
@@ -15,10 +18,12 @@ local bet = integer_arg(ARGV[3], 'bet_minor')
 local win = integer_arg(ARGV[4], 'win_minor')
 local deadline_ms = integer_arg(ARGV[5], 'deadline_ms')
 local backlog_max = integer_arg(ARGV[6], 'backlog_max')
+local expected_currency = ARGV[8]
 
 local v = redis.call('HMGET', acct, 'bal', 'cur', 'lang', 'blocked')
 if not v[1] then return {'NO_PLAYER'} end
 local balance = tonumber(v[1])
+if expected_currency ~= '' and expected_currency ~= v[2] then return {'CURRENCY', balance, v[2], v[3]} end
 local now = now_ms()
 if deadline_ms > 0 and now > deadline_ms then return {'LATE', balance, v[2], v[3]} end
 if bet > 0 and v[4] == '1' then return {'BLOCKED', balance, v[2], v[3]} end

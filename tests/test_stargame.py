@@ -191,3 +191,104 @@ async def test_a_blocked_player_cannot_bet_but_sees_the_balance(client: httpx.As
     assert r.json()["cash"] == 5000
     r = await client.get("/stargame", params={"cmd": "getBalance", "uid": "p-eur"})
     assert r.json()["status"] == "success"
+
+
+# --- units: StarGame counts hundredths of the currency unit (issue 9 item 2) ---
+
+@pytest.fixture
+async def world(wallet: Wallet) -> None:
+    """Players in currencies with 0, 2 and 3 decimals."""
+    await wallet.create_player("p-jpy", "JPY", 1000, "JP", "ja", "", [])  # 1000 yen
+    await wallet.create_player("p-bhd", "BHD", 1234, "BH", "ar", "", [])  # 1.234 dinar
+    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "", [])
+
+
+async def sg(client: httpx.AsyncClient, **params: str) -> dict:
+    r = await client.get("/stargame", params=params)
+    assert r.status_code == 200
+    return r.json()
+
+
+async def test_cash_is_in_hundredths_of_the_currency_unit(client: httpx.AsyncClient, world: None) -> None:
+    assert (await sg(client, cmd="getBalance", uid="p-jpy"))["cash"] == 100_000
+    assert (await sg(client, cmd="getBalance", uid="p-eur"))["cash"] == 5000
+
+
+async def test_cash_of_a_balance_between_cents_is_rounded_down(client: httpx.AsyncClient, world: None) -> None:
+    # 1.234 BHD is 123.4 StarGame cents: shown as 123, never more than the player has.
+    assert (await sg(client, cmd="getBalance", uid="p-bhd"))["cash"] == 123
+
+
+async def test_jpy_bet_and_win_are_converted_exactly(
+    client: httpx.AsyncClient, world: None, wallet: Wallet, settings: Settings
+) -> None:
+    body = await sg(client, cmd="writeBet", uid="p-jpy", bet="10000", win="2500")  # 100 yen, 25 yen
+    assert (body["status"], body["cash"]) == ("success", 92_500)
+    assert await balance_of(wallet, "p-jpy") == 925
+    await drain(settings)
+    rows = ledger_rows(settings, "player_id = ? AND kind != 'open'", ("p-jpy",))
+    assert [(x["kind"], x["amount_minor"]) for x in rows] == [("bet", -100), ("win", 25)]
+
+
+async def test_bhd_amounts_scale_by_ten(client: httpx.AsyncClient, world: None, wallet: Wallet) -> None:
+    body = await sg(client, cmd="writeBet", uid="p-bhd", bet="100", win="7")  # 1.000 BHD, 0.070 BHD
+    assert body["status"] == "success"
+    assert await balance_of(wallet, "p-bhd") == 1234 - 1000 + 70
+    assert body["cash"] == 30  # 0.304 BHD shown as 30 cents
+
+
+@pytest.mark.parametrize(("field", "other"), [("bet", "win"), ("win", "bet")])
+async def test_an_amount_not_representable_in_the_currency_fails_and_moves_nothing(
+    client: httpx.AsyncClient, world: None, wallet: Wallet, sync_redis: redis.Redis, field: str, other: str
+) -> None:
+    seq_key = wallet.keys.seq(wallet.keys.partition("p-jpy"))
+    before = sync_redis.get(seq_key)
+    body = await sg(client, cmd="writeBet", uid="p-jpy", **{field: "1050", other: "0"})  # 10.50 yen
+    assert body["status"] == "fail"
+    assert field in body["error"] and "JPY" in body["error"]
+    assert await balance_of(wallet, "p-jpy") == 1000
+    assert sync_redis.get(seq_key) == before
+
+
+async def test_an_amount_past_2_pow_53_after_scaling_is_refused(client: httpx.AsyncClient, wallet: Wallet) -> None:
+    await wallet.create_player("p-clf", "CLF", 0, "", "en", "", [])  # 4 decimals: x100
+    body = await sg(client, cmd="writeBet", uid="p-clf", bet="0", win=str(2**53 // 100 + 1))
+    assert body["status"] == "fail" and "range" in body["error"]
+    assert await balance_of(wallet, "p-clf") == 0
+
+
+# --- methods (issue 9 item 11) ---
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+async def test_anything_but_get_answers_405_and_moves_nothing(
+    client: httpx.AsyncClient, world: None, wallet: Wallet, sync_redis: redis.Redis, method: str
+) -> None:
+    seq_key = wallet.keys.seq(wallet.keys.partition("p-eur"))
+    before = sync_redis.get(seq_key)
+    r = await client.request(method, "/stargame?cmd=writeBet&uid=p-eur&bet=100&win=0")
+    assert r.status_code == 405
+    assert await balance_of(wallet, "p-eur") == 5000
+    assert sync_redis.get(seq_key) == before
+
+
+# --- ids (issue 9 items 6 and 8) ---
+
+@pytest.mark.parametrize("uid", ["x}:acct:y", "{p1}", "a:b", "a|b", "a b", "a\tb", "a\nb", "é", "x" * 65])
+async def test_a_uid_outside_the_alphabet_fails_and_writes_nothing(
+    client: httpx.AsyncClient, world: None, sync_redis: redis.Redis, uid: str
+) -> None:
+    keys_before = sorted(sync_redis.keys("*"))
+    for params in ({"cmd": "getBalance", "uid": uid}, {"cmd": "writeBet", "uid": uid, "bet": "0", "win": "100"}):
+        body = await sg(client, **params)
+        assert body == {"status": "fail", "error": "uid must be 1-64 characters of A-Z a-z 0-9 _ . @ -"}
+    assert sorted(sync_redis.keys("*")) == keys_before
+
+
+async def test_an_alias_to_a_player_id_outside_the_alphabet_is_refused(
+    client: httpx.AsyncClient, world: None, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    sync_redis.set(wallet.keys.alias("stargame", "900"), "x}:acct:y")  # written by hand, or by an old walletd
+    body = await sg(client, cmd="writeBet", uid="900", bet="0", win="100")
+    assert body["status"] == "fail" and "player id" in body["error"]
+    assert sync_redis.keys("*x}*") == []
+
