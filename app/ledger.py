@@ -22,6 +22,16 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     ref: str
     ts_ms: int
     profile: dict[str, str] | None = None  # only on 'open' entries
+    fp: str = ""  # OIA bookings: the request's fingerprint (tells a retry from other data)
+
+
+class StoredEntry(msgspec.Struct, frozen=True):
+    """What a lookup by ref needs of one stored entry."""
+
+    kind: str
+    amount_minor: int
+    balance_after_minor: int
+    fp: str  # '' when stored before fingerprints were kept
 
 
 class PartitionStats(msgspec.Struct, frozen=True):
@@ -38,8 +48,8 @@ class LedgerStore(Protocol):
 
     def partition_stats(self) -> dict[int, PartitionStats]: ...
 
-    def find(self, player_id: str, source: str, ref: str) -> list[tuple[str, int]]:
-        """(kind, amount_minor) of the player's entries with this source and ref, oldest first."""
+    def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
+        """The player's entries with this source and ref, oldest first."""
 
     def close(self) -> None: ...
 
@@ -55,6 +65,7 @@ def from_stream(fields: dict[str, str]) -> LedgerEntry:
         player_id=fields["player"], kind=fields["kind"],
         amount_minor=int(fields["amount"]), balance_after_minor=int(fields["balance"]),
         source=fields["source"], ref=fields["ref"], ts_ms=int(fields["ts"]), profile=profile,
+        fp=fields.get("fp", ""),
     )
 
 

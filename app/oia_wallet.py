@@ -11,7 +11,7 @@ import threading
 
 import msgspec
 
-from app.ledger import LedgerStore, open_store
+from app.ledger import LedgerStore, StoredEntry, open_store
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
@@ -72,13 +72,13 @@ class StoreReader:
         self.store: LedgerStore | None = None
         self.lock = threading.Lock()
 
-    def _find(self, player_id: str, ref: str) -> list[tuple[str, int]]:
+    def _find(self, player_id: str, ref: str) -> list[StoredEntry]:
         with self.lock:
             if self.store is None:
                 self.store = open_store(self.url)
             return self.store.find(player_id, LEDGER_SOURCE, ref)
 
-    async def find(self, player_id: str, ref: str) -> list[tuple[str, int]]:
+    async def find(self, player_id: str, ref: str) -> list[StoredEntry]:
         return await asyncio.to_thread(self._find, player_id, ref)
 
     def close(self) -> None:
@@ -168,8 +168,8 @@ class OiaWallet:
         if reply[0] != "MISSING":
             return reply[0]
         # Not in Redis: past the retention (look in the ledger store) or never seen.
-        restore = booked_from(await self.store.find(player_id, ref))
-        mode = ["tombstone"] if restore is None else ["restore", *restore]
+        found = booked_from(await self.store.find(player_id, ref))
+        mode = ["tombstone"] if found is None else ["restore", *found.cancel_args()]
         reply = await self.scripts.oia_cancel(keys=keys, args=[*args, *mode])
         return reply[0]
 
@@ -183,10 +183,10 @@ class OiaWallet:
             return "NOT_FOUND"
         if state != "MISSING":
             return state
-        restore = booked_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
-        if restore is None:
+        found = booked_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
+        if found is None:
             return "NOT_FOUND"
-        return "CANCELED" if restore[2] == "1" else "OK"
+        return "CANCELED" if found.cancelled else "OK"
 
     async def finish_round(self, operator_id: str, player_id: str, round_id: int) -> str:
         """OK, NOT_FOUND or NO_PLAYER."""
@@ -215,11 +215,27 @@ def ledger_ref(operator_id: str, transaction_id: int) -> str:
     return f"{operator_id}|{transaction_id}"
 
 
-def booked_from(entries: list[tuple[str, int]]) -> list[str] | None:
-    """[type, amount_minor, cancelled 1|0] of a booking found in the ledger store."""
-    booked = [(kind, amount) for kind, amount in entries if kind in BOOKED_KINDS]
+class StoredBooking(msgspec.Struct, frozen=True):
+    """A changebalance found in the ledger store (its record left Redis)."""
+
+    kind: str  # BET, WIN, REFUND
+    amount_minor: int
+    balance_after_minor: int  # the original answer's balance
+    fp: str  # '' if stored before fingerprints were kept
+    cancelled: bool
+
+    def cancel_args(self) -> list[str]:
+        """ARGV[11..15] of oia_cancel.lua's 'restore' mode."""
+        return [self.kind, str(self.amount_minor), "1" if self.cancelled else "0", self.fp,
+                str(self.balance_after_minor)]
+
+
+def booked_from(entries: list[StoredEntry]) -> StoredBooking | None:
+    """The booking among a ref's stored entries, if any."""
+    booked = [e for e in entries if e.kind in BOOKED_KINDS]
     if not booked:
         return None
-    kind, amount = booked[0]
-    cancelled = any(k == "cancel" for k, _ in entries)
-    return [BOOKED_KINDS[kind], str(abs(amount)), "1" if cancelled else "0"]
+    first = booked[0]
+    cancelled = any(e.kind == "cancel" for e in entries)
+    return StoredBooking(BOOKED_KINDS[first.kind], abs(first.amount_minor), first.balance_after_minor, first.fp,
+                         cancelled)

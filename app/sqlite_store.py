@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.ledger import LedgerEntry, PartitionStats
+from app.ledger import LedgerEntry, PartitionStats, StoredEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     source TEXT NOT NULL,
     ref TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
+    fp TEXT NOT NULL DEFAULT '',
     UNIQUE (partition, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_player ON ledger (player_id);
@@ -38,10 +39,13 @@ CREATE TABLE IF NOT EXISTS players (
 
 INSERT_ENTRY = """
 INSERT INTO ledger (entry_id, partition, seq, player_id, kind, amount_minor,
-                    balance_after_minor, source, ref, ts_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    balance_after_minor, source, ref, ts_ms, fp)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
+
+# Files written before the fp column existed get it in place (their rows read as '').
+ADD_FP = "ALTER TABLE ledger ADD COLUMN fp TEXT NOT NULL DEFAULT ''"
 
 INSERT_PLAYER = """
 INSERT INTO players (player_id, currency, country, language, name, aliases, created_ms)
@@ -66,11 +70,17 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self.db.executescript(SCHEMA)
+        self.migrate()
+
+    def migrate(self) -> None:
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(ledger)")}
+        if "fp" not in columns:
+            self.db.execute(ADD_FP)
 
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
         rows = [
             (e.entry_id, e.partition, e.seq, e.player_id, e.kind, e.amount_minor,
-             e.balance_after_minor, e.source, e.ref, e.ts_ms)
+             e.balance_after_minor, e.source, e.ref, e.ts_ms, e.fp)
             for e in entries
         ]
         players = [
@@ -103,12 +113,12 @@ class SqliteStore:
             cursor = self.db.execute("SELECT partition, COUNT(*), MAX(seq) FROM ledger GROUP BY partition")
             return {part: PartitionStats(count, seq_max) for part, count, seq_max in cursor}
 
-    def find(self, player_id: str, source: str, ref: str) -> list[tuple[str, int]]:
+    def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
         with self.lock:
             cursor = self.db.execute(
-                "SELECT kind, amount_minor FROM ledger WHERE ref = ? AND source = ? AND player_id = ? "
-                "ORDER BY partition, seq", (ref, source, player_id))
-            return [(kind, int(amount)) for kind, amount in cursor]
+                "SELECT kind, amount_minor, balance_after_minor, fp FROM ledger "
+                "WHERE ref = ? AND source = ? AND player_id = ? ORDER BY partition, seq", (ref, source, player_id))
+            return [StoredEntry(kind, int(amount), int(after), fp) for kind, amount, after, fp in cursor]
 
     def close(self) -> None:
         with self.lock:

@@ -8,7 +8,9 @@
 --   'check'     -> return MISSING, write nothing (the caller then asks the ledger store)
 --   'tombstone' -> leave a tombstone: a later booking with this id is refused
 --   'restore'   -> re-create the record from the ledger store: ARGV[11] type,
---                  ARGV[12] amount_minor, ARGV[13] 1 if the store shows it cancelled already
+--                  ARGV[12] amount_minor, ARGV[13] 1 if the store shows it cancelled already,
+--                  ARGV[14] fingerprint of the booking ('' if stored without one),
+--                  ARGV[15] balance_minor after the booking (the original answer's balance)
 -- Returns {code, balance_minor}; code is one of
 --   CANCELED (now or before), NOT_FOUND (tombstone left), NO_PLAYER (tombstone left),
 --   MISSING (mode 'check'), LATE, BACKLOG, OVERFLOW (nothing written).
@@ -29,7 +31,10 @@ if not tx[1] then
     local st = 'OK'
     if ARGV[13] == '1' then st = 'CANCELED' end
     tx = {st, ARGV[11], ARGV[12]}
-    redis.call('HSET', tx_key, 'st', st, 'fp', '', 'code', 'OK', 'type', tx[2], 'amt', tx[3])
+    -- The real fingerprint, so a later retry of the id answers OP_49, not OP_40.
+    local cur = redis.call('HGET', acct, 'cur') or ''
+    redis.call('HSET', tx_key, 'st', st, 'fp', ARGV[14], 'code', 'OK', 'type', tx[2], 'amt', tx[3],
+               'bal', ARGV[15], 'cur', cur)
   else
     assert(mode == 'tombstone', 'walletd: bad mode')
     tx = {'TOMB'}

@@ -38,10 +38,13 @@ local function record(st, code, balance, currency)
   return {code, balance, currency}
 end
 
-local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur')
+local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur', 'type', 'amt')
 if tx[1] == 'TOMB' then return record('ERROR', 'OP_49', 0, '') end
 if tx[1] then
-  if tx[2] ~= fp then return {'OP_40', 0, ''} end
+  -- A record restored from a ledger entry stored without a fingerprint ('')
+  -- can only be compared on type and amount.
+  local same = tx[2] == fp or (tx[2] == '' and tx[6] == kind and tx[7] == ARGV[4])
+  if not same then return {'OP_40', 0, ''} end
   if tx[1] == 'CANCELED' then return {'OP_49', 0, ''} end
   return {tx[3], tonumber(tx[4]), tx[5]}
 end
@@ -68,6 +71,6 @@ if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance
 
 balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
-              {'round', round_id, 'game', game})
+              {'round', round_id, 'game', game, 'fp', fp})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
 return record('OK', 'OK', balance, a[2])
