@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app import currency
 from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
+from app.errors import OutcomeUnknown, WalletUnavailable
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.oia_messages import (
     DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
@@ -172,13 +173,13 @@ class Oia:
             result = await self.handlers[command](operator, data, deadline_ms)
         except Refusal as refusal:
             return refusal_reply(echo, operator.secret_key, refusal)
-        except RedisTimeout:
+        except (RedisTimeout, OutcomeUnknown):
             log.error("oia %s: Redis timed out, outcome unknown: %s", command, body[:500])
             result = ErrorReply("OP_47", "Timeout: the wallet did not answer in time; outcome unknown")
         except ResponseError:
             log.exception("oia %s: script error", command)
             result = ErrorReply("OP_50", "Internal error")
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, WalletUnavailable) as exc:
             log.error("oia %s: wallet unavailable: %s", command, exc)
             result = ErrorReply("OP_50", "Internal error: wallet unavailable")
         except Exception:

@@ -7,26 +7,49 @@ written once per event-loop turn, and replies are matched to callers in order
 (Redis answers one connection's commands in the order they came). hiredis
 parses the replies, in C.
 
-Like the redis-py client it replaces on the hot path, it never re-sends a
-command: a time-out or a lost connection is an error whose outcome is unknown.
+The connection is published to callers only after its handshake (AUTH with
+the URL's user and password, SELECT of its db) has been answered OK: calls
+that arrive meanwhile wait for it, so none can overtake the handshake and run
+unauthenticated or in db 0. A handshake that fails closes the connection and
+raises WalletUnavailable naming the step (never the password).
+
+The contract (callers map it to protocol answers; see app/errors.py):
+- WalletUnavailable: the call's bytes were never handed to the transport.
+  Connect or handshake failed, too many calls in flight, the connection was
+  already lost before the batch was written, or Redis answered with an error
+  that means the command was not run (LOADING, BUSY, NOAUTH, MASTERDOWN).
+- OutcomeUnknown: the call was handed to the transport and no reply came: the
+  connection was lost after the write, or no reply within the time-out. It may
+  have run; it is never re-sent.
+- redis.exceptions.NoScriptError: EVALSHA of a script Redis does not hold
+  (nothing ran; app/scripts.Script falls back to EVAL).
+- redis.exceptions.ResponseError: any other error reply (the command ran and
+  answered an error, e.g. a Lua runtime error).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import time
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import hiredis
 from redis.connection import parse_url
-from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeout
+from redis.exceptions import NoScriptError, ResponseError
+
+from app.errors import OutcomeUnknown, WalletUnavailable
 
 # Calls in flight on the one connection. Past it callers get an error at once
 # instead of queueing without bound behind a stalled Redis.
 PENDING_MAX = 10_000
 WATCHDOG_INTERVAL_S = 0.05
+# Error replies that Redis gives before running a command: nothing ran.
+NOT_RUN_PREFIXES = ("LOADING ", "BUSY ", "NOAUTH ", "MASTERDOWN ", "ERR max number of clients reached")
+# rediss:// ?ssl_cert_reqs= values, as redis-py reads them.
+TLS_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
 class RedisPipeError(ResponseError):
@@ -45,27 +68,74 @@ def encode_command(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+def error_of(reply: RedisPipeError) -> Exception:
+    message = str(reply)
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    if message.startswith(NOT_RUN_PREFIXES):
+        return WalletUnavailable(f"Redis refused the call before running it: {message}")
+    return ResponseError(message)
+
+
 class Call:
-    __slots__ = ("future", "sent_at")
+    __slots__ = ("command", "future", "written_at")
 
-    def __init__(self, future: asyncio.Future, sent_at: float) -> None:
+    def __init__(self, command: bytes, future: asyncio.Future) -> None:
+        self.command = command
         self.future = future
-        self.sent_at = sent_at
+        self.written_at = 0.0
 
 
-class Protocol(asyncio.Protocol):
-    def __init__(self, client: PipelinedRedis) -> None:
-        self.client = client
+class Connection(asyncio.Protocol):
+    """One socket to Redis: calls queued this loop turn, calls written and awaiting
+    their reply (in order), and a watchdog that times the written ones out."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
         self.reader = hiredis.Reader(encoding="utf-8", replyError=RedisPipeError)
+        self.transport: asyncio.Transport | None = None
+        self.queued: list[Call] = []  # not yet handed to the transport
+        self.written: collections.deque[Call] = collections.deque()
+        self.gone: str | None = None  # why the connection is no longer usable
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
+
+    def send(self, command: bytes) -> asyncio.Future:
+        if self.gone is not None:
+            raise WalletUnavailable(f"Redis connection {self.gone}; the call was not sent")
+        if len(self.queued) + len(self.written) >= PENDING_MAX:
+            raise WalletUnavailable(f"{PENDING_MAX} Redis calls already in flight; the call was not sent")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.queued:
+            loop.call_soon(self.flush)
+        self.queued.append(Call(command, future))
+        return future
+
+    def flush(self) -> None:
+        batch, self.queued = self.queued, []
+        if not batch:
+            return
+        if self.gone is not None or self.transport is None or self.transport.is_closing():
+            fail(batch, WalletUnavailable(f"Redis connection {self.gone or 'closing'} before the call was written"))
+            return
+        now = time.monotonic()
+        for call in batch:
+            call.written_at = now
+        self.written.extend(batch)
+        self.transport.write(b"".join(call.command for call in batch))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        pending = self.client.pending
+        written = self.written
         while True:
             reply = self.reader.gets()
             if reply is False:
                 return
-            call = pending.popleft()
+            call = written.popleft()
             if call.future.done():
                 continue  # timed out earlier; its late reply is dropped
             if isinstance(reply, RedisPipeError):
@@ -73,35 +143,55 @@ class Protocol(asyncio.Protocol):
             else:
                 call.future.set_result(reply)
 
+    def check_timeouts(self) -> None:
+        """Fails written calls older than the time-out; their replies are dropped when they come."""
+        expired = time.monotonic() - self.timeout_s
+        for call in self.written:
+            if call.written_at > expired:
+                break
+            if not call.future.done():
+                call.future.set_exception(OutcomeUnknown(f"no reply from Redis within {self.timeout_s:g} s"))
+        self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client.lost(exc)
+        self.close(f"lost ({exc or 'closed by Redis'})")
+
+    def close(self, why: str) -> None:
+        if self.gone is None:
+            self.gone = why
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        fail(list(self.written), OutcomeUnknown(f"Redis connection {self.gone} after the call was written"))
+        self.written.clear()
+        fail(self.queued, WalletUnavailable(f"Redis connection {self.gone} before the call was written"))
+        self.queued = []
+        if self.transport is not None:
+            self.transport.close()
 
 
-def error_of(reply: RedisPipeError) -> ResponseError:
-    message = str(reply)
-    if message.startswith("NOSCRIPT"):
-        return NoScriptError(message)
-    return ResponseError(message)
+def fail(calls: list[Call], error: Exception) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(error)
 
 
 class PipelinedRedis:
-    """evalsha/eval/execute with the same call shape and errors as redis-py's asyncio client."""
+    """evalsha/eval/execute with the same call shape as redis-py's asyncio client,
+    and the errors listed in the module docstring."""
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
         options = parse_url(url)
         self.path = options.get("path")  # unix:// URLs
         self.host = options.get("host", "127.0.0.1")
         self.port = options.get("port", 6379)
-        self.hello = [("AUTH", options["password"])] if options.get("password") else []
-        if options.get("db"):
-            self.hello.append(("SELECT", options["db"]))
+        self.where = self.path or f"{self.host}:{self.port}"
+        self.tls = tls_context(url, options)
+        self.handshake_commands = handshake(options)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.pending: collections.deque[Call] = collections.deque()
-        self.buffer: list[bytes] = []
-        self.transport: asyncio.Transport | None = None
+        self.connection: Connection | None = None  # only ever a handshaken one
         self.connecting: asyncio.Future | None = None
-        self.watchdog: asyncio.TimerHandle | None = None
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -110,78 +200,100 @@ class PipelinedRedis:
         return await self.execute("EVAL", script, numkeys, *keys_and_args)
 
     async def execute(self, *args: Any) -> Any:
-        if self.transport is None:
-            await self.connect()
-        return await self.send(encode_command(args))
+        connection = self.connection
+        if connection is None or connection.gone is not None:
+            connection = await self.connect()
+        return await connection.send(encode_command(args))
 
-    def send(self, command: bytes) -> asyncio.Future:
-        if len(self.pending) >= PENDING_MAX:
-            raise RedisConnectionError(f"{PENDING_MAX} Redis calls already in flight")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.pending.append(Call(future, time.monotonic()))
-        if not self.buffer:
-            loop.call_soon(self.flush)
-        self.buffer.append(command)
-        return future
-
-    def flush(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            self.buffer.clear()  # lost() failed their calls already
-            return
-        self.transport.write(b"".join(self.buffer))
-        self.buffer.clear()
-
-    async def connect(self) -> None:
+    async def connect(self) -> Connection:
+        """One connect at a time; every caller that arrives meanwhile waits for it."""
         if self.connecting is None:
             self.connecting = asyncio.ensure_future(self._connect())
         connecting = self.connecting
         try:
-            await asyncio.shield(connecting)
+            return await asyncio.shield(connecting)
         finally:
             if self.connecting is connecting and connecting.done():
                 self.connecting = None
 
-    async def _connect(self) -> None:
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
+        connection = Connection(self.timeout_s)
         if self.path:
-            opening = loop.create_unix_connection(lambda: Protocol(self), self.path)
+            opening = loop.create_unix_connection(lambda: connection, self.path)
         else:
-            opening = loop.create_connection(lambda: Protocol(self), self.host, self.port)
+            opening = loop.create_connection(lambda: connection, self.host, self.port, ssl=self.tls,
+                                             server_hostname=self.host if self.tls else None)
         try:
-            transport, _ = await asyncio.wait_for(opening, self.connect_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            where = self.path or f"{self.host}:{self.port}"
-            raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
-        self.transport = transport
-        if self.watchdog is None:
-            self.watchdog = loop.call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
-        for command in self.hello:
-            await self.send(encode_command(command))
+            await asyncio.wait_for(opening, self.connect_timeout_s)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise WalletUnavailable(f"cannot connect to Redis at {self.where}: {exc or type(exc).__name__}") from exc
+        if connection.gone is not None:
+            raise WalletUnavailable(f"Redis connection to {self.where} {connection.gone} while opening")
+        try:
+            await asyncio.wait_for(self._handshake(connection), self.connect_timeout_s)
+        except BaseException as exc:
+            connection.close("closed: handshake failed")
+            if isinstance(exc, TimeoutError):
+                raise WalletUnavailable(f"Redis at {self.where}: no reply to the handshake") from exc
+            raise
+        self.connection = connection
+        return connection
 
-    def check_timeouts(self) -> None:
-        """Fails calls older than the time-out; their replies are dropped when they come."""
-        expired = time.monotonic() - self.timeout_s
-        for call in self.pending:
-            if call.sent_at > expired:
-                break
-            if not call.future.done():
-                call.future.set_exception(RedisTimeout("Timeout reading from Redis"))
-        self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
-
-    def lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        error = RedisConnectionError(f"connection to Redis lost: {exc}")
-        while self.pending:
-            call = self.pending.popleft()
-            if not call.future.done():
-                call.future.set_exception(error)
-        self.buffer.clear()
+    async def _handshake(self, connection: Connection) -> None:
+        """AUTH and SELECT, written together, each reply checked before the connection is used."""
+        sent = [(name, connection.send(encode_command(command))) for name, command in self.handshake_commands]
+        for name, reply in sent:
+            try:
+                await reply
+            except (ResponseError, WalletUnavailable, OutcomeUnknown) as exc:
+                raise WalletUnavailable(f"Redis at {self.where} refused {name}: {exc}") from exc
 
     async def aclose(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        if self.connection is not None:
+            self.connection.close("closed by walletd")
+            self.connection = None
+
+
+def handshake(options: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """(what it is, for error messages; the command) in the order they are sent."""
+    commands: list[tuple[str, tuple[Any, ...]]] = []
+    password, username = options.get("password"), options.get("username")
+    if password:
+        auth = ("AUTH", username, password) if username else ("AUTH", password)
+        commands.append((f"AUTH as {username!r}" if username else "AUTH", auth))
+    elif username:
+        raise ValueError(f"Redis URL names user {username!r} but no password")
+    if options.get("db"):
+        commands.append((f"SELECT {options['db']}", ("SELECT", options["db"])))
+    return commands
+
+
+def tls_context(url: str, options: dict[str, Any]) -> ssl.SSLContext | None:
+    """rediss://: the same query options as redis-py (ssl_ca_certs, ssl_cert_reqs,
+    ssl_certfile, ssl_keyfile, ssl_check_hostname); by default the server's
+    certificate and host name are verified against ssl_ca_certs or the system CAs."""
+    if urlsplit(url).scheme != "rediss":
+        return None
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    if str(options.get("ssl_check_hostname", "true")).lower() in ("false", "0", "no"):
+        context.check_hostname = False
+    requirement = str(options.get("ssl_cert_reqs", "required")).lower()
+    if requirement not in TLS_CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(TLS_CERT_REQS)}")
+    if TLS_CERT_REQS[requirement] == ssl.CERT_NONE:
+        context.check_hostname = False
+    context.verify_mode = TLS_CERT_REQS[requirement]
+    return context
+
+
+def redacted(url: str) -> str:
+    """The URL as it may be logged: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = unquote(parts.username or "")
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()

@@ -1,4 +1,18 @@
-"""Lua scripts: read once from lua/, run by EVALSHA (EVAL once more on NOSCRIPT)."""
+"""Lua scripts: read once from lua/, run by EVALSHA (EVAL once more on NOSCRIPT).
+
+A Script call ends in a reply, a redis.exceptions.ResponseError (an error
+reply: the script ran and raised, or Redis refused it), or one of
+app/errors.py's two kinds, whichever client runs it:
+- WalletUnavailable: the script was certainly not sent (or Redis refused it
+  unrun: LOADING, NOAUTH...); nothing moved.
+- OutcomeUnknown: it may have been sent and no reply came; it may have run.
+The pipelined client (app/redis_pipe.py) raises these itself and knows exactly
+whether its bytes were written. redis-py's errors are converted here, and
+conservatively: redis-py cannot always tell a failure before the write from
+one after it, so only errors that can only happen before anything is sent
+(connecting, authenticating, no free pool connection) are WalletUnavailable;
+every other connection error or time-out is OutcomeUnknown.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError, NoScriptError, RedisError,
+    ResponseError,
+)
+
+from app.errors import OutcomeUnknown, WalletCallError, WalletUnavailable
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 LEDGER = "lib/ledger.lua"
@@ -54,10 +73,29 @@ class Script:
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis restarted without its script cache: EVAL also caches it again.
-            return await self.client.eval(self.script, len(keys), *keys, *args)
+            try:
+                return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                # Redis restarted without its script cache: EVAL also caches it again.
+                return await self.client.eval(self.script, len(keys), *keys, *args)
+        except (ResponseError, WalletCallError):
+            raise
+        except (RedisError, OSError) as exc:
+            raise wallet_error(exc) from exc
+
+
+# redis-py error texts that only its connect step produces (redis/asyncio/connection.py),
+# plus the pool's "no free connection"; before any of them nothing was written.
+BEFORE_SEND_TEXTS = ("connecting to", "Timeout connecting to server", "No connection available",
+                     "max number of clients reached", "Invalid Database", "Invalid Username or Password")
+
+
+def wallet_error(exc: Exception) -> WalletCallError:
+    """A redis-py connection error or time-out as app/errors.py's kind (see module docstring)."""
+    before_send = isinstance(exc, (AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError))
+    if before_send or any(text in str(exc) for text in BEFORE_SEND_TEXTS):
+        return WalletUnavailable(f"Redis unavailable, the script was not sent: {exc}")
+    return OutcomeUnknown(f"no reply from Redis, the script may have run: {exc}")
 
 
 class Scripts:

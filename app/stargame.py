@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from app import currency
 from app.allowlist import AllowList
+from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
@@ -143,10 +144,10 @@ class StarGame:
             raise Refused(f"unknown cmd {cmd!r}")
         except Refused as exc:
             return fail(str(exc))
-        except RedisTimeout:
+        except (RedisTimeout, OutcomeUnknown):
             log.error("stargame %s: Redis timed out, outcome unknown", quoted(request.url.query))
             return fail("wallet timeout")
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, WalletUnavailable) as exc:
             log.error("stargame: wallet unavailable: %s", quoted(exc))
             return fail("wallet unavailable")
         except Exception:

@@ -1,22 +1,35 @@
 """The pipelined hot-path client against a real redis-server: replies reach the
 right callers, errors and time-outs never shift them, NOSCRIPT and lost
-connections recover, and nothing is ever re-sent."""
+connections recover, nothing is ever re-sent, and every failure is exactly one
+of app/errors.py's kinds: WalletUnavailable when the call's bytes were never
+written, OutcomeUnknown once they were."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError, TimeoutError as RedisTimeout
+from redis.exceptions import ResponseError
 
+from app import redis_pipe
+from app.errors import OutcomeUnknown, WalletUnavailable
 from app.redis_pipe import PipelinedRedis, encode_command
 from app.scripts import Script
+from tests.redis_servers import Proxy, private_redis
 from tests.test_oia_transactions import BUSY_LUA
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"),
+                        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """walletd serves on uvloop, whose transports differ from asyncio's: both are tested."""
+    return request.param
 
 
 @pytest.fixture
@@ -53,9 +66,9 @@ async def test_noscript_falls_back_to_eval_once(pipe: PipelinedRedis, sync_redis
 async def test_a_timed_out_call_fails_and_its_late_reply_is_dropped(pipe: PipelinedRedis) -> None:
     busy = asyncio.ensure_future(pipe.execute("EVAL", BUSY_LUA, 0, 800_000))  # 0.8 s > 0.3 s time-out
     echo = asyncio.ensure_future(pipe.execute("ECHO", "queued behind"))
-    with pytest.raises(RedisTimeout):
+    with pytest.raises(OutcomeUnknown):
         await busy
-    with pytest.raises(RedisTimeout):
+    with pytest.raises(OutcomeUnknown):
         await echo  # waited past the time-out behind the busy script: outcome unknown too
     await asyncio.sleep(0.7)  # Redis is free again; both late replies arrive and are dropped
     assert await pipe.execute("ECHO", "fresh") == "fresh"
@@ -66,16 +79,99 @@ async def test_a_lost_connection_fails_calls_in_flight_and_reconnects(pipe: Pipe
     assert await pipe.execute("PING") == "PONG"
     sync_redis.client_kill_filter(_type="normal", skipme=True)
     await asyncio.sleep(0.1)
-    with contextlib.suppress(RedisConnectionError):
+    with contextlib.suppress(WalletUnavailable, OutcomeUnknown):
         await pipe.execute("PING")  # may fail once: the kill may still be in flight
     assert await pipe.execute("ECHO", "again") == "again"
 
 
-async def test_unreachable_redis_is_a_connection_error() -> None:
+async def test_unreachable_redis_is_wallet_unavailable() -> None:
     client = PipelinedRedis("redis://127.0.0.1:1/0", timeout_s=0.3, connect_timeout_s=0.5)
-    with pytest.raises(RedisConnectionError):
+    with pytest.raises(WalletUnavailable, match="cannot connect to Redis at 127.0.0.1:1"):
         await client.execute("PING")
     await client.aclose()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[Proxy]:
+    running = await Proxy(port_of(redis_url)).start()
+    yield running
+    await running.aclose()
+
+
+async def test_a_call_written_then_cut_off_is_outcome_unknown_and_did_run(proxy: Proxy,
+                                                                           sync_redis: redis.Redis) -> None:
+    client = PipelinedRedis(f"redis://127.0.0.1:{proxy.port}/0", timeout_s=5.0, connect_timeout_s=1.0)
+    try:
+        assert await client.execute("PING") == "PONG"
+        proxy.hold = True  # Redis runs the call; its reply never comes back
+        call = asyncio.ensure_future(client.execute("INCRBY", "booked", 5))
+        for _ in range(100):
+            if sync_redis.get("booked"):
+                break
+            await asyncio.sleep(0.01)
+        proxy.cut()
+        with pytest.raises(OutcomeUnknown, match="after the call was written"):
+            await call
+        assert sync_redis.get("booked") == "5"  # it did run: "unavailable" would have been a lie
+        proxy.hold = False
+        assert await client.execute("INCRBY", "booked", 1) == 6  # reconnected; never re-sent
+    finally:
+        await client.aclose()
+
+
+async def test_a_call_queued_when_the_connection_dies_is_unavailable_and_never_sent(
+        pipe: PipelinedRedis, sync_redis: redis.Redis) -> None:
+    connection = await pipe.connect()
+    queued = connection.send(encode_command(("INCRBY", "booked", 5)))  # written at the end of this turn
+    assert connection.transport is not None
+    connection.transport.abort()  # the connection dies first
+    with pytest.raises(WalletUnavailable, match="before the call was written"):
+        await queued
+    await asyncio.sleep(0.05)
+    assert sync_redis.get("booked") is None
+    with pytest.raises(WalletUnavailable):  # a call on the dead connection is refused, not queued
+        await connection.send(encode_command(("INCRBY", "booked", 5)))
+    assert await pipe.execute("INCRBY", "booked", 1) == 1  # the client reconnects
+
+
+async def test_too_many_calls_in_flight_are_refused_unsent(proxy: Proxy, sync_redis: redis.Redis,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_pipe, "PENDING_MAX", 3)
+    client = PipelinedRedis(f"redis://127.0.0.1:{proxy.port}/0", timeout_s=0.3, connect_timeout_s=1.0)
+    try:
+        await client.connect()
+        proxy.hold = True
+        stalled = [asyncio.ensure_future(client.execute("INCR", "n")) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(WalletUnavailable, match="already in flight"):
+            await client.execute("INCR", "n")
+        for call in stalled:
+            with pytest.raises(OutcomeUnknown):
+                await call
+        assert sync_redis.get("n") == "3"  # the refused one never reached Redis
+    finally:
+        await client.aclose()
+
+
+async def test_busy_redis_refuses_unrun_so_the_call_is_unavailable(tmp_path: Path) -> None:
+    with private_redis(tmp_path, extra=("--lua-time-limit", "50")) as server:
+        client = PipelinedRedis(server.admin_url, timeout_s=2.0, connect_timeout_s=1.0)
+        blocker = PipelinedRedis(server.admin_url, timeout_s=2.0, connect_timeout_s=1.0)
+        try:
+            await client.connect()
+            busy = asyncio.ensure_future(blocker.execute("EVAL", BUSY_LUA, 0, 400_000))
+            await asyncio.sleep(0.2)  # past lua-time-limit: Redis answers BUSY to everyone else
+            with pytest.raises(WalletUnavailable, match="BUSY"):
+                await client.execute("INCR", "n")
+            assert await busy == 1
+            assert await client.execute("GET", "n") is None
+        finally:
+            await client.aclose()
+            await blocker.aclose()
 
 
 def test_amounts_are_never_floats() -> None:
