@@ -1,9 +1,10 @@
-"""walletd's own admin API: POST /admin/sessions (Bearer token from [admin])."""
+"""walletd's own admin API (Bearer token from [admin]): POST /admin/players, POST /admin/sessions."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import msgspec
@@ -12,20 +13,38 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.oia_wallet import OiaWallet
+from app import currency
 from app.asgi import BodyTooLarge, headers_of, read_body
+from app.ids import PLAYER_ID
+from app.money import AmountError, decimal_to_minor
+from app.oia_wallet import OiaWallet
 from app.responses import JSON
 from app.sessions import DEVICES, launch_urls
 from app.settings import AdminSettings, OiaSettings, OperatorSettings
+from app.wallet import WalletConflict, WalletError
 
 log = logging.getLogger("walletd.admin")
 
 BODY_BYTES_MAX = 16 * 1024
 LaunchText = Annotated[str, Meta(max_length=500, pattern=r"^[^|]*$")]
+PlayerId = Annotated[str, Meta(pattern=f"^{PLAYER_ID.pattern}$")]
+
+
+class PlayerRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /admin/players: the fields of `walletd player create`, same rules."""
+
+    player_id: PlayerId
+    currency: str
+    balance: str = "0"  # a decimal string in the currency's unit, e.g. "100.00"
+    country: str = ""
+    language: str = "en"
+    name: str = ""
+    aliases: list[str] = []
+    operator_id: str | None = None
 
 
 class SessionRequest(msgspec.Struct, forbid_unknown_fields=True):
-    player_id: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^|\s]+$")]
+    player_id: PlayerId
     game_id: Annotated[int, Meta(ge=0, lt=10**6)] | None = None  # the seed's INT 6
     lobby_id: Annotated[str, Meta(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
     operator_id: str | None = None
@@ -34,10 +53,13 @@ class SessionRequest(msgspec.Struct, forbid_unknown_fields=True):
     fun: bool = False
 
 
-class SessionError(ValueError):
+class AdminError(ValueError):
     def __init__(self, message: str, status_code: int = 400) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+SessionError = AdminError  # the name the CLI imports
 
 
 def pick_operator(oia: OiaSettings, operator_id: str | None) -> OperatorSettings:
@@ -49,6 +71,33 @@ def pick_operator(oia: OiaSettings, operator_id: str | None) -> OperatorSettings
         if operator.id == operator_id:
             return operator
     raise SessionError(f"unknown operator {operator_id!r}")
+
+
+def pick_owner(oia: OiaSettings, operator_id: str | None) -> str:
+    """The operator a new player belongs to: the one named (it must be configured),
+    else the only one configured; '' (no owner) only when none is configured."""
+    if operator_id is None and not oia.operators:
+        return ""
+    if operator_id is None and len(oia.operators) > 1:
+        names = ", ".join(op.id for op in oia.operators)
+        raise AdminError(f"the owning operator is required (--operator, or operator_id in the admin API): "
+                         f"several are configured ({names})")
+    return pick_operator(oia, operator_id).id
+
+
+async def create_player(wallet: OiaWallet, oia: OiaSettings, req: PlayerRequest) -> dict:
+    """Shared by the admin API and `walletd player create`."""
+    owner = pick_owner(oia, req.operator_id)
+    try:
+        opening = decimal_to_minor(req.balance, currency.exponent(req.currency), "balance")
+        entry = await wallet.wallet.create_player(req.player_id, req.currency, opening, req.country,
+                                                  req.language, req.name, req.aliases, operator_id=owner)
+    except WalletConflict as exc:
+        raise AdminError(str(exc), status_code=409) from exc
+    except (WalletError, AmountError, currency.CurrencyError) as exc:
+        raise AdminError(str(exc)) from exc
+    return {"player_id": req.player_id, "operator_id": owner, "currency": req.currency,
+            "balance": req.balance, "aliases": req.aliases, "entry_id": entry}
 
 
 async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> dict:
@@ -64,6 +113,9 @@ async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest)
         token, currency_code, language = await wallet.open_session(operator.id, req.player_id, game, lobby)
     except KeyError:
         raise SessionError(f"unknown player {req.player_id}", status_code=404) from None
+    except PermissionError:
+        raise SessionError(f"player {req.player_id} belongs to another operator than {operator.id} "
+                           "(or to none: README \"Operator ownership\")", status_code=403) from None
     target = ("game_id", game) if game else ("lobby_id", lobby)
     urls = launch_urls(oia, operator.id, target, token, currency_code, language, req.home_url, req.device, req.fun)
     return {"token": token, "player_id": req.player_id, "operator_id": operator.id,
@@ -82,18 +134,29 @@ class Admin:
         return self.expected is not None and given is not None and hmac.compare_digest(self.expected, given.encode())
 
     async def sessions(self, request: Request) -> Response:
+        async def work(body: bytes) -> dict:
+            return await open_session(self.wallet, self.oia, msgspec.json.decode(body, type=SessionRequest))
+
+        return await self.serve(request, "sessions", work)
+
+    async def players(self, request: Request) -> Response:
+        async def work(body: bytes) -> dict:
+            return await create_player(self.wallet, self.oia, msgspec.json.decode(body, type=PlayerRequest))
+
+        return await self.serve(request, "players", work)
+
+    async def serve(self, request: Request, name: str, work: Callable[[bytes], Awaitable[dict]]) -> Response:
         if not self.authorized(request):
             return JSON({"error": "missing or wrong Bearer token (or [admin] token not set)"}, status_code=401)
         try:
             body = await read_body(request.receive, headers_of(request.scope), BODY_BYTES_MAX)
-            req = msgspec.json.decode(body, type=SessionRequest)
-            return JSON(await open_session(self.wallet, self.oia, req), status_code=201)
+            return JSON(await work(body), status_code=201)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return JSON({"error": str(exc)}, status_code=400)
         except BodyTooLarge as exc:
             return JSON({"error": str(exc)}, status_code=413)
-        except SessionError as exc:
+        except AdminError as exc:
             return JSON({"error": str(exc)}, status_code=exc.status_code)
         except (RedisError, OSError) as exc:
-            log.error("admin sessions: wallet unavailable: %s", exc)
+            log.error("admin %s: wallet unavailable: %s", name, exc)
             return JSON({"error": "wallet unavailable"}, status_code=503)

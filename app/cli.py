@@ -16,7 +16,7 @@ import msgspec
 
 from app import currency, settings as config
 from app.flusher import Flusher
-from app.admin import SessionError, SessionRequest, open_session
+from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_client import connect
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--language", default="en")
     create.add_argument("--name", default="")
     create.add_argument("--alias", action="append", default=[], help="e.g. stargame:117 (repeatable)")
+    create.add_argument("--operator", help="owning operator id (required when several are configured)")
     player.add_parser("show", parents=[common]).add_argument("player_id")
     for action in ("deposit", "withdraw"):
         adjust = player.add_parser(action, parents=[common])
@@ -87,13 +88,22 @@ def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]]) ->
         return asyncio.run(run(url))
 
 
-def player_create(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
+def player_create(args: argparse.Namespace, settings: Settings) -> Callable[[Wallet], Awaitable[int]]:
     async def work(wallet: Wallet) -> int:
-        opening = decimal_to_minor(args.balance, currency.exponent(args.currency), "--balance")
-        entry = await wallet.create_player(
-            args.player_id, args.currency, opening, args.country, args.language, args.name, args.alias
-        )
-        print(f"created {args.player_id} ({args.currency} {args.balance}), ledger entry {entry}")
+        decimal_to_minor(args.balance, currency.exponent(args.currency), "--balance")  # names the flag
+        fields = {"player_id": args.player_id, "currency": args.currency, "balance": args.balance,
+                  "country": args.country, "language": args.language, "name": args.name,
+                  "aliases": args.alias, "operator_id": args.operator}
+        try:
+            request = msgspec.convert(fields, PlayerRequest)
+        except msgspec.ValidationError as exc:
+            raise Refusal(f"player id {args.player_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . @ -") from exc
+        try:
+            created = await create_player(OiaWallet(wallet, settings.oia, settings.storage_url), settings.oia, request)
+        except AdminError as exc:
+            raise Refusal(str(exc)) from exc
+        owner = f", operator {created['operator_id']}" if created["operator_id"] else ""
+        print(f"created {args.player_id} ({args.currency} {args.balance}{owner}), ledger entry {created['entry_id']}")
         return 0
 
     return work
@@ -113,7 +123,7 @@ def player_show(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:
         shown = {"player_id": args.player_id, "balance": minor_to_decimal(int(profile["bal"]), exponent),
                  "balance_minor": int(profile["bal"]), "currency": profile["cur"],
                  "country": profile["country"], "language": profile["lang"], "name": profile["name"],
-                 "aliases": profile["aliases"].split()}
+                 "aliases": profile["aliases"].split(), "operator": profile.get("op", "")}
         print(msgspec.json.format(msgspec.json.encode(shown)).decode())
         return 0
 
@@ -153,7 +163,7 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Walle
         oia_wallet = OiaWallet(wallet, settings.oia, settings.storage_url)
         try:
             session = await open_session(oia_wallet, settings.oia, msgspec.convert(fields, SessionRequest))
-        except (SessionError, msgspec.ValidationError) as exc:
+        except (AdminError, msgspec.ValidationError) as exc:
             raise Refusal(str(exc)) from exc
         print(msgspec.json.format(msgspec.json.encode(session)).decode())
         return 0
@@ -235,7 +245,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_verify(settings)
     if args.command == "session":
         return with_wallet(settings, session_new(args, settings))
-    builders = {"create": player_create, "show": player_show, "deposit": player_adjust, "withdraw": player_adjust,
+    if args.action == "create":
+        return with_wallet(settings, player_create(args, settings))
+    builders = {"show": player_show, "deposit": player_adjust, "withdraw": player_adjust,
                 "block": player_block, "unblock": player_block}
     return with_wallet(settings, builders[args.action](args))
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import msgspec
 
-PROFILE_FIELDS = ("cur", "country", "lang", "name", "aliases")
+PROFILE_FIELDS = ("cur", "country", "lang", "name", "aliases", "op")  # op: the owning operator
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):

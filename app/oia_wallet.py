@@ -98,6 +98,9 @@ class OiaWallet:
         self.idle_ms = settings.session_idle_s * 1000
         self.backlog_max = wallet.settings.backlog_max
         self.store = StoreReader(store_url)
+        # Accounts without an owner (made before ownership) belong to the only
+        # operator; with several, to nobody: refused to all (README "Operator ownership").
+        self.implied_owner = settings.operators[0].id if len(settings.operators) == 1 else ""
 
     def booking_keys(self, partition: int, player_id: str) -> list[str]:
         return [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
@@ -124,14 +127,15 @@ class OiaWallet:
         if player_id is None:
             return Authenticated("OP_21")
         keys = [self.keys.account_at(partition, player_id), session]
-        reply = await self.scripts.oia_authenticate(keys=keys, args=[player_id, operator_id, self.idle_ms])
+        args = [player_id, operator_id, self.idle_ms, self.implied_owner]
+        reply = await self.scripts.oia_authenticate(keys=keys, args=args)
         return Authenticated(reply[0], player_id, int(reply[1]), reply[2], reply[3], reply[4])
 
     async def balance(self, operator_id: str, player_id: str, token: str, currency: str,
                       currency_allowed: bool) -> Outcome:
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id), self.session_key(partition, token)]
-        args = [player_id, operator_id, currency, flag(currency_allowed), self.idle_ms]
+        args = [player_id, operator_id, currency, flag(currency_allowed), self.idle_ms, self.implied_owner]
         reply = await self.scripts.oia_balance(keys=keys, args=args)
         return Outcome(reply[0], int(reply[1]), reply[2])
 
@@ -147,14 +151,14 @@ class OiaWallet:
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
             c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),
             c.deadline_ms, self.backlog_max, self.retention_ms, self.idle_ms,
-            ledger_ref(c.operator_id, c.transaction_id), c.round_id,
+            ledger_ref(c.operator_id, c.transaction_id), c.round_id, self.implied_owner,
         ]
         reply = await self.scripts.oia_change(keys=keys, args=args)
         return Outcome(reply[0], int(reply[1]), reply[2])
 
     async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
                      game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
-        """CANCELED, NOT_FOUND, NO_PLAYER, LATE, BACKLOG or OVERFLOW."""
+        """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG or OVERFLOW."""
         partition = self.keys.partition(player_id)
         ref = ledger_ref(operator_id, transaction_id)
         keys = [
@@ -163,7 +167,7 @@ class OiaWallet:
             self.round_key(partition, operator_id, player_id, round_id),
         ]
         args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.backlog_max,
-                self.retention_ms, ref, round_id]
+                self.retention_ms, ref, round_id, operator_id, self.implied_owner]
         reply = await self.scripts.oia_cancel(keys=keys, args=[*args, "check"])
         if reply[0] != "MISSING":
             return reply[0]
@@ -174,11 +178,11 @@ class OiaWallet:
         return reply[0]
 
     async def status(self, operator_id: str, player_id: str, transaction_id: int) -> str:
-        """OK, ERROR, CANCELED, NOT_FOUND or NO_PLAYER."""
+        """OK, ERROR, CANCELED, NOT_FOUND, NO_PLAYER or OP_34."""
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id),
                 self.tx_key(partition, operator_id, player_id, transaction_id)]
-        state = (await self.scripts.oia_status(keys=keys))[0]
+        state = (await self.scripts.oia_status(keys=keys, args=[operator_id, self.implied_owner]))[0]
         if state == "TOMB":
             return "NOT_FOUND"
         if state != "MISSING":
@@ -189,23 +193,27 @@ class OiaWallet:
         return "CANCELED" if found.cancelled else "OK"
 
     async def finish_round(self, operator_id: str, player_id: str, round_id: int) -> str:
-        """OK, NOT_FOUND or NO_PLAYER."""
+        """OK, NOT_FOUND, NO_PLAYER or OP_34."""
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id),
                 self.round_key(partition, operator_id, player_id, round_id)]
-        return (await self.scripts.oia_finish(keys=keys, args=[self.retention_ms]))[0]
+        args = [self.retention_ms, operator_id, self.implied_owner]
+        return (await self.scripts.oia_finish(keys=keys, args=args))[0]
 
     async def open_session(self, operator_id: str, player_id: str, game_id: str, lobby_id: str) -> tuple[str, str, str]:
-        """A new live session: (token, currency, language); NO_PLAYER raises KeyError."""
+        """A new live session: (token, currency, language). NO_PLAYER raises KeyError,
+        a player of another operator (or an ownerless one nobody owns) PermissionError."""
         assert bool(game_id) != bool(lobby_id), "a session is for a game or for a lobby"
         partition = self.keys.partition(player_id)
         for _ in range(NEW_TOKEN_ATTEMPTS_MAX):
             token = new_token(partition)
             keys = [self.keys.account_at(partition, player_id), self.keys.session(partition, token)]
             reply = await self.scripts.oia_session(keys=keys, args=[player_id, operator_id, game_id,
-                                                                     lobby_id, self.idle_ms])
+                                                                     lobby_id, self.idle_ms, self.implied_owner])
             if reply[0] == "NO_PLAYER":
                 raise KeyError(player_id)
+            if reply[0] == "FOREIGN":
+                raise PermissionError(player_id)
             if reply[0] == "OK":
                 return token, reply[1], reply[2]
         raise RuntimeError("could not draw an unused session token")
@@ -225,7 +233,7 @@ class StoredBooking(msgspec.Struct, frozen=True):
     cancelled: bool
 
     def cancel_args(self) -> list[str]:
-        """ARGV[11..15] of oia_cancel.lua's 'restore' mode."""
+        """ARGV[13..17] of oia_cancel.lua's 'restore' mode."""
         return [self.kind, str(self.amount_minor), "1" if self.cancelled else "0", self.fp,
                 str(self.balance_after_minor)]
 

@@ -32,6 +32,7 @@ from app.errors import OutcomeUnknown, WalletCallError, WalletUnavailable
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 LEDGER = "lib/ledger.lua"
 OIA = "lib/oia.lua"
+OWNER = "lib/owner.lua"
 # Each script with the shared preludes it is built from (prepended, in order).
 PRELUDES: dict[str, tuple[str, ...]] = {
     "balance": (),
@@ -39,13 +40,13 @@ PRELUDES: dict[str, tuple[str, ...]] = {
     "stargame_book": (LEDGER,),
     "admin_adjust": (LEDGER,),
     "create_player": (LEDGER,),
-    "oia_change": (LEDGER, OIA),
-    "oia_cancel": (LEDGER, OIA),
-    "oia_status": (),
-    "oia_finish": (),
-    "oia_balance": (),
-    "oia_authenticate": (),
-    "oia_session": (),
+    "oia_change": (LEDGER, OIA, OWNER),
+    "oia_cancel": (LEDGER, OIA, OWNER),
+    "oia_status": (OWNER,),
+    "oia_finish": (OWNER,),
+    "oia_balance": (OWNER,),
+    "oia_authenticate": (OWNER,),
+    "oia_session": (OWNER,),
 }
 
 

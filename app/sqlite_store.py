@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS players (
     language TEXT NOT NULL,
     name TEXT NOT NULL,
     aliases TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    operator TEXT NOT NULL DEFAULT ''
 );
 """
 
@@ -48,8 +49,8 @@ ON CONFLICT DO NOTHING
 ADD_FP = "ALTER TABLE ledger ADD COLUMN fp TEXT NOT NULL DEFAULT ''"
 
 INSERT_PLAYER = """
-INSERT INTO players (player_id, currency, country, language, name, aliases, created_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO players (player_id, currency, country, language, name, aliases, created_ms, operator)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 
@@ -57,6 +58,13 @@ ON CONFLICT DO NOTHING
 # How long a write waits for another connection's lock before the batch fails
 # (the flusher then retries it with backoff; nothing is lost, only delayed).
 BUSY_TIMEOUT_MS = 5000
+
+
+def add_operator_column(db: sqlite3.Connection) -> None:
+    """Stores made before operator ownership lack players.operator ('' = no owner)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(players)")}
+    if "operator" not in columns:
+        db.execute("ALTER TABLE players ADD COLUMN operator TEXT NOT NULL DEFAULT ''")
 
 
 class SqliteStore:
@@ -76,6 +84,7 @@ class SqliteStore:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(ledger)")}
         if "fp" not in columns:
             self.db.execute(ADD_FP)
+        add_operator_column(self.db)
 
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
         rows = [
@@ -85,7 +94,7 @@ class SqliteStore:
         ]
         players = [
             (e.player_id, e.profile["cur"], e.profile["country"], e.profile["lang"],
-             e.profile["name"], e.profile["aliases"], e.ts_ms)
+             e.profile["name"], e.profile["aliases"], e.ts_ms, e.profile["op"])
             for e in entries if e.profile is not None
         ]
         with self.lock:

@@ -42,6 +42,10 @@ class WalletError(ValueError):
     pass
 
 
+class WalletConflict(WalletError):
+    """The player or alias exists already."""
+
+
 def check_text(value: str, field: str, max_len: int = TEXT_MAX_LEN, required: bool = True) -> str:
     if required and not value:
         raise WalletError(f"{field} is required")
@@ -147,20 +151,22 @@ class Wallet:
 
     async def create_player(
         self, player_id: str, currency_code: str, balance_minor: int,
-        country: str, language: str, name: str, aliases: list[str],
+        country: str, language: str, name: str, aliases: list[str], *, operator_id: str,
     ) -> str:
-        """Claims the aliases, then creates the account; returns the opening entry id."""
+        """Claims the aliases, then creates the account owned by operator_id ('' = no
+        owner, only when no operator is configured); returns the opening entry id."""
         check_player_id(player_id)
         currency.lookup(currency_code)
         for value, field in ((country, "--country"), (language, "--language"), (name, "--name")):
             check_text(value, field, required=False)
         claimed = await self._claim_aliases(player_id, aliases)
         keys, partition = self._book_keys(player_id)
-        args = [player_id, partition, currency_code, balance_minor, country, language, name, " ".join(aliases)]
+        args = [player_id, partition, currency_code, balance_minor, country, language, name, " ".join(aliases),
+                operator_id]
         reply = await self.scripts.create_player(keys=keys, args=args)
         if reply[0] == "EXISTS":
             await self._release_aliases(player_id, claimed)
-            raise WalletError(f"player {player_id} already exists")
+            raise WalletConflict(f"player {player_id} already exists")
         return reply[1]
 
     async def _claim_aliases(self, player_id: str, aliases: list[str]) -> list[str]:
@@ -173,7 +179,7 @@ class Wallet:
             key = Keys.alias(*alias.split(":", 1))
             if not await self.redis.set(key, player_id, nx=True):
                 await self._release_aliases(player_id, claimed)
-                raise WalletError(f"alias {alias} already belongs to {await self.redis.get(key)}")
+                raise WalletConflict(f"alias {alias} already belongs to {await self.redis.get(key)}")
             claimed.append(key)
         return claimed
 

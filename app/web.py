@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from app import settings as config
 from app.admin import Admin
 from app.asgi import HotPaths
 from app.flusher import Flusher
@@ -21,7 +22,6 @@ from app.ledger import open_store
 from app.oia import Oia
 from app.oia_wallet import OiaWallet
 from app.redis_client import connect, script_client
-from app import settings as config
 from app.settings import Settings
 from app.stargame import StarGame
 from app.wallet import Wallet
@@ -104,6 +104,7 @@ def create_app(settings: Settings, redis_url: str) -> HotPaths:
         Route("/healthz", service.healthz, methods=["GET"]),
         Route(settings.stargame.path, service.stargame.endpoint, methods=["GET"]),
         Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"]),
+        Route("/admin/players", service.admin.players, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

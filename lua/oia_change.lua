@@ -9,7 +9,9 @@
 -- ARGV[12] deadline_ms (unix ms, Redis clock)    ARGV[13] backlog_max
 -- ARGV[14] retention_ms (records)   ARGV[15] session idle_ms   ARGV[16] ref (ledger entry ref)
 -- ARGV[17] round id (kept with the ledger entry)
+-- ARGV[18] owner of accounts without one ('' = nobody)
 -- Returns {code, balance_minor, currency}; code is one of
+--   OP_34 unrecorded (the player belongs to another operator: nothing written at all),
 --   OK (booked now, or the original answer to an identical retry),
 --   OP_21 OP_30 OP_31 OP_33 OP_34 OP_35 (refused; recorded, so a retry gets the same),
 --   OP_40 (same id, other data), OP_49 (id cancelled before or after it arrived),
@@ -24,11 +26,13 @@ local deadline_ms = integer_arg(ARGV[12], 'deadline_ms')
 local backlog_max = integer_arg(ARGV[13], 'backlog_max')
 local retention_ms = integer_arg(ARGV[14], 'retention_ms')
 local idle_ms = integer_arg(ARGV[15], 'idle_ms')
-local ref, round_id = ARGV[16], ARGV[17]
+local ref, round_id, implied_owner = ARGV[16], ARGV[17], ARGV[18]
 if kind ~= 'BET' and kind ~= 'WIN' and kind ~= 'REFUND' then error('walletd: bad type ' .. kind) end
 
 local now = now_ms()
 if now > deadline_ms then return {'LATE', 0, ''} end
+local owner = redis.call('HMGET', acct, 'bal', 'op')
+if owner[1] and not owned_by(owner[2], operator, implied_owner) then return {'OP_34', 0, ''} end
 
 local function record(st, code, balance, currency)
   redis.call('HSET', tx_key, 'st', st, 'fp', fp, 'code', code, 'bal', string.format('%d', balance),

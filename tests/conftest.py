@@ -82,7 +82,7 @@ async def wallet(settings: Settings) -> AsyncIterator[Wallet]:
 @pytest.fixture
 async def player(wallet: Wallet) -> str:
     """Player 611 with EUR 100.00, as in the OIA seed's examples."""
-    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [])
+    await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [], operator_id=OPERATOR)
     return "611"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET
 from tests.process import Server, walletd
 
 
@@ -25,7 +26,7 @@ def test_create_and_show(config: Path) -> None:
     assert "created p1" in out.stdout
     assert show(config, "p1") == {"player_id": "p1", "balance": "100.00", "balance_minor": 10000,
                                   "currency": "EUR", "country": "DE", "language": "de", "name": "Max",
-                                  "aliases": ["stargame:901"]}
+                                  "aliases": ["stargame:901"], "operator": OPERATOR}  # the only one: implied
 
 
 def test_currency_exponent_is_respected(config: Path) -> None:
@@ -82,3 +83,31 @@ def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     result = walletd(config, "verify", check=False)
     assert result.returncode == 2
     assert "unknown field" in result.stderr.lower() or "url" in result.stderr
+
+
+@pytest.fixture
+def two_operators(config: Path) -> Path:
+    with config.open("a") as f:
+        f.write(f'[[oia.operators]]\nid = "{OTHER_OPERATOR}"\nsecret_key = "{OTHER_SECRET}"\n')
+    return config
+
+
+def test_operator_is_required_when_several_are_configured(two_operators: Path) -> None:
+    refused = walletd(two_operators, "player", "create", "o1", "--currency", "EUR", check=False)
+    assert refused.returncode == 1
+    assert "owning operator is required" in refused.stderr and OTHER_OPERATOR in refused.stderr
+    unknown = walletd(two_operators, "player", "create", "o1", "--currency", "EUR", "--operator", "nobody",
+                      check=False)
+    assert unknown.returncode == 1 and "unknown operator 'nobody'" in unknown.stderr
+    assert walletd(two_operators, "player", "show", "o1", check=False).returncode == 1
+    created = walletd(two_operators, "player", "create", "o1", "--currency", "EUR", "--operator", OTHER_OPERATOR)
+    assert f"operator {OTHER_OPERATOR}" in created.stdout
+    assert show(two_operators, "o1")["operator"] == OTHER_OPERATOR
+
+
+def test_session_for_another_operators_player_is_refused(two_operators: Path) -> None:
+    walletd(two_operators, "player", "create", "o2", "--currency", "EUR", "--operator", OTHER_OPERATOR)
+    refused = walletd(two_operators, "session", "new", "o2", "--game", "1", "--operator", OPERATOR, check=False)
+    assert refused.returncode == 1
+    assert "player o2 belongs to another operator than testcasino" in refused.stderr
+    assert "token" in walletd(two_operators, "session", "new", "o2", "--game", "1", "--operator", OTHER_OPERATOR).stdout

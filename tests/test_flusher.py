@@ -18,7 +18,7 @@ from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.sqlite_store import SqliteStore
 from app.wallet import Wallet
-from tests.conftest import drain, ledger_rows
+from tests.conftest import OPERATOR, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +28,7 @@ BETS_EACH = 25
 
 async def book_many(wallet: Wallet) -> None:
     for i in range(PLAYERS):
-        await wallet.create_player(f"pl{i}", "EUR", 100_000, "", "en", "", [])
+        await wallet.create_player(f"pl{i}", "EUR", 100_000, "", "en", "", [], operator_id=OPERATOR)
     await asyncio.gather(*[
         wallet.stargame_book(f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0, "t")
         for i in range(PLAYERS) for n in range(BETS_EACH)
@@ -106,7 +106,7 @@ async def test_pending_entries_of_a_dead_consumer_are_claimed(
 async def test_unacknowledged_entries_are_never_trimmed(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
-    await wallet.create_player("solo", "EUR", 1000, "", "en", "", [])
+    await wallet.create_player("solo", "EUR", 1000, "", "en", "", [], operator_id=OPERATOR)
     partition = wallet.keys.partition("solo")
     stream = wallet.keys.ledger(partition)
     await drain(settings)

@@ -11,7 +11,7 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
+from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, envelope, error_code, new_session, post, redis_state
 
 pytestmark = pytest.mark.anyio
@@ -32,9 +32,11 @@ async def test_authenticate_unknown_token_is_op_21(client: httpx.AsyncClient, pl
     assert error_code(await call(client, "authenticate", {"token": token})) == "OP_21"
 
 
-async def test_authenticate_token_of_another_operator_is_op_21(client: httpx.AsyncClient, player: str) -> None:
-    token = await new_session(client, player, operator=OTHER_OPERATOR)
-    assert error_code(await call(client, "authenticate", {"token": token})) == "OP_21"
+async def test_authenticate_token_of_another_operators_player_is_op_34(client: httpx.AsyncClient,
+                                                                       wallet: Wallet) -> None:
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OTHER_OPERATOR)
+    token = await new_session(client, "612", operator=OTHER_OPERATOR)
+    assert error_code(await call(client, "authenticate", {"token": token})) == "OP_34"
     answer = await call(client, "authenticate", {"token": token}, secret=OTHER_SECRET, operator=OTHER_OPERATOR)
     assert answer["status"] == "OK"
 
@@ -60,7 +62,7 @@ async def test_authenticate_blocked_player_is_op_22(client: httpx.AsyncClient, w
 async def test_authenticate_currency_not_enabled_for_operator_is_op_22(
     client: httpx.AsyncClient, wallet: Wallet
 ) -> None:
-    await wallet.create_player("usd", "USD", 100, "", "en", "", [])
+    await wallet.create_player("usd", "USD", 100, "", "en", "", [], operator_id=OTHER_OPERATOR)
     token = await new_session(client, "usd", operator=OTHER_OPERATOR)  # othercasino: EUR only
     answer = await call(client, "authenticate", {"token": token}, secret=OTHER_SECRET, operator=OTHER_OPERATOR)
     assert error_code(answer) == "OP_22"
@@ -69,7 +71,7 @@ async def test_authenticate_currency_not_enabled_for_operator_is_op_22(
 # balance
 
 async def test_balance_codes(client: httpx.AsyncClient, wallet: Wallet, player: str) -> None:
-    await wallet.create_player("612", "EUR", 500, "", "en", "", [])
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OPERATOR)
     token = await new_session(client, player)
     data = {"token": token, "user_id": player, "currency_code": "EUR"}
     assert (await call(client, "balance", data))["data"] == {"balance": 100.0, "currency_code": "EUR"}
@@ -136,7 +138,7 @@ async def test_trailing_zeros_are_exact(client: httpx.AsyncClient, player: str) 
 
 
 async def test_bet_session_checks_are_op_21(client: httpx.AsyncClient, wallet: Wallet, player: str) -> None:
-    await wallet.create_player("612", "EUR", 500, "", "en", "", [])
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OPERATOR)
     token = await new_session(client, player, game=200)
     other = await new_session(client, "612", game=200)
     for tx, data in enumerate([
@@ -163,17 +165,19 @@ async def test_bet_refusals_30_31_33_35(client: httpx.AsyncClient, wallet: Walle
     token = await new_session(client, player)
     assert error_code(await call(client, "changebalance", change(player, 1, currency="USD", token=token))) == "OP_30"
     assert error_code(await call(client, "changebalance", change(player, 2, amount=100.01, token=token))) == "OP_31"
-    other_token = await new_session(client, player, game=666, operator=OTHER_OPERATOR)
-    disabled = change(player, 3, token=other_token, game=666)
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OTHER_OPERATOR)
+    other_token = await new_session(client, "612", game=666, operator=OTHER_OPERATOR)
+    disabled = change("612", 3, token=other_token, game=666)
     answer = await call(client, "changebalance", disabled, secret=OTHER_SECRET, operator=OTHER_OPERATOR)
     assert error_code(answer) == "OP_35"
+    assert await balance_of(wallet, "612") == 500
     await wallet.set_blocked(player, True)
     assert error_code(await call(client, "changebalance", change(player, 4, token=token))) == "OP_33"
     assert await balance_of(wallet, player) == 10000
 
 
 async def test_currency_not_enabled_for_the_operator_is_op_30(client: httpx.AsyncClient, wallet: Wallet) -> None:
-    await wallet.create_player("usd", "USD", 100, "", "en", "", [])
+    await wallet.create_player("usd", "USD", 100, "", "en", "", [], operator_id=OTHER_OPERATOR)
     answer = await call(client, "changebalance", change("usd", 1, "WIN", 1, currency="USD"),
                         secret=OTHER_SECRET, operator=OTHER_OPERATOR)
     assert error_code(answer) == "OP_30"

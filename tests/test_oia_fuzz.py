@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+
 import httpx
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from app.wallet import Wallet
-from tests.conftest import SECRET
+from tests.conftest import OPERATOR, SECRET
 from tests.oia_calls import change, envelope, new_session, post, redis_state, sha1
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +82,7 @@ def malformed(draw: st.DrawFn) -> tuple[bytes, str]:
 
 @pytest.fixture
 async def session(wallet: Wallet, client: httpx.AsyncClient) -> str:
-    await wallet.create_player(PLAYER, "EUR", 5000, "", "en", "", [])
+    await wallet.create_player(PLAYER, "EUR", 5000, "", "en", "", [], operator_id=OPERATOR)
     return await new_session(client, PLAYER)
 
 

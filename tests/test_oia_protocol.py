@@ -93,7 +93,7 @@ async def test_legacy_operator_header_and_second_operator(client: httpx.AsyncCli
     headers = {"X-TT-Operator-Id": OTHER_OPERATOR, "X-Authorization": sha1("status" + OTHER_SECRET)}
     r = await client.post("/oia/status", json=body, headers=headers)
     assert r.status_code == 200
-    assert r.json()["response"]["data"]["error_code"] == "OP_41"
+    assert r.json()["response"]["data"]["error_code"] == "OP_34"  # 611 is testcasino's player
     assert r.json()["response"]["hash"] == sha1("ERROR" + r.json()["response"]["response_timestamp"] + OTHER_SECRET)
 
 

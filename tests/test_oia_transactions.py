@@ -165,11 +165,13 @@ async def test_status_of_each_state(client: httpx.AsyncClient, player: str) -> N
 
 async def test_transaction_ids_are_namespaced_per_operator(client: httpx.AsyncClient, wallet: Wallet,
                                                            player: str) -> None:
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OTHER_OPERATOR)
     await call(client, "changebalance", change(player, 1, "WIN", 1))
-    answer = await call(client, "changebalance", change(player, 1, "WIN", 1), secret=OTHER_SECRET,
+    answer = await call(client, "changebalance", change("612", 1, "WIN", 1), secret=OTHER_SECRET,
                         operator=OTHER_OPERATOR)
     assert answer["status"] == "OK"
-    assert await balance_of(wallet, player) == 10200
+    assert await balance_of(wallet, player) == 10100
+    assert await balance_of(wallet, "612") == 600
 
 
 async def test_finishround(client: httpx.AsyncClient, player: str, sync_redis: redis.Redis) -> None:

@@ -24,7 +24,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture
 async def player(wallet: Wallet) -> str:
-    await wallet.create_player("611", "EUR", 10000, "DE", "de-DE", "John", [])
+    await wallet.create_player("611", "EUR", 10000, "DE", "de-DE", "John", [], operator_id=OPERATOR)
     return "611"
 
 

@@ -9,7 +9,7 @@ import redis
 from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
-from tests.conftest import balance_of, drain, ledger_rows
+from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -18,8 +18,8 @@ SUCCESS_KEYS = ["status", "error", "userLogin", "cash", "currencyname", "currenc
 
 @pytest.fixture
 async def players(wallet: Wallet) -> None:
-    await wallet.create_player("p-rub", "RUB", 295071, "RU", "ru", "Ivan", ["stargame:117"])
-    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "Hans", [])
+    await wallet.create_player("p-rub", "RUB", 295071, "RU", "ru", "Ivan", ["stargame:117"], operator_id=OPERATOR)
+    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "Hans", [], operator_id=OPERATOR)
 
 
 async def test_get_balance_by_alias_matches_the_seed_example(client: httpx.AsyncClient, players: None) -> None:
@@ -127,7 +127,7 @@ async def test_a_parameter_given_twice_is_refused(client: httpx.AsyncClient, pla
 
 
 async def test_win_that_would_pass_2_pow_53_is_refused(client: httpx.AsyncClient, wallet: Wallet) -> None:
-    await wallet.create_player("whale", "EUR", 2**53 - 10, "", "en", "", [])
+    await wallet.create_player("whale", "EUR", 2**53 - 10, "", "en", "", [], operator_id=OPERATOR)
     r = await client.get("/stargame", params={"cmd": "writeBet", "uid": "whale", "bet": "0", "win": "10"})
     assert r.json()["status"] == "fail"
     assert "range" in r.json()["error"]
@@ -137,7 +137,7 @@ async def test_win_that_would_pass_2_pow_53_is_refused(client: httpx.AsyncClient
 async def test_a_request_past_its_deadline_books_nothing(
     settings: Settings, wallet: Wallet
 ) -> None:
-    await wallet.create_player("late", "EUR", 1000, "", "en", "", [])
+    await wallet.create_player("late", "EUR", 1000, "", "en", "", [], operator_id=OPERATOR)
     settings.stargame.budget_ms = -1  # every request arrives already late
     app = create_app(settings, settings.redis.url)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))

@@ -10,6 +10,7 @@ import redis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from app.wallet import Wallet
+from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +32,7 @@ def queries(draw: st.DrawFn) -> str:
 
 @pytest.fixture
 async def rich(wallet: Wallet) -> Wallet:
-    await wallet.create_player("fz", "EUR", 5000, "", "en", "", ["stargame:0"])
+    await wallet.create_player("fz", "EUR", 5000, "", "en", "", ["stargame:0"], operator_id=OPERATOR)
     return wallet
 
 

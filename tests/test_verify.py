@@ -13,6 +13,7 @@ from app.ledger import open_store
 from app.settings import Settings
 from app.verify import verify
 from app.wallet import Wallet
+from tests.conftest import OPERATOR
 from tests.process import Server, walletd
 
 pytestmark = pytest.mark.anyio
@@ -28,8 +29,8 @@ async def run_verify(wallet: Wallet, settings: Settings) -> list[str]:
 
 @pytest.fixture
 async def booked(wallet: Wallet) -> Wallet:
-    await wallet.create_player("a", "EUR", 10_000, "", "en", "", [])
-    await wallet.create_player("b", "JPY", 500, "", "en", "", [])
+    await wallet.create_player("a", "EUR", 10_000, "", "en", "", [], operator_id=OPERATOR)
+    await wallet.create_player("b", "JPY", 500, "", "en", "", [], operator_id=OPERATOR)
     await wallet.stargame_book("a", 250, 1000, 0, "t")
     await wallet.stargame_book("b", 500, 0, 0, "t")
     await wallet.adjust("a", "deposit", 99, "dep-1")
