@@ -181,7 +181,7 @@ async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
     caplog.set_level(logging.INFO, logger="walletd.flusher")
     task = asyncio.create_task(flusher.run())
     try:
-        await wallet.create_player("a", "EUR", 100, "", "en", "", [])
+        await wallet.create_player("a", "EUR", 100, "", "en", "", [], operator_id=OPERATOR)
         await wait_for_rows(settings, 1)
         server.stop()
         await asyncio.sleep(1.0)

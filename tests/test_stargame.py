@@ -198,9 +198,9 @@ async def test_a_blocked_player_cannot_bet_but_sees_the_balance(client: httpx.As
 @pytest.fixture
 async def world(wallet: Wallet) -> None:
     """Players in currencies with 0, 2 and 3 decimals."""
-    await wallet.create_player("p-jpy", "JPY", 1000, "JP", "ja", "", [])  # 1000 yen
-    await wallet.create_player("p-bhd", "BHD", 1234, "BH", "ar", "", [])  # 1.234 dinar
-    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "", [])
+    await wallet.create_player("p-jpy", "JPY", 1000, "JP", "ja", "", [], operator_id=OPERATOR)  # 1000 yen
+    await wallet.create_player("p-bhd", "BHD", 1234, "BH", "ar", "", [], operator_id=OPERATOR)  # 1.234 dinar
+    await wallet.create_player("p-eur", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
 
 
 async def sg(client: httpx.AsyncClient, **params: str) -> dict:
@@ -251,7 +251,7 @@ async def test_an_amount_not_representable_in_the_currency_fails_and_moves_nothi
 
 
 async def test_an_amount_past_2_pow_53_after_scaling_is_refused(client: httpx.AsyncClient, wallet: Wallet) -> None:
-    await wallet.create_player("p-clf", "CLF", 0, "", "en", "", [])  # 4 decimals: x100
+    await wallet.create_player("p-clf", "CLF", 0, "", "en", "", [], operator_id=OPERATOR)  # 4 decimals: x100
     body = await sg(client, cmd="writeBet", uid="p-clf", bet="0", win=str(2**53 // 100 + 1))
     assert body["status"] == "fail" and "range" in body["error"]
     assert await balance_of(wallet, "p-clf") == 0

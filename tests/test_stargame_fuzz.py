@@ -89,7 +89,7 @@ async def test_wrong_methods_hostile_uids_and_fractional_units_change_nothing(
     client: httpx.AsyncClient, rich: Wallet, sync_redis: redis.Redis, case: tuple[str, str]
 ) -> None:
     if not sync_redis.keys("*:acct:jp"):
-        await rich.create_player("jp", "JPY", 1000, "", "en", "", [])
+        await rich.create_player("jp", "JPY", 1000, "", "en", "", [], operator_id=OPERATOR)
     method, query = case
     before = redis_state(sync_redis)
     r = await client.request(method, "/stargame?" + query)
