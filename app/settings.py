@@ -7,8 +7,12 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
+from redis.connection import parse_url
+
+from app.redis_pipe import redacted, tls_context
 
 ENV_CONFIG = "WALLETD_CONFIG"
 DEFAULT_CONFIG_FILE = "walletd.toml"
@@ -190,8 +194,7 @@ def check(settings: Settings) -> None:
         raise ConfigError("wallet.partitions must be 1..16384")
     if not 1 <= settings.flusher.batch_max <= 10_000:
         raise ConfigError("flusher.batch_max must be 1..10000")
-    if settings.redis.url != "embedded" and not settings.redis.url.startswith(("redis://", "unix://")):
-        raise ConfigError("redis.url must be 'embedded' or a redis:// URL")
+    check_redis(settings.redis)
     for entry in settings.stargame.allowed_ips:
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -201,6 +204,32 @@ def check(settings: Settings) -> None:
         if not path.startswith("/"):
             raise ConfigError(f"path {path!r} must start with '/'")
     check_oia(settings.oia)
+
+
+REDIS_URL_FORMS = ("'embedded', redis://[[user]:password@]host[:port][/db], rediss://... (TLS, "
+                   "?ssl_ca_certs=FILE) or unix:///path[?db=N&password=...]")
+
+
+def check_redis(redis: RedisSettings) -> None:
+    """The URL is parsed as both Redis clients will parse it, so a mistake stops the
+    start with its reason instead of failing every booking later."""
+    if min(redis.socket_timeout_ms, redis.connect_timeout_ms) < 1:
+        raise ConfigError("redis.socket_timeout_ms and redis.connect_timeout_ms must be positive")
+    if redis.url == "embedded":
+        return
+    shown = redacted(redis.url)
+    if not redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"redis.url {shown!r} must be {REDIS_URL_FORMS}")
+    try:
+        options = parse_url(redis.url)
+        tls_context(redis.url, options)
+    except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"redis.url {shown!r}: {exc}") from exc
+    db = urlsplit(redis.url).path.strip("/")
+    if redis.url.startswith("redis") and db and not db.isdigit():
+        raise ConfigError(f"redis.url {shown!r}: the db after '/' must be a number, not {db!r}")
+    if options.get("username") and not options.get("password"):
+        raise ConfigError(f"redis.url {shown!r} names user {options['username']!r} without a password")
 
 
 def check_oia(oia: OiaSettings) -> None:

@@ -9,6 +9,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from app.redis_server import find_binary, free_port, wait_ready
 
@@ -31,7 +32,7 @@ class PrivateRedis:
 
     @property
     def admin_url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def args(self) -> list[str]:
