@@ -127,6 +127,11 @@ class Scripts:
             sha = await redis.script_load(script.script)
             assert sha == script.sha
 
-    async def loaded(self, redis: Redis) -> bool:
+    async def reload_missing(self, redis: Redis) -> int:
+        """Loads the scripts Redis lost (a restart, SCRIPT FLUSH); returns how many.
+        Not needed for correctness (Script falls back to EVAL), it spares bookings that."""
         present = await redis.script_exists(*[s.sha for s in self.all()])
-        return all(present)
+        missing = [script for script, there in zip(self.all(), present, strict=True) if not there]
+        for script in missing:
+            await redis.script_load(script.script)
+        return len(missing)

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app import settings as config
 from app.admin import Admin
 from app.asgi import HotPaths
+from app.errors import WalletCallError
 from app.flusher import Flusher
 from app.ledger import open_store
 from app.oia import Oia
@@ -32,6 +33,8 @@ log = logging.getLogger("walletd.web")
 # threshold (700) runs a collection every couple of requests, and a full one
 # walks every long-lived object: measured as p99 tail (README "Benchmarks").
 GC_GEN0_THRESHOLD = 50_000
+# Whose balance /healthz reads through the booking client: any id will do (read only).
+HEALTH_PLAYER = "healthz"
 
 
 class Service:
@@ -48,6 +51,7 @@ class Service:
         self.admin = Admin(self.oia_wallet, settings.oia, settings.admin)
         self.flusher: Flusher | None = None
         self.flusher_task: asyncio.Task | None = None
+        self.health_problem = ""  # the last probe's, so each change is logged once
 
     async def start(self) -> None:
         await self.wallet.start()
@@ -70,14 +74,29 @@ class Service:
         await self.redis.aclose()
 
     async def healthz(self, request: Request) -> Response:
+        """200 when a booking would work now: Redis answers redis-py (aliases, flusher)
+        and a read-only script through the client that books (its handshake, its
+        connection, EVALSHA with the NOSCRIPT fallback), and the flusher runs.
+        Scripts Redis lost in a restart are loaded again here."""
+        problem = await self.booking_problem()
+        if problem != self.health_problem:
+            if problem:
+                log.warning("healthz: unavailable: %s", problem)
+            else:
+                log.info("healthz: ok again")
+            self.health_problem = problem
+        return PlainTextResponse("unavailable" if problem else "ok", status_code=503 if problem else 200)
+
+    async def booking_problem(self) -> str:
         try:
             await self.redis.ping()
-            ready = await self.wallet.scripts.loaded(self.redis)
-        except (RedisError, OSError):
-            ready = False
+            await self.wallet.scripts.balance(keys=[self.wallet.keys.account(HEALTH_PLAYER)])
+            await self.wallet.scripts.reload_missing(self.redis)
+        except (RedisError, OSError, WalletCallError) as exc:
+            return f"{type(exc).__name__}: {exc}"
         if self.flusher_task is not None and self.flusher_task.done():
-            ready = False  # a dead flusher means bookings pile up un-stored
-        return PlainTextResponse("ok" if ready else "unavailable", status_code=200 if ready else 503)
+            return "the flusher stopped"  # bookings would pile up un-stored
+        return ""
 
 
 def settle_garbage_collector() -> None:

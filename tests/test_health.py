@@ -1,33 +1,58 @@
-"""GET /healthz: 200 while Redis answers with the scripts loaded, 503 otherwise."""
+"""GET /healthz: 200 exactly when a booking would work now. It goes through the
+client that books (its AUTH/SELECT handshake, EVALSHA with the NOSCRIPT
+fallback), reloads the scripts a restarted Redis lost, and comes back to 200 by
+itself once Redis is back."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.web import create_app
+from tests.redis_servers import private_redis
 
 pytestmark = pytest.mark.anyio
+
+RECOVERY_S = 5.0
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        yield c, app.state.service
+
+
+def settings_for(tmp_path: Path, url: str, script_client: str = "pipelined") -> Settings:
+    settings = Settings(data_dir=str(tmp_path / "var"))
+    settings.flusher.enabled = False
+    settings.redis.url = url
+    settings.redis.script_client = script_client
+    return settings
+
+
+async def healthy_within(c: httpx.AsyncClient, seconds: float) -> bool:
+    for _ in range(int(seconds / 0.1)):
+        if (await c.get("/healthz")).status_code == 200:
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_healthz_turns_503_when_redis_goes_away(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path)
-    settings = Settings(data_dir=str(tmp_path))
-    settings.flusher.enabled = False
-    settings.redis.url = server.start()
+    settings = settings_for(tmp_path, server.start())
     try:
-        app = create_app(settings, settings.redis.url)
-        transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
-            assert (await c.get("/healthz")).status_code == 200
-            redis = app.state.service.redis
-            await redis.script_flush()
-            assert (await c.get("/healthz")).status_code == 503  # scripts gone
-            await app.state.service.wallet.scripts.load(redis)
+        async with serving(settings) as (c, _):
             assert (await c.get("/healthz")).status_code == 200
             server.stop()
             r = await c.get("/healthz")
@@ -37,3 +62,67 @@ async def test_healthz_turns_503_when_redis_goes_away(tmp_path: Path) -> None:
             assert fail.json() == {"status": "fail", "error": "wallet unavailable"}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
+async def test_healthz_comes_back_by_itself_after_redis_restarts(tmp_path: Path, script_client: str) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    server.port = int(url.rsplit(":", 1)[1].split("/")[0])  # the restart comes back on the same address
+    settings = settings_for(tmp_path, url, script_client)
+    try:
+        async with serving(settings) as (c, service):
+            wallet = service.wallet  # type: ignore[attr-defined]
+            await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [])
+            assert (await c.get("/healthz")).status_code == 200
+            server.stop()
+            assert (await c.get("/healthz")).status_code == 503
+            server.start()  # same data (AOF), empty script cache
+            assert await healthy_within(c, RECOVERY_S)
+            with contextlib.closing(redis.Redis.from_url(url)) as direct:
+                assert all(direct.script_exists(*[s.sha for s in wallet.scripts.all()]))  # reloaded
+            adjustment = await wallet.adjust("p1", "deposit", 500, "after-restart")
+            assert (adjustment.code, adjustment.balance_minor) == ("OK", 1500)
+    finally:
+        server.stop()
+
+
+async def test_healthz_stays_200_through_script_flush_and_reloads(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    settings = settings_for(tmp_path, server.start())
+    try:
+        async with serving(settings) as (c, service):
+            redis_py = service.redis  # type: ignore[attr-defined]
+            await redis_py.script_flush()
+            assert (await c.get("/healthz")).status_code == 200  # bookings work: EVAL fallback
+            shas = [s.sha for s in service.wallet.scripts.all()]  # type: ignore[attr-defined]
+            assert all(await redis_py.script_exists(*shas))
+    finally:
+        server.stop()
+
+
+async def test_healthz_exercises_the_booking_client_not_only_ping(tmp_path: Path) -> None:
+    """An ACL user that may PING and manage scripts but not run them: nothing can be
+    booked, so /healthz must say so (it used to answer 200)."""
+    with private_redis(tmp_path / "redis", password="root-pw") as server:
+        with contextlib.closing(redis.Redis.from_url(server.admin_url)) as root:
+            root.acl_setuser("limited", enabled=True, passwords=["+limited-pw"], keys=["*"],
+                             commands=["+@all", "-eval", "-evalsha"])
+        settings = settings_for(tmp_path, f"redis://limited:limited-pw@127.0.0.1:{server.port}/5")
+        async with serving(settings) as (c, _):
+            r = await c.get("/healthz")
+            assert (r.status_code, r.text) == (503, "unavailable")
+
+
+@pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
+async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_client: str) -> None:
+    with private_redis(tmp_path / "redis", password="root-pw") as server:
+        with contextlib.closing(redis.Redis.from_url(server.admin_url)) as root:
+            root.acl_setuser("booker", enabled=True, passwords=["+booker-pw"], keys=["*"], commands=["+@all"])
+            settings = settings_for(tmp_path, f"redis://booker:booker-pw@127.0.0.1:{server.port}/6", script_client)
+            async with serving(settings) as (c, service):
+                assert (await c.get("/healthz")).status_code == 200
+                wallet = service.wallet  # type: ignore[attr-defined]
+                await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [])
+                assert (await wallet.adjust("p1", "deposit", 1, "r1")).code == "OK"
+            assert root.info("keyspace").keys() == {"db6"}
