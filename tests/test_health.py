@@ -73,7 +73,7 @@ async def test_healthz_comes_back_by_itself_after_redis_restarts(tmp_path: Path,
     try:
         async with serving(settings) as (c, service):
             wallet = service.wallet  # type: ignore[attr-defined]
-            await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [])
+            await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
             assert (await c.get("/healthz")).status_code == 200
             server.stop()
             assert (await c.get("/healthz")).status_code == 503
@@ -123,6 +123,6 @@ async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_
             async with serving(settings) as (c, service):
                 assert (await c.get("/healthz")).status_code == 200
                 wallet = service.wallet  # type: ignore[attr-defined]
-                await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [])
+                await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
                 assert (await wallet.adjust("p1", "deposit", 1, "r1")).code == "OK"
             assert root.info("keyspace").keys() == {"db6"}
