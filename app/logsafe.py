@@ -84,7 +84,7 @@ class RateLimitedLog:
         self.kinds: dict[str, list[float | int]] = {}  # kind -> [last logged (monotonic s), suppressed]
         self.lock = threading.Lock()  # the flusher thread and the event loop may share one
 
-    def log(self, level: int, kind: str, msg: str, *args: object) -> bool:
+    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
         """Log msg % args under kind unless one was logged less than interval_s ago; True if logged."""
         now = time.monotonic()
         with self.lock:
@@ -98,14 +98,14 @@ class RateLimitedLog:
         if suppressed:
             msg += " (%d more like this suppressed in the last %.0f s)"
             args = (*args, suppressed, self.interval_s)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def warning(self, kind: str, msg: str, *args: object) -> bool:
         return self.log(logging.WARNING, kind, msg, *args)
 
-    def error(self, kind: str, msg: str, *args: object) -> bool:
-        return self.log(logging.ERROR, kind, msg, *args)
+    def error(self, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
+        return self.log(logging.ERROR, kind, msg, *args, exc_info=exc_info)
 
     def _admit(self, kind: str, now: float) -> str:
         """kind itself if it has (or can get) a slot, else the shared overflow kind."""

@@ -9,23 +9,31 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from msgspec import Raw
-from redis.exceptions import RedisError, ResponseError, TimeoutError as RedisTimeout
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from app import currency
 from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
 from app.errors import OutcomeUnknown, WalletUnavailable
+from app.ids import PLAYER_ID_MAX_LEN, is_player_id
+from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.oia_messages import (
     DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
     ErrorReply, FinishData, FinishReply, Incoming, Refusal, StatusData, TransactionReply,
-    command_data, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, well_formed,
+    command_data, duplicate_member, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, utf8_problem,
+    well_formed,
 )
 from app.oia_wallet import Change, OiaWallet
 from app.settings import OiaSettings, OperatorSettings
 
 log = logging.getLogger("walletd.oia")
+# Refusals anyone can provoke without the secret (403s) or that a fault repeats
+# for every call (wallet errors): one log line per kind per interval.
+limited_log = RateLimitedLog(log)
 
 BODY_BYTES_MAX = 64 * 1024
 NO_REQUEST = echo_of(Incoming())
@@ -50,6 +58,11 @@ INTERNAL_CODES = {
     "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
 }
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded
+# Commands that may move money: once sent, a lost reply means the outcome is unknown.
+BOOKING_COMMANDS = frozenset({"changebalance", "cancel"})
+OUTCOME_UNKNOWN = ErrorReply("OP_47", "Timeout: outcome unknown; cancel the transaction or ask its status")
+TIMEOUT = ErrorReply("OP_47", "Timeout: the wallet did not answer in time")
+UNAVAILABLE = ErrorReply("OP_50", "Internal error: wallet unavailable; nothing was done")
 
 
 def now_ms() -> int:
@@ -103,16 +116,36 @@ def check_envelope(incoming: Incoming, command: str, operator: OperatorSettings)
     return command_data(command, incoming.data)
 
 
+def amount_text(raw: bytes) -> str:
+    return raw.decode(errors="replace").strip('"')  # a number, or the same as a JSON string
+
+
 def amount_minor(raw: bytes, currency_code: str) -> int:
-    text = raw.decode(errors="replace").strip('"')  # a number, or the same as a JSON string
+    """data.amount in the currency's minor units; AmountError if it has more
+    decimals than the currency (or leaves the range in its units)."""
     try:
         exponent = currency.exponent(currency_code)
     except currency.CurrencyError:
         exponent = DEFAULT_EXPONENT
+    return wire_to_minor(amount_text(raw), exponent, "data.amount")
+
+
+def wire_amount(raw: bytes) -> int:
+    """data.amount as a DECIMAL(18,2) in hundredths, whatever the currency;
+    a malformed amount is refused (OP_50)."""
     try:
-        return wire_to_minor(text, exponent, "data.amount")
+        return wire_to_minor(amount_text(raw), DEFAULT_EXPONENT, "data.amount")
     except AmountError as exc:
         raise invalid(str(exc)) from exc
+
+
+def player_id_of(user_id: str | int) -> str:
+    """The player an OIA user_id names; outside the id alphabet no player can
+    exist (OP_34), and such text must never reach a Redis key."""
+    player_id = str(user_id)
+    if not is_player_id(player_id):
+        raise Refusal("OP_34", f"user_id is not a player id (1 to {PLAYER_ID_MAX_LEN} of A-Z a-z 0-9 _ . @ -)")
+    return player_id
 
 
 def wire_balance(balance_minor: int, currency_code: str) -> Raw:
@@ -122,6 +155,33 @@ def wire_balance(balance_minor: int, currency_code: str) -> Raw:
 
 def allowed(operator: OperatorSettings, currency_code: str) -> bool:
     return not operator.currencies or currency_code in operator.currencies
+
+
+def wallet_error(command: str, exc: Exception) -> ErrorReply:
+    """The answer to a wallet call that ended in an error. For a booking, only
+    an error raised before anything was sent means nothing moved (OP_50); once
+    sent, a lost reply may hide a booking that ran (OP_47: the platform cancels
+    or asks status)."""
+    booking = command in BOOKING_COMMANDS
+    if isinstance(exc, WalletUnavailable):
+        answer, what = UNAVAILABLE, "wallet unavailable"
+    elif isinstance(exc, (OutcomeUnknown, RedisTimeout)):
+        answer, what = (OUTCOME_UNKNOWN if booking else TIMEOUT), "outcome unknown"
+    elif isinstance(exc, (RedisConnectionError, OSError)) and booking:
+        # redis-py's clients do not tell "could not send" from "sent, then lost":
+        # after a possible send, only OP_47 is safe.
+        answer, what = OUTCOME_UNKNOWN, "outcome unknown"
+    elif isinstance(exc, ResponseError):
+        answer, what = ErrorReply("OP_50", "Internal error"), "Redis refused the call"  # it did not run
+    elif isinstance(exc, (RedisError, OSError)):
+        answer, what = UNAVAILABLE, "wallet unavailable"
+    else:
+        limited_log.error(f"internal-{type(exc).__name__}", "oia %s: internal error", quoted(command), exc_info=exc)
+        return ErrorReply("OP_50", "Internal error")
+    # The exception's text comes from the client layer, never the request; quoted anyway.
+    limited_log.error(f"wallet-{type(exc).__name__}", "oia %s: %s (%s): %s", quoted(command), what,
+                      type(exc).__name__, quoted(str(exc)))
+    return answer
 
 
 class Oia:
@@ -148,8 +208,8 @@ class Oia:
         headers = headers_of(scope)
         operator = self.operators.pick(headers)
         if operator is None or not self.operators.authorizes(operator, command, headers.get(b"x-authorization")):
-            log.warning("oia %s from %s refused: unknown operator or bad X-Authorization", command,
-                        client_host(scope) or "?")
+            limited_log.warning("forbidden", "oia %s from %s refused (403): unknown operator or bad X-Authorization",
+                                quoted(command), quoted(client_host(scope) or "?"))
             return await respond(send, ACCESS_DENIED, 403, TEXT_TYPE)
         try:
             body = await read_body(receive, headers, BODY_BYTES_MAX)
@@ -164,27 +224,23 @@ class Oia:
             if typed is not None:  # the usual case: decoded once, echoed as it came
                 echo, data = body, typed.data
                 check_signature(command, operator, typed.command, typed.request_timestamp, typed.hash)
-            else:
+            else:  # member by member, so the refusal names what is wrong
+                problem = utf8_problem(body)
+                if problem is not None:
+                    raise invalid(problem)  # echoed as nothing: the body is not text
                 incoming = envelope(body)
                 echo = echo_of(incoming)
+                duplicate = duplicate_member(body, command)
+                if duplicate is not None:
+                    raise invalid(f"member `{duplicate}` appears more than once")
                 data = check_envelope(incoming, command, operator)
             if now_ms() > deadline_ms:
                 raise Refusal("OP_47", "the deadline passed before the wallet was asked; nothing was done")
             result = await self.handlers[command](operator, data, deadline_ms)
         except Refusal as refusal:
             return refusal_reply(echo, operator.secret_key, refusal)
-        except (RedisTimeout, OutcomeUnknown):
-            log.error("oia %s: Redis timed out, outcome unknown: %s", command, body[:500])
-            result = ErrorReply("OP_47", "Timeout: the wallet did not answer in time; outcome unknown")
-        except ResponseError:
-            log.exception("oia %s: script error", command)
-            result = ErrorReply("OP_50", "Internal error")
-        except (RedisError, OSError, WalletUnavailable) as exc:
-            log.error("oia %s: wallet unavailable: %s", command, exc)
-            result = ErrorReply("OP_50", "Internal error: wallet unavailable")
-        except Exception:
-            log.exception("oia %s: internal error", command)
-            result = ErrorReply("OP_50", "Internal error")
+        except Exception as exc:  # noqa: BLE001 - a callback never ends in a 500
+            result = wallet_error(command, exc)
         return reply(echo, operator.secret_key, result)
 
     async def authenticate(self, operator: OperatorSettings, data: AuthenticateData, deadline_ms: int) -> Any:
@@ -200,19 +256,22 @@ class Oia:
         )
 
     async def balance(self, operator: OperatorSettings, data: BalanceData, deadline_ms: int) -> Any:
-        outcome = await self.wallet.balance(operator.id, str(data.user_id), data.token, data.currency_code,
+        outcome = await self.wallet.balance(operator.id, player_id_of(data.user_id), data.token, data.currency_code,
                                             allowed(operator, data.currency_code))
         if outcome.code != "OK":
             raise refuse_code(outcome.code)
         return BalanceReply(wire_balance(outcome.balance_minor, outcome.currency), outcome.currency)
 
     async def changebalance(self, operator: OperatorSettings, data: ChangeData, deadline_ms: int) -> Any:
+        player_id = player_id_of(data.user_id)
+        currency_allowed = allowed(operator, data.currency_code)
+        amount = await self.amount_for(player_id, data, currency_allowed)
         change = Change(
-            operator_id=operator.id, player_id=str(data.user_id), kind=data.transaction_type,
+            operator_id=operator.id, player_id=player_id, kind=data.transaction_type,
             transaction_id=data.transaction_id, round_id=data.round_id, game_id=data.game_id,
-            currency=data.currency_code, amount_minor=amount_minor(bytes(data.amount), data.currency_code),
+            currency=data.currency_code, amount_minor=amount,
             token=data.token, round_finished=data.round_finished,
-            currency_allowed=allowed(operator, data.currency_code),
+            currency_allowed=currency_allowed,
             game_disabled=data.game_id in operator.disabled_games, deadline_ms=deadline_ms,
         )
         outcome = await self.wallet.change(change)
@@ -220,21 +279,38 @@ class Oia:
             raise refuse_code(outcome.code)
         return BalanceReply(wire_balance(outcome.balance_minor, outcome.currency), outcome.currency)
 
+    async def amount_for(self, player_id: str, data: ChangeData, currency_allowed: bool) -> int:
+        """data.amount in minor units of data.currency_code. An amount that does
+        not fit that currency (1.50 JPY) is malformed (OP_50) only if the currency
+        is the player's and allowed; otherwise the currency is what is wrong: the
+        script refuses and records OP_30 (the amount kept in hundredths, so a retry
+        has the same fingerprint)."""
+        raw = bytes(data.amount)
+        wire = wire_amount(raw)  # malformed whatever the currency: OP_50
+        try:
+            return amount_minor(raw, data.currency_code)
+        except AmountError as exc:
+            if currency_allowed:
+                account = await self.wallet.wallet.account(player_id)
+                if account is not None and account.currency == data.currency_code:
+                    raise invalid(str(exc)) from exc
+            return wire
+
     async def status(self, operator: OperatorSettings, data: StatusData, deadline_ms: int) -> Any:
-        state = await self.wallet.status(operator.id, str(data.user_id), data.transaction_id)
+        state = await self.wallet.status(operator.id, player_id_of(data.user_id), data.transaction_id)
         if state not in ("OK", "ERROR", "CANCELED"):
             raise refuse_code(state)
         return TransactionReply(data.user_id, data.transaction_id, state)
 
     async def cancel(self, operator: OperatorSettings, data: CancelData, deadline_ms: int) -> Any:
-        result = await self.wallet.cancel(operator.id, str(data.user_id), data.transaction_id, data.round_id,
+        result = await self.wallet.cancel(operator.id, player_id_of(data.user_id), data.transaction_id, data.round_id,
                                           data.game_id, data.round_finished, deadline_ms)
         if result != "CANCELED":
             raise refuse_code(result)
         return TransactionReply(data.user_id, data.transaction_id, "CANCELED")
 
     async def finishround(self, operator: OperatorSettings, data: FinishData, deadline_ms: int) -> Any:
-        result = await self.wallet.finish_round(operator.id, str(data.user_id), data.round_id)
+        result = await self.wallet.finish_round(operator.id, player_id_of(data.user_id), data.round_id)
         if result != "OK":
             raise refuse_code(result)
         return FinishReply(data.round_id, data.user_id, data.game_id)

@@ -7,21 +7,36 @@ re-encoded), with response_timestamp and hash = sha1(status + timestamp + secret
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Raw
 
-
 NULL = Raw(b"null")
 NO_PIPE = r"^[^|]*$"  # Important Note 5: no string parameter contains '|'
 
+ID_DIGITS_MAX = 20  # the spec's INT 20 (transaction_id, round_id)
+ID_MAX = 10**ID_DIGITS_MAX - 1
+GAME_ID_MAX = 999_999  # the spec's INT 6
+
 Text = Annotated[str, Meta(max_length=255, pattern=NO_PIPE)]
-UserId = Annotated[str, Meta(min_length=1, max_length=70, pattern=NO_PIPE)] | int
+# Any text or integer here: one outside the player id alphabet (app/ids.py) is
+# answered OP_34 ("no such player"), not OP_50, by app/oia.py.
+UserId = str | int
 TokenText = Annotated[str, Meta(max_length=50, pattern=NO_PIPE)]
 CurrencyCode = Annotated[str, Meta(min_length=1, max_length=4, pattern=NO_PIPE)]
+# An INT 20 beyond int64 cannot be bounded by msgspec: check_id() bounds it after decoding.
 Id = Annotated[int, Meta(ge=0)]
+GameId = Annotated[int, Meta(ge=0, le=GAME_ID_MAX)]
+if TYPE_CHECKING:
+    TransactionId = int  # after check_id(): a digit string is turned into its number
+else:
+    # A transaction_id sent as a JSON string of 1-20 ASCII digits is the same id as the number.
+    TransactionId = Id | Annotated[str, Meta(pattern=rf"^[0-9]{{1,{ID_DIGITS_MAX}}}\Z")]
 
 MESSAGES = {
     "OP_20": "Invalid hash",
@@ -56,6 +71,14 @@ def invalid(detail: str) -> Refusal:
     return Refusal("OP_50", detail, reason="Invalid request")
 
 
+def check_id(value: int | str, name: str) -> int:
+    """An INT 20 id as its number; raised from __post_init__, msgspec reports it as invalid."""
+    number = int(value)  # the str form matched ^[0-9]{1,20}$ already
+    if number > ID_MAX:
+        raise ValueError(f"data.{name} has more than {ID_DIGITS_MAX} digits")
+    return number
+
+
 class Incoming(msgspec.Struct):
     """The envelope, every member kept raw so it can be echoed exactly."""
 
@@ -78,32 +101,46 @@ class BalanceData(msgspec.Struct):
 class ChangeData(msgspec.Struct):
     user_id: UserId
     transaction_type: Literal["BET", "WIN", "REFUND"]
-    transaction_id: Id
+    transaction_id: TransactionId
     round_id: Id
-    game_id: Id
+    game_id: GameId
     currency_code: CurrencyCode
     amount: Raw  # DECIMAL(18,2): converted from its text, never through float
     token: TokenText | None = None  # may be null on WIN and REFUND (Important Note 3)
     round_finished: bool | None = None
 
+    def __post_init__(self) -> None:
+        self.transaction_id = check_id(self.transaction_id, "transaction_id")
+        check_id(self.round_id, "round_id")
+
 
 class StatusData(msgspec.Struct):
     user_id: UserId
-    transaction_id: Id
+    transaction_id: TransactionId
+
+    def __post_init__(self) -> None:
+        self.transaction_id = check_id(self.transaction_id, "transaction_id")
 
 
 class CancelData(msgspec.Struct):
     user_id: UserId
-    transaction_id: Id
+    transaction_id: TransactionId
     round_id: Id
-    game_id: Id
+    game_id: GameId
     round_finished: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.transaction_id = check_id(self.transaction_id, "transaction_id")
+        check_id(self.round_id, "round_id")
 
 
 class FinishData(msgspec.Struct):
     round_id: Id
     user_id: UserId
-    game_id: Id | None = None
+    game_id: GameId | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.round_id, "round_id")
 
 
 class AuthenticateReply(msgspec.Struct):
@@ -143,7 +180,7 @@ def typed_envelope(data: type) -> type:
         ("command", Text), ("request_timestamp", Text), ("hash", Text), ("data", data)])
 
 
-COMMAND_DATA: dict[str, type] = {
+COMMAND_DATA: dict[str, type[msgspec.Struct]] = {
     "authenticate": AuthenticateData,
     "balance": BalanceData,
     "changebalance": ChangeData,
@@ -159,7 +196,7 @@ ENCODER = msgspec.json.Encoder()
 
 
 def sha1_hex(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - the protocol's choice
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def field_error(exc: msgspec.ValidationError, prefix: str) -> str:
@@ -167,17 +204,107 @@ def field_error(exc: msgspec.ValidationError, prefix: str) -> str:
     return str(exc).replace("`$.", f"`{prefix}.").replace("`$`", f"`{prefix}`")
 
 
+def member_names(command: str) -> re.Pattern[bytes]:
+    """Every member walletd reads for this command, quoted as in the body."""
+    names = [*Incoming.__struct_fields__, *COMMAND_DATA[command].__struct_fields__]
+    return re.compile(b'"(?:%b)"' % b"|".join(re.escape(name.encode()) for name in names))
+
+
+MEMBER_NAMES = {command: member_names(command) for command in COMMAND_DATA}
+
+
+def suspicious(names: re.Pattern[bytes], body: bytes) -> bool:
+    """Cheap pre-check (a few microseconds): could the body repeat a member
+    walletd reads? msgspec keeps the last of two, so such a body must go to
+    the exact check (duplicate_member). A name spelled with escapes, or
+    quoted as a value, only costs the slow path."""
+    if b"\\" in body:
+        return True
+    found = names.findall(body)
+    return len(found) != len(set(found))
+
+
 def well_formed(command: str, body: bytes) -> Any | None:
-    """The typed envelope of a request that decodes cleanly, else None: the
-    member-by-member path (envelope, text_member, command_data) then names
-    exactly what is wrong, in the order the checks are specified."""
+    """The typed envelope of a request that decodes cleanly, is valid UTF-8
+    (msgspec skips unread members unchecked) and cannot repeat a member, else
+    None: the member-by-member path (utf8_problem, envelope, duplicate_member,
+    text_member, command_data) then names exactly what is wrong, in the order
+    the checks are specified."""
     decoder = ENVELOPES.get(command)
     if decoder is None:
+        return None
+    if not body.isascii():
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            return None
+    if suspicious(MEMBER_NAMES[command], body):
         return None
     try:
         return decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+class Members(list):
+    """A JSON object as its members in order, repeats kept (json's object_pairs_hook)."""
+
+
+def parsed(text: str) -> Any:
+    """text as JSON with objects as Members; None if Python's parser refuses it
+    (then msgspec's decoder is the one to say what is wrong)."""
+    try:
+        return json.loads(text, object_pairs_hook=Members)
+    except (ValueError, RecursionError):
+        return None
+
+
+def nodes(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, value) of every value in the tree, depth first, in body order."""
+    yield path, value
+    if isinstance(value, Members):
+        for key, member in value:
+            yield from nodes(member, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from nodes(item, f"{path}[{index}]")
+
+
+BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """None if the body is valid UTF-8, else what is wrong, naming the member
+    that holds the bad byte (a reply echoing it would not be JSON)."""
+    try:
+        body.decode()
+        return None
+    except UnicodeDecodeError as exc:
+        where = f"the request body is not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+    for path, value in nodes(parsed(body.decode(errors="surrogateescape"))):
+        if isinstance(value, Members) and any(BAD_BYTE.search(key) for key, _ in value):
+            return f"a member name in `{path or '(the body)'}` is not valid UTF-8: {where}"
+        if isinstance(value, str) and BAD_BYTE.search(value):
+            return f"`{path}` is not valid UTF-8: {where}"
+    return where
+
+
+def duplicate_member(body: bytes, command: str) -> str | None:
+    """The first member walletd reads (the envelope's, and data's for this
+    command) that appears twice in its object, if any; the body is valid
+    UTF-8 already. Exactly what suspicious() screens for, so the answer does
+    not depend on which path a body took."""
+    tree = parsed(body.decode())
+    if not isinstance(tree, Members):
+        return None
+    read = COMMAND_DATA[command].__struct_fields__ if command in COMMAND_DATA else ()
+    data = [member for key, member in tree if key == "data" and isinstance(member, Members)]
+    for path, members, names in [("", tree, Incoming.__struct_fields__), *[("data.", d, read) for d in data]]:
+        keys = [key for key, _ in members if key in names]
+        for index, key in enumerate(keys):
+            if key in keys[:index]:
+                return path + key
+    return None
 
 
 def envelope(body: bytes) -> Incoming:

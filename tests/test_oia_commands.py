@@ -199,7 +199,7 @@ async def test_unknown_player_is_op_34(client: httpx.AsyncClient) -> None:
 
 async def test_missing_fields_and_wrong_types_are_op_50_naming_the_field(client: httpx.AsyncClient,
                                                                         player: str) -> None:
-    for field, value in [("transaction_id", "12"), ("round_id", None), ("game_id", -1),
+    for field, value in [("transaction_id", "12x"), ("round_id", None), ("game_id", -1),
                          ("transaction_type", "DEPOSIT"), ("currency_code", "EU|R"), ("round_finished", "no")]:
         data = change(player, 1, "WIN", 1)
         data[field] = value

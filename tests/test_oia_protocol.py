@@ -163,9 +163,16 @@ async def test_oversized_body_is_refused(client: httpx.AsyncClient) -> None:
 
 
 async def test_pipe_in_a_string_is_refused_naming_the_field(client: httpx.AsyncClient, player: str) -> None:
-    answer = await call(client, "status", {"user_id": "61|1", "transaction_id": 1})
+    answer = await call(client, "balance", {"user_id": player, "token": "ab|cd" * 5, "currency_code": "EUR"})
     assert error_code(answer) == "OP_50"
-    assert "data.user_id" in answer["data"]["error_message"]
+    assert "data.token" in answer["data"]["error_message"]
+
+
+async def test_pipe_in_a_user_id_names_no_player(client: httpx.AsyncClient, player: str) -> None:
+    # A user_id outside the player id alphabet (app/ids.py) cannot name a player: OP_34.
+    answer = await call(client, "status", {"user_id": "61|1", "transaction_id": 1})
+    assert error_code(answer) == "OP_34"
+    assert "user_id" in answer["data"]["error_message"]
 
 
 async def test_echo_keeps_the_request_bytes_exactly(client: httpx.AsyncClient, player: str) -> None:
