@@ -254,3 +254,14 @@ async def test_an_unknown_player_with_an_amount_the_currency_cannot_hold_is_op_3
 ) -> None:
     answer = await call(client, "changebalance", change("nobody", 5, "WIN", "1.50", currency="JPY"))
     assert error_code(answer) == "OP_34"
+
+
+@pytest.mark.parametrize("field", ["transaction_type", "currency_code", "user_id", "token"])
+async def test_a_lone_surrogate_escape_is_an_invalid_request_not_an_internal_error(
+    client: httpx.AsyncClient, player: str, sync_redis: redis.Redis, field: str
+) -> None:
+    # A guard (msgspec refuses the escape when it first reads the body), not a regression test.
+    body = json.dumps(envelope("changebalance", change(player, 9, "WIN", 5) | {field: "SURROGATE"}))
+    detail = await refused_unchanged(client, sync_redis, "changebalance",
+                                     body.replace('"SURROGATE"', '"\\ud800"').encode())
+    assert detail["error_message"].startswith("Invalid request"), detail
