@@ -20,6 +20,7 @@ from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
+from tests.conftest import OPERATOR
 from tests.oia_calls import call, change, error_code, new_session
 from tests.test_oia_transactions import BUSY_LUA
 
@@ -70,7 +71,7 @@ async def test_a_connection_lost_after_a_booking_was_sent_is_op_47(
     settings.redis.script_client = script_client
     settings.redis.socket_timeout_ms = 10_000  # the loss, not a time-out, ends the call
     redis_client = connect(private_redis.url, settings.redis)
-    await Wallet(redis_client, settings.wallet).create_player("611", "EUR", 10000, "DE", "en", "", [])
+    await Wallet(redis_client, settings.wallet).create_player("611", "EUR", 10000, "DE", "en", "", [], operator_id=OPERATOR)
     await redis_client.aclose()
     async with app_client(settings, private_redis.url) as client:
         token = await new_session(client, "611")

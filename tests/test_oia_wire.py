@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app.wallet import Wallet
-from tests.conftest import SECRET, balance_of
+from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, balance_of
 from tests.oia_calls import call, change, envelope, error_code, new_session, post, redis_state, sha1
 
 pytestmark = pytest.mark.anyio
@@ -231,9 +231,9 @@ async def test_wrong_currency_with_an_amount_it_cannot_hold_is_op_30_recorded(
 async def test_a_currency_not_enabled_for_the_operator_is_op_30_whatever_the_amount(
     client: httpx.AsyncClient, wallet: Wallet, sync_redis: redis.Redis
 ) -> None:
-    await wallet.create_player("jp", "JPY", 1000, "JP", "ja", "", [])
+    await wallet.create_player("jp", "JPY", 1000, "JP", "ja", "", [], operator_id=OTHER_OPERATOR)
     data = change("jp", 5, "WIN", "1.50", currency="JPY")
-    answer = await call(client, "changebalance", data, secret="other-secret", operator="othercasino")
+    answer = await call(client, "changebalance", data, secret=OTHER_SECRET, operator=OTHER_OPERATOR)
     assert error_code(answer) == "OP_30", answer  # othercasino enables EUR only
     assert await balance_of(wallet, "jp") == 1000
 
@@ -241,7 +241,7 @@ async def test_a_currency_not_enabled_for_the_operator_is_op_30_whatever_the_amo
 async def test_the_players_own_currency_with_too_many_decimals_is_op_50_unrecorded(
     client: httpx.AsyncClient, wallet: Wallet, sync_redis: redis.Redis
 ) -> None:
-    await wallet.create_player("jp", "JPY", 1000, "JP", "ja", "", [])
+    await wallet.create_player("jp", "JPY", 1000, "JP", "ja", "", [], operator_id=OPERATOR)
     detail = await refused_unchanged(client, sync_redis, "changebalance",
                                      envelope("changebalance", change("jp", 5, "WIN", "1.50", currency="JPY")))
     assert "data.amount" in detail["error_message"]
