@@ -6,9 +6,15 @@ Lua script can touch them all, unchanged on Redis Cluster.
 
 from __future__ import annotations
 
+import re
 import zlib
 
+from app.ids import PLAYER_ID
+
 PREFIX = "w"
+# An account key exactly: "w:{p<partition>}:acct:<player id>". Transaction and round
+# keys of a hostile id (say 'x}:acct:y') match the SCAN glob too; this never does.
+ACCOUNT_KEY = re.compile(r"%s:\{p(0|[1-9][0-9]{0,5})\}:acct:(%s)" % (re.escape(PREFIX), PLAYER_ID.pattern))
 
 
 def partition_of(player_id: str, partitions: int) -> int:
@@ -56,10 +62,16 @@ class Keys:
 
     @staticmethod
     def all_accounts_pattern() -> str:
+        """A SCAN glob: it also matches keys that are not accounts (see player_of_account)."""
         return f"{PREFIX}:{{p*}}:acct:*"
 
-    def player_of_account(self, key: str) -> str:
-        return key.split(":acct:", 1)[1]
+    def player_of_account(self, key: str) -> str | None:
+        """The player whose account this key is, or None when it is not exactly an
+        account key (any other key, a foreign id, or the wrong partition for the id)."""
+        match = ACCOUNT_KEY.fullmatch(key)
+        if match is None or int(match[1]) != self.partition(match[2]):
+            return None
+        return match[2]
 
     @staticmethod
     def alias(kind: str, external_id: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from redis.asyncio import Redis
 
 from app.flusher import Flusher
@@ -10,27 +12,37 @@ from app.ledger import LedgerStore, PartitionStats
 from app.settings import FlusherSettings
 
 SCAN_BATCH = 500
+INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
-async def redis_balances(redis: Redis, keys: Keys) -> dict[str, int]:
+async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list[str]]:
+    """Every account's balance, and a problem for each account whose balance is unreadable."""
     balances: dict[str, int] = {}
-    batch: list[str] = []
+    problems: list[str] = []
 
-    async def read(names: list[str]) -> None:
+    async def read(accounts: dict[str, str]) -> None:
         async with redis.pipeline(transaction=False) as pipe:
-            for name in names:
+            for name in accounts:
                 pipe.hget(name, "bal")
-            for name, value in zip(names, await pipe.execute(), strict=True):
-                balances[keys.player_of_account(name)] = int(value)
+            values = await pipe.execute(raise_on_error=False)
+        for (name, player), value in zip(accounts.items(), values, strict=True):
+            if isinstance(value, str) and INTEGER.fullmatch(value):
+                balances[player] = int(value)
+            else:
+                problems.append(f"player {player}: no balance in Redis ({name!r} holds {value!r:.80})")
 
+    batch: dict[str, str] = {}
     async for name in redis.scan_iter(match=keys.all_accounts_pattern(), count=SCAN_BATCH):
-        batch.append(name)
+        player = keys.player_of_account(name)
+        if player is None:
+            continue  # a transaction or round key whose ids contain ':acct:' (never an account)
+        batch[name] = player
         if len(batch) >= SCAN_BATCH:
             await read(batch)
-            batch = []
+            batch = {}
     if batch:
         await read(batch)
-    return balances
+    return balances, problems
 
 
 async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
@@ -69,5 +81,7 @@ async def verify(redis: Redis, store: LedgerStore, keys: Keys, settings: Flusher
     finally:
         flusher.close()
     problems = await check_sequences(redis, keys, store.partition_stats())
-    problems += compare_balances(await redis_balances(redis, keys), store.player_sums())
+    balances, unreadable = await redis_balances(redis, keys)
+    problems += unreadable
+    problems += compare_balances(balances, store.player_sums())
     return problems

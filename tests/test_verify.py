@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -14,6 +15,7 @@ from app.settings import Settings
 from app.verify import verify
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
+from tests.oia_calls import call, change
 from tests.process import Server, walletd
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +80,41 @@ def test_cli_verify_exit_codes(tmp_path: Path, redis_url: str, sync_redis: redis
     bad = walletd(server.config, "verify", check=False)
     assert bad.returncode == 1
     assert "player c: balance 999 in Redis, ledger says 1000" in bad.stdout
+
+
+async def test_hostile_oia_user_id_does_not_break_verify(
+    booked: Wallet, settings: Settings, client: httpx.AsyncClient, sync_redis: redis.Redis,
+) -> None:
+    """A signed call with user_id 'x}:acct:y' once wrote tx/round keys that matched the
+    account pattern, and verify died with a TypeError."""
+    for tx, user_id in enumerate(["x}:acct:y", "a}:acct:b|c", "611}:acct:611"]):
+        await call(client, "changebalance", change(user_id, tx, "WIN", 1))
+        await call(client, "cancel", {"user_id": user_id, "transaction_id": 100 + tx, "round_id": 1, "game_id": 1})
+    assert await run_verify(booked, settings) == []
+
+
+@pytest.mark.parametrize("key", [
+    "w:{p3}:tx:oia:op:x}:acct:y|5",          # a hash without 'bal'
+    "w:{p3}:round:oia:op:x}:acct:y|5",
+    "w:{p3}:acct:a}:acct:b",                  # not a player id
+    "w:{p99999}:acct:a",                      # partition out of range
+    "w:{p1}:acct:a",                          # player 'a' lives in another partition
+    "w:{px}:acct:y",
+])
+async def test_verify_scans_exactly_the_account_keys(
+    booked: Wallet, settings: Settings, sync_redis: redis.Redis, key: str,
+) -> None:
+    assert booked.keys.partition("a") != 1
+    sync_redis.hset(key, mapping={"st": "OK", "fin": "0"})
+    assert await run_verify(booked, settings) == []
+    sync_redis.delete(key)
+    sync_redis.set(key, "a string")  # not even a hash
+    assert await run_verify(booked, settings) == []
+
+
+async def test_account_key_without_a_balance_is_a_problem_not_a_crash(
+    booked: Wallet, settings: Settings, sync_redis: redis.Redis,
+) -> None:
+    sync_redis.hdel(booked.keys.account("b"), "bal")
+    problems = await run_verify(booked, settings)
+    assert any("player b" in p and "no balance" in p for p in problems), problems
