@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import msgspec
 from redis.asyncio import Redis
 
 from app import currency
+from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import Keys
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
@@ -16,7 +16,15 @@ from app.settings import WalletSettings
 ALIAS_CACHE_MAX = 100_000
 # A uid with no alias is re-checked this often, so a new alias is seen soon.
 ALIAS_MISS_TTL_S = 2.0
-PLAYER_ID_MAX_LEN = 64
+# A cached alias is re-read this often, so a released alias stops routing money within
+# this time; it costs one GET per active uid per period, not one per callback.
+ALIAS_HIT_TTL_S = 10.0
+# Protocols whose external ids can stand for a player: a uid with no alias is taken as
+# the player id itself, so each player id reserves its own name in every kind.
+ALIAS_KINDS = ("stargame",)
+# A claim whose holder vanished between SET NX and GET is tried again this many times.
+CLAIM_ATTEMPTS_MAX = 3
+PLAYER_ID_RULE = f"1-{PLAYER_ID_MAX_LEN} characters of A-Z a-z 0-9 _ . @ -"
 TEXT_MAX_LEN = 100
 
 
@@ -55,15 +63,24 @@ def check_text(value: str, field: str, max_len: int = TEXT_MAX_LEN, required: bo
 
 
 def check_player_id(player_id: str) -> str:
-    check_text(player_id, "player id", PLAYER_ID_MAX_LEN)
-    if any(c.isspace() for c in player_id) or "|" in player_id:
-        raise WalletError("player id must not contain spaces or '|'")
+    """Player ids become part of key names (app/keys.py): never '{', '}', ':', '|' or spaces."""
+    if not is_player_id(player_id):
+        raise WalletError(f"player id {player_id!r:.80} must be {PLAYER_ID_RULE}")
     return player_id
 
 
+def parse_alias(alias: str) -> tuple[str, str]:
+    """'stargame:117' -> ('stargame', '117'); the id must be a possible player id."""
+    kind, _, external_id = alias.partition(":")
+    if kind not in ALIAS_KINDS or not is_player_id(external_id):
+        raise WalletError(f"alias {alias!r:.80} must look like stargame:117 "
+                          f"(kind {' or '.join(ALIAS_KINDS)}, then {PLAYER_ID_RULE})")
+    return kind, external_id
+
+
 class AliasCache:
-    """alias key -> (player id, expiry). Claimed aliases never change, so a hit
-    never expires; a miss (the uid is taken as the player id) expires soon."""
+    """alias key -> (player id, expiry). A hit expires after ALIAS_HIT_TTL_S (an alias
+    may be released), a miss (the uid is taken as the player id) after ALIAS_MISS_TTL_S."""
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[str, float]] = {}
@@ -77,7 +94,7 @@ class AliasCache:
     def put(self, alias: str, player_id: str, found: bool) -> None:
         if len(self.entries) >= ALIAS_CACHE_MAX:
             self.entries.clear()
-        expires = math.inf if found else time.monotonic() + ALIAS_MISS_TTL_S
+        expires = time.monotonic() + (ALIAS_HIT_TTL_S if found else ALIAS_MISS_TTL_S)
         self.entries[alias] = (player_id, expires)
 
 
@@ -154,36 +171,68 @@ class Wallet:
         country: str, language: str, name: str, aliases: list[str], *, operator_id: str,
     ) -> str:
         """Claims the aliases, then creates the account owned by operator_id ('' = no
-        owner, only when no operator is configured); returns the opening entry id."""
+        owner, only when no operator is configured); returns the opening entry id.
+
+        No alias may shadow a player id and no player id an alias: each player id first
+        claims its own name in every alias kind (SET NX on the alias key, so of two
+        concurrent creates naming the same id only one gets it), then its aliases."""
         check_player_id(player_id)
         currency.lookup(currency_code)
         for value, field in ((country, "--country"), (language, "--language"), (name, "--name")):
             check_text(value, field, required=False)
-        claimed = await self._claim_aliases(player_id, aliases)
+        wanted = list(dict.fromkeys(parse_alias(alias) for alias in aliases))
+        claimed = await self._claim_names(player_id, wanted)
         keys, partition = self._book_keys(player_id)
-        args = [player_id, partition, currency_code, balance_minor, country, language, name, " ".join(aliases),
-                operator_id]
+        args = [player_id, partition, currency_code, balance_minor, country, language, name,
+                " ".join(f"{kind}:{external_id}" for kind, external_id in wanted), operator_id]
+        # No clean-up if this call fails: the account may exist (outcome unknown), and
+        # names left claimed only point at this player id.
         reply = await self.scripts.create_player(keys=keys, args=args)
         if reply[0] == "EXISTS":
-            await self._release_aliases(player_id, claimed)
+            # Keep what the existing account owns (its own names, and aliases a
+            # concurrent create of the same id may have claimed for it).
+            owned = (await self.redis.hget(keys[0], "aliases") or "").split()
+            kept = {Keys.alias(*alias.split(":", 1)) for alias in owned}
+            kept.update(Keys.alias(kind, player_id) for kind in ALIAS_KINDS)
+            await self._release(player_id, [key for key in claimed if key not in kept])
             raise WalletConflict(f"player {player_id} already exists")
         return reply[1]
 
-    async def _claim_aliases(self, player_id: str, aliases: list[str]) -> list[str]:
-        for alias in aliases:
-            kind, _, external_id = alias.partition(":")
-            if not kind or not external_id or " " in alias:
-                raise WalletError(f"alias {alias!r} must look like stargame:117")
+    async def _claim_names(self, player_id: str, aliases: list[tuple[str, str]]) -> list[str]:
+        """Claims the player id's own names, then its aliases; returns the keys claimed
+        now (not those it held already). Refuses, releasing them, on any conflict."""
         claimed: list[str] = []
-        for alias in aliases:
-            key = Keys.alias(*alias.split(":", 1))
-            if not await self.redis.set(key, player_id, nx=True):
-                await self._release_aliases(player_id, claimed)
-                raise WalletConflict(f"alias {alias} already belongs to {await self.redis.get(key)}")
-            claimed.append(key)
+        try:
+            for kind in ALIAS_KINDS:
+                holder = await self._claim(Keys.alias(kind, player_id), player_id, claimed)
+                if holder != player_id:
+                    raise WalletConflict(f"player id {player_id} is taken: alias {kind}:{player_id} "
+                                         f"belongs to player {holder}")
+            for kind, external_id in aliases:
+                key = Keys.alias(kind, external_id)
+                holder = await self._claim(key, player_id, claimed)
+                if holder != player_id:
+                    raise WalletConflict(f"alias {kind}:{external_id} already belongs to player {holder}")
+                if key in claimed and await self.redis.exists(self.keys.account(external_id)):
+                    # a player made before names were claimed: the alias would shadow it
+                    raise WalletConflict(f"alias {kind}:{external_id} would shadow player {external_id}")
+        except WalletConflict:
+            await self._release(player_id, claimed)
+            raise
         return claimed
 
-    async def _release_aliases(self, player_id: str, keys: list[str]) -> None:
+    async def _claim(self, key: str, player_id: str, claimed: list[str]) -> str:
+        """The key's holder after trying to claim it for player_id (appended to claimed if now)."""
+        for _ in range(CLAIM_ATTEMPTS_MAX):
+            if await self.redis.set(key, player_id, nx=True):
+                claimed.append(key)
+                return player_id
+            holder = await self.redis.get(key)
+            if holder is not None:
+                return holder
+        raise WalletConflict(f"alias {key} keeps changing; try again")
+
+    async def _release(self, player_id: str, keys: list[str]) -> None:
         for key in keys:
             if await self.redis.get(key) == player_id:
                 await self.redis.delete(key)

@@ -146,7 +146,7 @@ async def test_admin_api_creates_a_player_of_one_operator(
     assert created.json()["operator_id"] == OTHER_OPERATOR and created.json()["entry_id"]
     assert await balance_of(wallet, "p9") == 1250
     again = await client.post("/admin/players", json={**body, "operator_id": OTHER_OPERATOR}, headers=AUTH)
-    assert again.status_code == 409 and "already" in again.json()["error"]
+    assert again.status_code == 409 and "player p9 already exists" in again.json()["error"]
     assert await as_other(client, "changebalance", change("p9", 1, "WIN", 1)) is None
     assert error_code(await call(client, "changebalance", change("p9", 2, "WIN", 1))) == "OP_34"
     assert await balance_of(wallet, "p9") == 1350
