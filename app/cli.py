@@ -141,10 +141,25 @@ def player_adjust(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]
         elif result.code == "REPEAT":
             print(f"ref {args.ref} was already booked as {result.entry_id}; nothing moved; balance then {balance}")
         else:
-            raise Refusal(f"{args.action} refused: {result.code}")
+            raise Refusal(adjust_refusal(args.action, args.player_id, args.ref, result.code, args.amount, balance))
         return 0
 
     return work
+
+
+def adjust_refusal(action: str, player_id: str, ref: str, code: str, amount: str, balance: str) -> str:
+    """What a refusal of lua/admin_adjust.lua means, in words (amounts as decimals)."""
+    reasons = {
+        "REF_CONFLICT": f"ref {ref} was already used with another amount or direction",
+        "FUNDS": f"balance {balance} is lower than {amount}",
+        "OVERFLOW": f"the balance would exceed the largest one walletd holds (2^53 - 1 minor units); "
+                    f"balance {balance}",
+        "BACKLOG": "the ledger backlog of this player's partition is full (is the flusher running? "
+                   "[wallet] backlog_max); try again later",
+        "NO_PLAYER": f"unknown player {player_id}",
+    }
+    assert code in reasons, f"admin_adjust.lua returned {code}, which has no sentence"
+    return f"{action} refused: {reasons[code]}; nothing moved"
 
 
 def player_block(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]:

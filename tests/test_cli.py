@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+
+from app import cli
 
 from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET
 from tests.process import Server, walletd
@@ -58,7 +61,7 @@ def test_duplicate_player_and_alias_are_refused(config: Path) -> None:
     again = walletd(config, "player", "create", "d1", "--currency", "EUR", check=False)
     assert "already exists" in again.stderr
     taken = walletd(config, "player", "create", "d2", "--currency", "EUR", "--alias", "stargame:5", check=False)
-    assert "already belongs to d1" in taken.stderr
+    assert "already belongs to player d1" in taken.stderr
     assert walletd(config, "player", "show", "d2", check=False).returncode == 1
 
 
@@ -69,11 +72,13 @@ def test_deposit_and_withdraw_are_idempotent_by_ref(config: Path) -> None:
     assert "already booked" in repeat.stdout
     assert show(config, "m")["balance"] == "15.25"
     conflict = walletd(config, "player", "deposit", "m", "6.00", "--ref", "dep-1", check=False)
-    assert conflict.returncode == 1 and "REF_CONFLICT" in conflict.stderr
+    assert conflict.returncode == 1
+    assert "deposit refused: ref dep-1 was already used with another amount or direction" in conflict.stderr
     walletd(config, "player", "withdraw", "m", "15.25", "--ref", "wd-1")
     assert show(config, "m")["balance"] == "0.00"
     broke = walletd(config, "player", "withdraw", "m", "0.01", "--ref", "wd-2", check=False)
-    assert broke.returncode == 1 and "FUNDS" in broke.stderr
+    assert broke.returncode == 1
+    assert "withdraw refused: balance 0.00 is lower than 0.01; nothing moved" in broke.stderr
     assert walletd(config, "verify").returncode == 0
 
 
@@ -111,3 +116,26 @@ def test_session_for_another_operators_player_is_refused(two_operators: Path) ->
     assert refused.returncode == 1
     assert "player o2 belongs to another operator than testcasino" in refused.stderr
     assert "token" in walletd(two_operators, "session", "new", "o2", "--game", "1", "--operator", OTHER_OPERATOR).stdout
+
+
+def test_overflow_and_backlog_are_said_in_words(config: Path) -> None:
+    walletd(config, "player", "create", "big", "--currency", "EUR", "--balance", "90071992547409.90")
+    over = walletd(config, "player", "deposit", "big", "1.00", "--ref", "d1", check=False)
+    assert over.returncode == 1
+    assert "deposit refused: the balance would exceed the largest one walletd holds" in over.stderr
+    with config.open("a") as f:
+        f.write("[wallet]\nbacklog_max = 1\n")  # the 'open' entry, not flushed, fills it
+    full = walletd(config, "player", "withdraw", "big", "1.00", "--ref", "w1", check=False)
+    assert full.returncode == 1
+    assert "withdraw refused: the ledger backlog of this player's partition is full" in full.stderr
+    for result in (over, full):
+        assert not re.search(r"\b[A-Z]{2,}_?[A-Z]*\b", result.stderr.replace("EUR", "")), result.stderr
+
+
+def test_every_admin_adjust_code_has_a_sentence() -> None:
+    header = (Path(cli.__file__).parent.parent / "lua" / "admin_adjust.lua").read_text().split("\nlocal ")[0]
+    codes = set(re.findall(r"\b(?:OK|REPEAT|[A-Z]{2,}(?:_[A-Z]+)*)\b", header.split("code is one of")[1]))
+    assert codes >= {"OK", "REPEAT", "REF_CONFLICT", "FUNDS", "OVERFLOW", "BACKLOG", "NO_PLAYER"}
+    for code in codes - {"OK", "REPEAT"}:
+        message = cli.adjust_refusal("withdraw", "p", "r1", code, "5.00", "3.00")
+        assert message.startswith("withdraw refused: ") and code not in message, message
