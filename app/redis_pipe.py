@@ -126,7 +126,10 @@ class Connection(asyncio.Protocol):
         for call in batch:
             call.written_at = now
         self.written.extend(batch)
-        self.transport.write(b"".join(call.command for call in batch))
+        try:
+            self.transport.write(b"".join(call.command for call in batch))
+        except Exception as exc:  # noqa: BLE001 - part may be on its way: outcome unknown, never "not sent"
+            self.close(f"failed while writing ({exc})")
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -192,6 +195,7 @@ class PipelinedRedis:
         self.connect_timeout_s = connect_timeout_s
         self.connection: Connection | None = None  # only ever a handshaken one
         self.connecting: asyncio.Future | None = None
+        self.closed = False
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -237,6 +241,9 @@ class PipelinedRedis:
             if isinstance(exc, TimeoutError):
                 raise WalletUnavailable(f"Redis at {self.where}: no reply to the handshake") from exc
             raise
+        if self.closed:
+            connection.close("closed by walletd")
+            raise WalletUnavailable("the Redis client was closed while connecting")
         self.connection = connection
         return connection
 
@@ -250,6 +257,7 @@ class PipelinedRedis:
                 raise WalletUnavailable(f"Redis at {self.where} refused {name}: {exc}") from exc
 
     async def aclose(self) -> None:
+        self.closed = True
         if self.connection is not None:
             self.connection.close("closed by walletd")
             self.connection = None

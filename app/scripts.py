@@ -17,7 +17,7 @@ every other connection error or time-out is OutcomeUnknown.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,9 +61,11 @@ def source(name: str) -> str:
 class ScriptClient(Protocol):
     """redis-py's asyncio client, or the hot path's PipelinedRedis."""
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]: ...
 
-    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Script:

@@ -231,3 +231,17 @@ async def test_the_handshake_time_out_is_bounded(tmp_path: Path) -> None:
             await client.aclose()
         finally:
             running.process.send_signal(18)  # SIGCONT
+
+
+@pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
+async def test_a_unix_socket_with_password_and_db(tmp_path: Path, kind: str) -> None:
+    sock = tmp_path / "redis.sock"
+    with private_redis(tmp_path, password=PASSWORD, extra=("--unixsocket", str(sock), "--unixsocketperm", "700")) as running:
+        url = f"unix://{sock}?db=7&password={PASSWORD}"
+        client = PipelinedRedis(url, 2.0, 2.0) if kind == "pipelined" else connect(url, RedisSettings())
+        try:
+            replies = await asyncio.gather(*(Script(client, INCR)(keys=["n"]) for _ in range(20)))
+            assert sorted(replies) == list(range(1, 21))
+            assert counts(running) == {7: 1}
+        finally:
+            await client.aclose()
