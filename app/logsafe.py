@@ -72,29 +72,61 @@ def secret_pattern(*names: str) -> re.Pattern[str]:
     return _secret_pattern(SECRET_NAMES + names)
 
 
-class RateLimitedLog:
-    """At most one record per kind per interval; the next record of that kind
-    says how many were suppressed in between. Memory is bounded by kinds_max."""
+class Limiter:
+    """Per kind: admit one event per interval and count the ones refused in
+    between. Memory is bounded by kinds_max."""
 
-    def __init__(self, logger: logging.Logger, interval_s: float = INTERVAL_S, kinds_max: int = KINDS_MAX) -> None:
+    def __init__(self, interval_s: float = INTERVAL_S, kinds_max: int = KINDS_MAX) -> None:
         assert interval_s >= 0 and kinds_max >= 2
-        self.logger = logger
         self.interval_s = interval_s
         self.kinds_max = kinds_max
-        self.kinds: dict[str, list[float | int]] = {}  # kind -> [last logged (monotonic s), suppressed]
+        self.kinds: dict[str, list[float | int]] = {}  # kind -> [last admitted (monotonic s), suppressed]
         self.lock = threading.Lock()  # the flusher thread and the event loop may share one
 
-    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
-        """Log msg % args under kind unless one was logged less than interval_s ago; True if logged."""
+    def admit(self, kind: str) -> int | None:
+        """None if kind had an event less than interval_s ago (counted), else how
+        many were suppressed since the last admitted one."""
         now = time.monotonic()
         with self.lock:
-            kind = self._admit(kind, now)
+            kind = self._slot(kind, now)
             state = self.kinds.get(kind)
             if state is not None and now - state[0] < self.interval_s:
                 state[1] += 1
-                return False
-            suppressed = int(state[1]) if state is not None else 0
+                return None
             self.kinds[kind] = [now, 0]
+            return int(state[1]) if state is not None else 0
+
+    def _slot(self, kind: str, now: float) -> str:
+        """kind itself if it has (or can get) a slot, else the shared overflow kind."""
+        if kind in self.kinds or len(self.kinds) < self.kinds_max - 1:
+            return kind
+        for old in [k for k, (at, suppressed) in self.kinds.items()
+                    if k != OVERFLOW_KIND and now - at >= self.interval_s and not suppressed]:
+            del self.kinds[old]  # idle and nothing to report: forget it
+        return kind if len(self.kinds) < self.kinds_max - 1 else OVERFLOW_KIND
+
+
+class RateLimitedLog:
+    """At most one record per kind per interval; the next record of that kind
+    says how many were suppressed in between."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = INTERVAL_S, kinds_max: int = KINDS_MAX) -> None:
+        self.logger = logger
+        self.limiter = Limiter(interval_s, kinds_max)
+
+    @property
+    def interval_s(self) -> float:
+        return self.limiter.interval_s
+
+    @property
+    def kinds(self) -> dict[str, list[float | int]]:
+        return self.limiter.kinds
+
+    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
+        """Log msg % args under kind unless one was logged less than interval_s ago; True if logged."""
+        suppressed = self.limiter.admit(kind)
+        if suppressed is None:
+            return False
         if suppressed:
             msg += " (%d more like this suppressed in the last %.0f s)"
             args = (*args, suppressed, self.interval_s)
@@ -107,11 +139,32 @@ class RateLimitedLog:
     def error(self, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
         return self.log(logging.ERROR, kind, msg, *args, exc_info=exc_info)
 
-    def _admit(self, kind: str, now: float) -> str:
-        """kind itself if it has (or can get) a slot, else the shared overflow kind."""
-        if kind in self.kinds or len(self.kinds) < self.kinds_max - 1:
-            return kind
-        for old in [k for k, (at, suppressed) in self.kinds.items()
-                    if k != OVERFLOW_KIND and now - at >= self.interval_s and not suppressed]:
-            del self.kinds[old]  # idle and nothing to report: forget it
-        return kind if len(self.kinds) < self.kinds_max - 1 else OVERFLOW_KIND
+
+class FloodFilter(logging.Filter):
+    """For loggers walletd does not write itself (uvicorn logs one WARNING per
+    malformed HTTP request): one record per message template per interval."""
+
+    def __init__(self, interval_s: float = INTERVAL_S, kinds_max: int = KINDS_MAX) -> None:
+        super().__init__()
+        self.limiter = Limiter(interval_s, kinds_max)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self.limiter.admit(f"{record.name}:{record.levelno}:{record.msg}")
+        if suppressed is None:
+            return False
+        if suppressed:
+            note = f" ({suppressed} more like this suppressed in the last {self.limiter.interval_s:.0f} s)"
+            record.msg, record.args = record.getMessage() + note, None
+        return True
+
+
+# Loggers of the HTTP server that any client can make write (bad requests, bad upgrades).
+SERVER_LOGGERS = ("uvicorn.error",)
+
+
+def limit_server_logs() -> None:
+    """Installs a FloodFilter on the HTTP server's loggers, once per process."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, FloodFilter) for f in logger.filters):
+            logger.addFilter(FloodFilter())

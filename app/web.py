@@ -20,6 +20,7 @@ from app.asgi import HotPaths
 from app.errors import WalletCallError
 from app.flusher import Flusher
 from app.ledger import open_store
+from app.logsafe import limit_server_logs
 from app.oia import Oia
 from app.oia_wallet import OiaWallet
 from app.redis_client import connect, script_client
@@ -109,6 +110,7 @@ def settle_garbage_collector() -> None:
 
 
 def create_app(settings: Settings, redis_url: str) -> HotPaths:
+    limit_server_logs()  # any client can make uvicorn log: one line per kind per minute
     service = Service(settings, redis_url)
 
     @contextlib.asynccontextmanager

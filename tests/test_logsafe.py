@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from app import logsafe
-from app.logsafe import RateLimitedLog, quoted, redacted, secret_pattern
+from app.logsafe import FloodFilter, RateLimitedLog, quoted, redacted, secret_pattern
 
 HOSTILE = ["balance\n2026-11-21 10:00:00 INFO walletd.oia: forged", "a\rb", "x\x1b[2J", "p\u2028q", "n\x85m",
            "\x00", b"\xff\xfe\n", "\u202eevil"]
@@ -62,3 +62,21 @@ def test_kinds_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
             limited.warning(f"kind-{i}", "refused")
     assert len(limited.kinds) <= 8
     assert len(caplog.records) <= 8
+
+
+def test_the_flood_filter_bounds_a_logger_walletd_does_not_write(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("walletd.test.server")
+    flood = FloodFilter(interval_s=3600)
+    logger.addFilter(flood)
+    try:
+        with caplog.at_level(logging.INFO, "walletd.test.server"):
+            for i in range(1000):
+                logger.warning("Invalid HTTP request received.")
+                logger.info("client %s went away", i)
+            flood.limiter.kinds[next(iter(flood.limiter.kinds))][0] -= 3600  # the first kind's interval passed
+            logger.warning("Invalid HTTP request received.")
+    finally:
+        logger.removeFilter(flood)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["Invalid HTTP request received.", "client 0 went away",
+                        "Invalid HTTP request received. (999 more like this suppressed in the last 3600 s)"]
