@@ -56,6 +56,10 @@ class Keys:
     def round(self, partition: int, source: str, player_id: str, round_id: str) -> str:
         return f"{self.tag(partition)}:round:{source}:{player_id}|{round_id}"
 
+    def seen(self, partition: int, generation: int) -> str:
+        """The partition's late-retry Bloom filter (a bitmap) for one generation."""
+        return f"{self.tag(partition)}:seen:{generation}"
+
     def session(self, partition: int, token: str) -> str:
         """A game session; token '' names a key that never exists (no usable token)."""
         return f"{self.tag(partition)}:sess:{token}"
@@ -81,3 +85,9 @@ class Keys:
     @staticmethod
     def meta() -> str:
         return f"{PREFIX}:meta"
+
+
+# Fields of the meta hash: since when (unix s) every OIA booking is in the late-retry
+# filter, and the filter layout ("<generation_s>:<bits>") those bits were set with.
+META_FILTER_SINCE = "oia_filter_since"
+META_FILTER_LAYOUT = "oia_filter_layout"

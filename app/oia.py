@@ -55,6 +55,8 @@ INTERNAL_CODES = {
     "NO_PLAYER": ("OP_34", DETAILS["OP_34"]),
     "LATE": ("OP_47", "the deadline passed before booking; nothing was booked"),
     "BACKLOG": ("OP_50", "ledger backlog full; nothing was booked"),
+    "STORE_DOWN": ("OP_50", "the ledger store cannot be read to check this id; nothing was booked"),
+    "BEHIND": ("OP_50", "the ledger store is behind, this id may have been booked: nothing was booked, retry later"),
     "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
 }
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded
@@ -273,6 +275,7 @@ class Oia:
             token=data.token, round_finished=data.round_finished,
             currency_allowed=currency_allowed,
             game_disabled=data.game_id in operator.disabled_games, deadline_ms=deadline_ms,
+            transaction_timestamp=data.transaction_timestamp,
         )
         outcome = await self.wallet.change(change)
         if outcome.code != "OK":

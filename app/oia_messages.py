@@ -108,6 +108,8 @@ class ChangeData(msgspec.Struct):
     amount: Raw  # DECIMAL(18,2): converted from its text, never through float
     token: TokenText | None = None  # may be null on WIN and REFUND (Important Note 3)
     round_finished: bool | None = None
+    # UTC "Y-m-d H:i:s"; missing or unusable only costs a ledger store lookup (README "Late retries").
+    transaction_timestamp: Text | None = None
 
     def __post_init__(self) -> None:
         self.transaction_id = check_id(self.transaction_id, "transaction_id")

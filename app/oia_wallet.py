@@ -7,14 +7,21 @@ reused by the platform for another player is therefore a separate transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
+import time
 
 import msgspec
 
+from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
+from app.late_retry import Horizon, offsets
 from app.ledger import LedgerStore, StoredEntry, open_store
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
+
+log = logging.getLogger("walletd.oia")
 
 LEDGER_SOURCE = "oia"
 BOOKED_KINDS = {"bet": "BET", "win": "WIN", "refund": "REFUND"}
@@ -37,6 +44,7 @@ class Change(msgspec.Struct):
     currency_allowed: bool
     game_disabled: bool
     deadline_ms: int
+    transaction_timestamp: str | None = None  # UTC "Y-m-d H:i:s", as the platform sent it
 
     def fingerprint(self) -> str:
         # Important Note 4: same id + same data is a retry; anything else is OP_40.
@@ -101,6 +109,24 @@ class OiaWallet:
         # Accounts without an owner (made before ownership) belong to the only
         # operator; with several, to nobody: refused to all (README "Operator ownership").
         self.implied_owner = settings.operators[0].id if len(settings.operators) == 1 else ""
+        self.horizon = Horizon(settings.filter_generation_s)
+        self.filter_bits = settings.filter_bits
+
+    async def start(self) -> None:
+        """Learn since when every booking is in the late-retry filter (README "Late retries")."""
+        meta = self.keys.meta()
+        layout = f"{self.horizon.generation_s}:{self.filter_bits}"
+        stored_since, stored_layout = await self.redis.hmget(meta, [META_FILTER_SINCE, META_FILTER_LAYOUT])
+        if stored_since is None or stored_layout not in (None, layout):
+            # A walletd without the filter booked here, or the layout changed: those
+            # bookings left no bits that can be read now.
+            since = int(time.time())
+            await self.redis.hset(meta, mapping={META_FILTER_SINCE: since, META_FILTER_LAYOUT: layout})
+        else:
+            since = int(stored_since)
+            if stored_layout is None:
+                await self.redis.hset(meta, META_FILTER_LAYOUT, layout)
+        self.horizon.start(since)
 
     def booking_keys(self, partition: int, player_id: str) -> list[str]:
         return [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
@@ -140,20 +166,43 @@ class OiaWallet:
         return Outcome(reply[0], int(reply[1]), reply[2])
 
     async def change(self, c: Change) -> Outcome:
+        """One script call; a second one, after a ledger store lookup, only for an id
+        that may have been booked before its record expired (README "Late retries")."""
         partition = self.keys.partition(c.player_id)
+        now_s = time.time()
+        generation = self.horizon.generation(now_s)
         keys = [
             *self.booking_keys(partition, c.player_id),
             self.tx_key(partition, c.operator_id, c.player_id, c.transaction_id),
             self.session_key(partition, c.token),
             self.round_key(partition, c.operator_id, c.player_id, c.round_id),
+            self.keys.seen(partition, generation),
+            self.keys.seen(partition, generation - 1),
         ]
+        ref = ledger_ref(c.operator_id, c.transaction_id)
+        bits = offsets(c.operator_id, c.player_id, c.transaction_id, self.filter_bits)
         args = [
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
             c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),
-            c.deadline_ms, self.backlog_max, self.retention_ms, self.idle_ms,
-            ledger_ref(c.operator_id, c.transaction_id), c.round_id, self.implied_owner,
+            c.deadline_ms, self.backlog_max, self.retention_ms, self.idle_ms, ref, c.round_id, self.implied_owner,
+            self.horizon.expire_at_ms(generation),
         ]
-        reply = await self.scripts.oia_change(keys=keys, args=args)
+        mode = "new" if self.horizon.young(c.transaction_timestamp, now_s) else "old"
+        reply = await self.scripts.oia_change(keys=keys, args=[*args, mode, len(bits), *bits])
+        if reply[0] != "CHECK":
+            return Outcome(reply[0], int(reply[1]), reply[2])
+        store_may_be_behind = int(reply[1]) == 1
+        try:
+            found = booked_from(await self.store.find(c.player_id, ref))
+        except (sqlite3.Error, OSError) as exc:
+            log.error("ledger store unreadable, changebalance refused unbooked: %s", exc)
+            return Outcome("STORE_DOWN")
+        if found is None and store_may_be_behind:
+            return Outcome("BEHIND")
+        answer = ["absent"] if found is None else ["found"]
+        stored = [] if found is None else found.change_args()
+        reply = await self.scripts.oia_change(keys=keys, args=[*args, *answer, len(bits), *bits, *stored])
+        assert reply[0] != "CHECK", "the script asked the store twice"
         return Outcome(reply[0], int(reply[1]), reply[2])
 
     async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
@@ -231,6 +280,11 @@ class StoredBooking(msgspec.Struct, frozen=True):
     balance_after_minor: int  # the original answer's balance
     fp: str  # '' if stored before fingerprints were kept
     cancelled: bool
+
+    def change_args(self) -> list[str]:
+        """ARGV[22+k..26+k] of oia_change.lua's 'found' mode."""
+        return [self.kind, str(self.amount_minor), str(self.balance_after_minor), self.fp,
+                "1" if self.cancelled else "0"]
 
     def cancel_args(self) -> list[str]:
         """ARGV[13..17] of oia_cancel.lua's 'restore' mode."""

@@ -68,6 +68,13 @@ class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Transaction and round records stay in Redis this long: longer than any
     # platform's retry window; status/cancel fall back to the ledger store after.
     retention_s: int = 72 * 3600
+    # Late retries (README "Late retries"): every booked id is kept in a per-partition
+    # Bloom filter for at least one generation (two are kept); a week reaches well past
+    # the records' retention, so a late retry never depends on transaction_timestamp alone.
+    filter_generation_s: int = 7 * 24 * 3600
+    # Bits per partition per generation: 2^23 (1 MiB) keeps false positives under 1 %
+    # up to ~800,000 bookings per partition per generation (README has the arithmetic).
+    filter_bits: int = 2**23
     # A session token not used (authenticate, balance, BET) this long expires.
     session_idle_s: int = 1800
     # Host (or https://host/path) of the platform's game launcher, for launch URLs.
@@ -182,6 +189,8 @@ def apply_env(settings: Settings) -> None:
 
 
 SCRIPT_CLIENTS = ("pipelined", "redis-py")
+# The horizon is the generation less 5 minutes of clock skew: an hour keeps it meaningful.
+FILTER_GENERATION_MIN_S = 3600
 WORKERS_MAX = 64
 
 
@@ -235,6 +244,10 @@ def check_redis(redis: RedisSettings) -> None:
 def check_oia(oia: OiaSettings) -> None:
     if min(oia.budget_ms, oia.retention_s, oia.session_idle_s) < 1:
         raise ConfigError("oia.budget_ms, oia.retention_s and oia.session_idle_s must be positive")
+    if oia.filter_generation_s < FILTER_GENERATION_MIN_S:
+        raise ConfigError(f"oia.filter_generation_s must be at least {FILTER_GENERATION_MIN_S}")
+    if not 1 <= oia.filter_bits <= 2**32:
+        raise ConfigError("oia.filter_bits must be 1..4294967296 (a Redis bitmap's size)")
     seen: set[str] = set()
     for operator in oia.operators:
         if not OPERATOR_ID.fullmatch(operator.id):

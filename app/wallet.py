@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from app import currency
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
-from app.keys import Keys
+from app.keys import META_FILTER_SINCE, Keys
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
@@ -112,7 +112,9 @@ class Wallet:
 
     async def check_partitions(self) -> None:
         meta = self.keys.meta()
-        await self.redis.hsetnx(meta, "partitions", self.settings.partitions)
+        if await self.redis.hsetnx(meta, "partitions", self.settings.partitions):
+            # A Redis that never held walletd data: no booking predates the late-retry filter.
+            await self.redis.hsetnx(meta, META_FILTER_SINCE, 0)
         stored = int(await self.redis.hget(meta, "partitions"))
         if stored != self.settings.partitions:
             raise WalletError(

@@ -56,6 +56,7 @@ class Service:
 
     async def start(self) -> None:
         await self.wallet.start()
+        await self.oia_wallet.start()
         if self.settings.flusher.enabled:
             store = open_store(self.settings.storage_url)
             self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,13 @@ from app.wallet import Wallet, WalletError
 OPERATOR, SECRET, ADMIN_TOKEN = "benchcasino", "bench-secret", "bench-admin"
 GAME_ID = 200
 CURRENCY = "EUR"
-STAMP = "2026-11-21 10:00:00"
+STAMP = "2026-11-21 10:00:00"  # request_timestamp: signed once, never checked for age
+
+
+def now_stamp() -> str:
+    """transaction_timestamp: a current one, as for a new transaction; an old one would send
+    every booking through the late-retry guard's ledger store lookup (README "Late retries")."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
 PLAYERS = 1000
 HOT_PLAYERS = 4
 HOT_SHARE = 0.2
@@ -98,7 +105,7 @@ def change_data(player: str, token: str | None, kind: str, transaction_id: int, 
                 amount: str = "1.00") -> dict:
     return {"user_id": player, "transaction_type": kind, "transaction_id": transaction_id, "round_id": round_id,
             "round_finished": kind != "BET", "game_id": GAME_ID, "currency_code": CURRENCY, "amount": amount,
-            "token": token, "transaction_timestamp": STAMP, "context": {"reason": "SPIN"}}
+            "token": token, "transaction_timestamp": now_stamp(), "context": {"reason": "SPIN"}}
 
 
 def raw_request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

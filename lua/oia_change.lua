@@ -1,7 +1,9 @@
 -- oia_change.lua: one changebalance (BET debits; WIN and REFUND credit), idempotent
--- by transaction id. Every refusal is decided before the first write.
+-- by transaction id, also after the transaction record's retention (README "Late
+-- retries"). Every refusal is decided before the first write.
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record   KEYS[5] session (may not exist)   KEYS[6] round record
+-- KEYS[7] late-retry filter, current generation (bitmap)   KEYS[8] the previous generation
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] type: BET | WIN | REFUND
 -- ARGV[4] amount_minor (integer in [0, 2^53))    ARGV[5] currency (ISO alpha)
 -- ARGV[6] fingerprint   ARGV[7] operator id   ARGV[8] game id   ARGV[9] round_finished: 1 | 0 | ''
@@ -10,12 +12,24 @@
 -- ARGV[14] retention_ms (records)   ARGV[15] session idle_ms   ARGV[16] ref (ledger entry ref)
 -- ARGV[17] round id (kept with the ledger entry)
 -- ARGV[18] owner of accounts without one ('' = nobody)
+-- ARGV[19] expiry of KEYS[7] (unix ms)
+-- ARGV[20] what to do when there is no transaction record:
+--   'new'    the filter decides: if all k bits are set in KEYS[7] or KEYS[8], return CHECK
+--   'old'    transaction_timestamp is beyond the filter's horizon (or unusable): return CHECK
+--   'absent' the ledger store holds no booking with this id: decide and book as new
+--   'found'  the ledger store holds it: restore the record from ARGV[22+k..26+k], answer as a retry
+-- ARGV[21] k, the number of filter bit offsets   ARGV[22..21+k] bit offsets (integers in [0, 2^32))
+-- ARGV[22+k..26+k] (mode 'found') type, amount_minor, balance_minor after that booking,
+--   its fingerprint ('' if stored without one), cancelled: 1 | 0
 -- Returns {code, balance_minor, currency}; code is one of
 --   OP_34 unrecorded (the player belongs to another operator: nothing written at all),
 --   OK (booked now, or the original answer to an identical retry),
 --   OP_21 OP_30 OP_31 OP_33 OP_34 OP_35 (refused; recorded, so a retry gets the same),
 --   OP_40 (same id, other data), OP_49 (id cancelled before or after it arrived),
---   LATE (deadline passed), BACKLOG (ledger stream full), OVERFLOW: nothing written.
+--   CHECK (modes new/old: may have been booked before; ask the ledger store; balance_minor
+--     is 1 if the ledger stream holds an entry as old as the retention (the store may be
+--     behind), else 0), LATE (deadline passed), BACKLOG (ledger stream full), OVERFLOW:
+--   nothing written.
 local acct, seq_key, ledger_key, tx_key, sess_key, round_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local player, partition, kind = ARGV[1], ARGV[2], ARGV[3]
@@ -27,7 +41,22 @@ local backlog_max = integer_arg(ARGV[13], 'backlog_max')
 local retention_ms = integer_arg(ARGV[14], 'retention_ms')
 local idle_ms = integer_arg(ARGV[15], 'idle_ms')
 local ref, round_id, implied_owner = ARGV[16], ARGV[17], ARGV[18]
+local filter_key, previous_filter_key = KEYS[7], KEYS[8]
+local filter_expire_at = integer_arg(ARGV[19], 'filter expiry')
+local mode, k = ARGV[20], integer_arg(ARGV[21], 'k')
 if kind ~= 'BET' and kind ~= 'WIN' and kind ~= 'REFUND' then error('walletd: bad type ' .. kind) end
+if mode ~= 'new' and mode ~= 'old' and mode ~= 'absent' and mode ~= 'found' then error('walletd: bad mode') end
+-- BITFIELD arguments reading and setting the id's k bits.
+local get_bits, set_bits = {}, {}
+for i = 1, k do
+  local offset = integer_arg(ARGV[21 + i], 'filter offset')
+  assert(offset < 4294967296, 'walletd: filter offset past 2^32')
+  get_bits[#get_bits + 1] = 'GET'; get_bits[#get_bits + 1] = 'u1'; get_bits[#get_bits + 1] = offset
+  set_bits[#set_bits + 1] = 'SET'; set_bits[#set_bits + 1] = 'u1'; set_bits[#set_bits + 1] = offset
+  set_bits[#set_bits + 1] = 1
+end
+-- Stream ids are Redis ms; a little slack for a clock that stepped back (conservative).
+local STREAM_CLOCK_SLACK_MS = 1000
 
 local now = now_ms()
 if now > deadline_ms then return {'LATE', 0, ''} end
@@ -42,7 +71,39 @@ local function record(st, code, balance, currency)
   return {code, balance, currency}
 end
 
+local function in_filter(key)
+  local bits = redis.call('BITFIELD', key, unpack(get_bits))
+  for i = 1, k do if bits[i] == 0 then return false end end
+  return k > 0
+end
+
+-- 1 if the partition's ledger stream still holds an entry as old as the retention: a
+-- record that expired may have its entry there, not yet in the ledger store.
+local function store_may_be_behind()
+  local oldest = redis.call('XRANGE', ledger_key, '-', '+', 'COUNT', 1)
+  if #oldest == 0 then return 0 end
+  local ms = tonumber(string.match(oldest[1][1], '^(%d+)'))
+  if ms <= now - retention_ms + STREAM_CLOCK_SLACK_MS then return 1 end
+  return 0
+end
+
 local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur', 'type', 'amt')
+if not tx[1] and owner[1] then  -- (an unknown player has no bookings to look up)
+  if mode == 'old' or (mode == 'new' and (in_filter(filter_key) or in_filter(previous_filter_key))) then
+    return {'CHECK', store_may_be_behind(), ''}
+  end
+  if mode == 'found' then
+    -- The record as it was: its fingerprint, the original answer's balance, cancelled or not.
+    local st = 'OK'
+    if ARGV[26 + k] == '1' then st = 'CANCELED' end
+    local balance_after = integer_arg(ARGV[24 + k], 'balance after')
+    local currency = redis.call('HGET', acct, 'cur') or ''
+    tx = {st, ARGV[25 + k], 'OK', string.format('%d', balance_after), currency, ARGV[22 + k], ARGV[23 + k]}
+    redis.call('HSET', tx_key, 'st', st, 'fp', tx[2], 'code', 'OK', 'bal', tx[4], 'cur', currency,
+               'type', tx[6], 'amt', tx[7])
+    redis.call('PEXPIRE', tx_key, retention_ms)
+  end
+end
 if tx[1] == 'TOMB' then return record('ERROR', 'OP_49', 0, '') end
 if tx[1] then
   -- A record restored from a ledger entry stored without a fingerprint ('')
@@ -77,4 +138,6 @@ balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game, 'fp', fp})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
+redis.call('BITFIELD', filter_key, unpack(set_bits))
+redis.call('PEXPIREAT', filter_key, filter_expire_at)
 return record('OK', 'OK', balance, a[2])

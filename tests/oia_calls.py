@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import httpx
@@ -58,10 +59,17 @@ async def new_session(client: httpx.AsyncClient, player: str, game: int | None =
     return response.json()["token"]
 
 
+def now_stamp(ago_s: float = 0) -> str:
+    """A transaction_timestamp (UTC Y-m-d H:i:s) ago_s seconds ago."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - ago_s))
+
+
 def change(player: str, tx: int, kind: str = "BET", amount: Any = 1.00, *, token: str | None = None,
-           round_id: int = 1, game: int = 200, currency: str = "EUR", finished: bool | None = False) -> dict:
+           round_id: int = 1, game: int = 200, currency: str = "EUR", finished: bool | None = False,
+           stamp: str | None = None) -> dict:
+    # A current transaction_timestamp, as a platform sends for a new transaction.
     return {"transaction_type": kind, "amount": amount, "currency_code": currency, "transaction_id": tx,
-            "transaction_timestamp": TIMESTAMP, "round_id": round_id, "round_finished": finished,
+            "transaction_timestamp": stamp or now_stamp(), "round_id": round_id, "round_finished": finished,
             "game_id": game, "user_id": player, "token": token, "context": {"reason": "not_provided"}}
 
 

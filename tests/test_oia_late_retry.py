@@ -4,20 +4,25 @@ never booked again while the ledger store holds it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
+from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, Keys
+from app.late_retry import CLOCK_SKEW_S, Horizon, offsets
 from app.ledger import StoredEntry
 from app.settings import Settings
 from app.sqlite_store import SqliteStore
 from app.wallet import Wallet
+from app.web import create_app
 from tests.conftest import balance_of, drain, ledger_rows
-from tests.oia_calls import call, change, error_code
+from tests.oia_calls import call, change, error_code, new_session, now_stamp
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +100,243 @@ async def test_a_record_restored_from_a_row_without_fingerprint_compares_type_an
     assert error_code(await call(client, "changebalance", change(player, 1, "WIN", 7))) == "OP_40"
     assert error_code(await call(client, "changebalance", change(player, 1, "BET", 5))) == "OP_40"
     assert await balance_of(wallet, player) == 10000
+
+
+# Item 1: a changebalance retried after the transaction record's retention.
+
+DAY_S = 24 * 3600
+
+
+def script_calls(sync_redis: redis.Redis) -> int:
+    stats = sync_redis.info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def oia_rows(settings: Settings) -> list[tuple[str, int]]:
+    return [(r["kind"], r["amount_minor"]) for r in ledger_rows(settings, "source = 'oia'")]
+
+
+def forget_filter(sync_redis: redis.Redis) -> None:
+    """As if every filter generation that saw the bookings had expired."""
+    keys = sync_redis.keys("*:seen:*")
+    if keys:
+        sync_redis.delete(*keys)
+
+
+async def booked_then_expired(settings: Settings, client: httpx.AsyncClient, sync_redis: redis.Redis,
+                              player: str, data: dict) -> dict:
+    await drain(settings)  # the store is not behind (the player's opening entry is in it)
+    first = await call(client, "changebalance", data)
+    assert first["status"] == "OK"
+    await drain(settings)
+    await records_expire(sync_redis)
+    return first
+
+
+async def test_an_identical_retry_after_retention_answers_the_original_and_books_nothing(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    stamp = now_stamp()
+    first = await booked_then_expired(settings, client, sync_redis, player, change(player, 1, "WIN", 5, stamp=stamp))
+    await call(client, "changebalance", change(player, 2, "WIN", 1))  # the balance moves on
+    for _ in range(2):
+        again = await call(client, "changebalance", change(player, 1, "WIN", 5, stamp=stamp))
+        assert again["status"] == "OK"
+        assert again["data"] == first["data"]  # the original answer's balance, as within retention
+    assert await balance_of(wallet, player) == 10600
+    await drain(settings)
+    assert oia_rows(settings) == [("win", 500), ("win", 100)]
+
+
+async def test_other_data_for_an_id_past_retention_is_op_40(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    token = await new_session(client, player)
+    await booked_then_expired(settings, client, sync_redis, player, change(player, 1, "BET", 5, token=token))
+    assert error_code(await call(client, "changebalance", change(player, 1, "BET", 6, token=token))) == "OP_40"
+    assert error_code(await call(client, "changebalance", change(player, 1, "WIN", 5))) == "OP_40"
+    assert await balance_of(wallet, player) == 9500
+    await drain(settings)
+    assert oia_rows(settings) == [("bet", -500)]
+
+
+async def test_a_retry_of_an_id_cancelled_within_retention_is_op_49_after_it(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    token = await new_session(client, player)
+    await call(client, "changebalance", change(player, 1, "BET", 5, token=token))
+    assert (await call(client, "cancel", cancel(player, 1)))["status"] == "OK"
+    await drain(settings)
+    await records_expire(sync_redis)
+    assert error_code(await call(client, "changebalance", change(player, 1, "BET", 5, token=token))) == "OP_49"
+    assert await balance_of(wallet, player) == 10000
+    await drain(settings)
+    assert oia_rows(settings) == [("bet", -500), ("cancel", 500)]
+
+
+async def test_a_retry_beyond_the_filter_horizon_is_decided_by_the_ledger_store(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    old = now_stamp(30 * DAY_S)  # created a month ago, retried with its original timestamp
+    await booked_then_expired(settings, client, sync_redis, player, change(player, 1, "WIN", 5, stamp=old))
+    forget_filter(sync_redis)
+    assert (await call(client, "changebalance", change(player, 1, "WIN", 5, stamp=old)))["status"] == "OK"
+    assert error_code(await call(client, "changebalance", change(player, 1, "WIN", 9, stamp=old))) == "OP_40"
+    # A genuinely new id with an old timestamp is still booked, once.
+    assert (await call(client, "changebalance", change(player, 2, "WIN", 1, stamp=old)))["status"] == "OK"
+    assert (await call(client, "changebalance", change(player, 2, "WIN", 1, stamp=old)))["status"] == "OK"
+    assert await balance_of(wallet, player) == 10600
+    await drain(settings)
+    assert oia_rows(settings) == [("win", 500), ("win", 100)]
+
+
+@pytest.mark.parametrize("stamp", [None, "", "21.11.2026 10:00", "2026-11-21T10:00:00", "2999-01-01 00:00:00"])
+async def test_a_missing_or_unusable_timestamp_counts_as_old(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis,
+    stamp: str | None
+) -> None:
+    settings = short_retention
+    data = {**change(player, 1, "WIN", 5), "transaction_timestamp": stamp}
+    if stamp is None:
+        del data["transaction_timestamp"]
+    await booked_then_expired(settings, client, sync_redis, player, data)
+    forget_filter(sync_redis)
+    assert (await call(client, "changebalance", data))["status"] == "OK"
+    assert await balance_of(wallet, player) == 10500
+    await drain(settings)
+    assert oia_rows(settings) == [("win", 500)]
+
+
+async def test_a_late_retry_while_the_ledger_store_is_behind_is_refused_unbooked(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    await call(client, "changebalance", change(player, 1, "WIN", 5))
+    await records_expire(sync_redis)  # not flushed: the entry is only in the stream
+    answer = await call(client, "changebalance", change(player, 1, "WIN", 5))
+    assert error_code(answer) == "OP_50"
+    assert "ledger store is behind" in answer["data"]["error_message"]
+    assert await balance_of(wallet, player) == 10500
+    assert sync_redis.keys("*:tx:*") == []  # nothing recorded either
+    await drain(settings)
+    assert (await call(client, "changebalance", change(player, 1, "WIN", 5)))["status"] == "OK"
+    assert await balance_of(wallet, player) == 10500
+    await drain(settings)
+    assert oia_rows(settings) == [("win", 500)]
+
+
+async def test_a_genuinely_new_id_costs_one_script_call(
+    client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    sync_redis.config_resetstat()
+    for tx in range(1, 21):
+        assert (await call(client, "changebalance", change(player, tx, "WIN", 1)))["status"] == "OK"
+    assert script_calls(sync_redis) == 20
+    assert sync_redis.keys("*:seen:*")  # remembered in the filter
+
+
+@pytest.fixture
+def tiny_filter(settings: Settings) -> Settings:
+    settings.oia.filter_bits = 1  # every id sets and reads bit 0: all but the first are false positives
+    return settings
+
+
+async def test_a_filter_false_positive_still_books_a_new_id_exactly_once(
+    tiny_filter: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = tiny_filter
+    await call(client, "changebalance", change(player, 1, "WIN", 1))
+    sync_redis.config_resetstat()
+    answers = await asyncio.gather(*[call(client, "changebalance", change(player, 2, "WIN", 5)) for _ in range(4)])
+    assert {a["status"] for a in answers} == {"OK"}
+    assert len({str(a["data"]) for a in answers}) == 1
+    assert script_calls(sync_redis) >= 8  # each asked the ledger store, then the script again
+    assert await balance_of(wallet, player) == 10600
+    await drain(settings)
+    assert oia_rows(settings) == [("win", 100), ("win", 500)]
+
+
+async def test_concurrent_late_retries_book_nothing(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    stamp = now_stamp()
+    await booked_then_expired(settings, client, sync_redis, player, change(player, 1, "WIN", 5, stamp=stamp))
+    answers = await asyncio.gather(*[call(client, "changebalance", change(player, 1, "WIN", 5, stamp=stamp))
+                                     for _ in range(6)])
+    assert {a["status"] for a in answers} == {"OK"}
+    assert await balance_of(wallet, player) == 10500
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        yield c
+
+
+async def test_bookings_made_before_the_filter_existed_are_looked_up_in_the_store(
+    short_retention: Settings, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    stamp = now_stamp()
+    async with serving(settings) as client:
+        await booked_then_expired(settings, client, sync_redis, player, change(player, 1, "WIN", 5, stamp=stamp))
+    # What a walletd without the filter left: no bits and no filter fields in the meta hash.
+    forget_filter(sync_redis)
+    sync_redis.hdel(Keys.meta(), META_FILTER_SINCE, META_FILTER_LAYOUT)
+    async with serving(settings) as client:
+        assert int(sync_redis.hget(Keys.meta(), META_FILTER_SINCE)) >= time.time() - 60
+        assert (await call(client, "changebalance", change(player, 1, "WIN", 5, stamp=stamp)))["status"] == "OK"
+    assert await balance_of(wallet, player) == 10500
+
+
+async def test_a_new_redis_has_every_booking_in_the_filter(client: httpx.AsyncClient,
+                                                            sync_redis: redis.Redis) -> None:
+    assert sync_redis.hget(Keys.meta(), META_FILTER_SINCE) == "0"
+
+
+def test_horizon_bounds() -> None:
+    horizon = Horizon(7 * DAY_S)
+    now = time.time()
+    assert not horizon.young(now_stamp(), now)  # since unknown (not started): nothing is young
+    horizon.start(0)
+    assert horizon.young(now_stamp(), now)
+    assert horizon.young(now_stamp(7 * DAY_S - CLOCK_SKEW_S - 5), now)
+    assert not horizon.young(now_stamp(7 * DAY_S - CLOCK_SKEW_S + 5), now)
+    assert horizon.young(now_stamp(-CLOCK_SKEW_S + 5), now)
+    assert not horizon.young(now_stamp(-CLOCK_SKEW_S - 5), now)  # from the future
+    for bad in (None, "", "2026-11-21", "2026-11-21 10:00:00Z", " 2026-11-21 10:00:00", "2026-13-01 00:00:00"):
+        assert not horizon.young(bad, now)
+    horizon.start(int(now) - 10)  # the filter started 10 s ago: older bookings left no bits
+    assert not horizon.young(now_stamp(), now)
+    assert horizon.generation(now) - horizon.generation(now - 7 * DAY_S) == 1
+
+
+def test_filter_offsets_are_spread_and_in_range() -> None:
+    bits = offsets("op", "611", 1, 2**23)
+    assert len(set(bits)) == len(bits) == 7
+    assert all(0 <= b < 2**23 for b in bits)
+    assert bits == offsets("op", "611", 1, 2**23)
+    assert bits != offsets("op", "611", 2, 2**23) != offsets("op2", "611", 1, 2**23)
+    assert offsets("op", "611", 1, 1) == [0] * 7
+
+
+async def test_a_store_that_cannot_be_read_refuses_a_possible_late_retry_unbooked(
+    settings: Settings, tmp_path: Path, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    (tmp_path / "not-a-dir").write_text("")
+    settings.storage.url = f"sqlite:///{tmp_path / 'not-a-dir' / 'ledger.db'}"
+    async with serving(settings) as client:
+        answer = await call(client, "changebalance", change(player, 1, "WIN", 5, stamp=now_stamp(30 * DAY_S)))
+        assert error_code(answer) == "OP_50"
+        assert "ledger store cannot be read" in answer["data"]["error_message"]
+        # A current id needs no store: it is booked.
+        assert (await call(client, "changebalance", change(player, 2, "WIN", 1)))["status"] == "OK"
+    assert await balance_of(wallet, player) == 10100
+    assert len(sync_redis.keys("*:tx:*")) == 1

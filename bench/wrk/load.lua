@@ -10,6 +10,9 @@ end
 
 local ordinary, hot = {}, {}
 local mode, tx, body_hash, expect
+-- transaction_timestamp: the run's start, current as for new transactions (an old one
+-- would send every booking through the late-retry guard's ledger store lookup)
+local stamp = os.date("!%Y-%m-%d %H:%M:%S")
 local headers = {}
 -- globals, so that done() can read them from each thread
 checked, bad, first_bad = 0, 0, ""
@@ -42,8 +45,8 @@ function request()
     '{"command":"changebalance","request_timestamp":"2026-11-21 10:00:00","hash":"%s","data":'
     .. '{"user_id":"%s","transaction_type":"BET","transaction_id":%d,"round_id":%d,"round_finished":false,'
     .. '"game_id":200,"currency_code":"EUR","amount":"1.00","token":"%s",'
-    .. '"transaction_timestamp":"2026-11-21 10:00:00","context":{"reason":"SPIN"}}}',
-    body_hash, p[1], tx, tx, p[2])
+    .. '"transaction_timestamp":"%s","context":{"reason":"SPIN"}}}',
+    body_hash, p[1], tx, tx, p[2], stamp)
   return wrk.format("POST", "/oia/changebalance", headers, body)
 end
 
