@@ -80,8 +80,8 @@ def redis_state(client: Any) -> dict[str, Any]:
         kind = client.type(key)
         if kind == "hash":
             state[key] = client.hgetall(key)
-        elif kind == "string":
-            state[key] = client.get(key)
+        elif kind == "string":  # counters, and the late-retry filter's bitmaps (binary)
+            state[key] = client.eval("return redis.sha1hex(redis.call('GET', KEYS[1]))", 1, key)
         elif kind == "stream":
             state[key] = client.xlen(key)
         else:
