@@ -19,11 +19,13 @@ from app.flusher import Flusher
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
+from app.reconciler import Reconciler
 from app.redis_client import connect
 from app.oia_wallet import OiaWallet
 from app.redis_server import redis_url
 from app.sessions import DEVICES
 from app.settings import Settings
+from app.stargame_journal import directory_of
 from app.verify import verify
 from app.wallet import Wallet, WalletError
 
@@ -227,8 +229,9 @@ def serve_workers(settings: Settings, config_path: str | None, url: str, options
 def flush(settings: Settings) -> int:
     async def work(wallet: Wallet) -> int:
         flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
+        reconciler = Reconciler(wallet.scripts, wallet.keys, settings.stargame, directory_of(settings.data_path))
         try:
-            await flusher.run()
+            await asyncio.gather(flusher.run(), reconciler.run())
         finally:
             flusher.close()
         return 0

@@ -60,6 +60,11 @@ class Keys:
         """The partition's late-retry Bloom filter (a bitmap) for one generation."""
         return f"{self.tag(partition)}:seen:{generation}"
 
+    def stargame_request(self, partition: int, request_id: str) -> str:
+        """What one StarGame writeBet booked, or its tombstone (app/reconciler.py)."""
+        assert request_id and all(c in "0123456789abcdef" for c in request_id), request_id
+        return f"{self.tag(partition)}:sgreq:{request_id}"
+
     def session(self, partition: int, token: str) -> str:
         """A game session; token '' names a key that never exists (no usable token)."""
         return f"{self.tag(partition)}:sess:{token}"

@@ -15,7 +15,7 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     partition: int
     seq: int
     player_id: str
-    kind: str  # open, bet, win, refund, cancel, deposit, withdraw
+    kind: str  # open, bet, win, refund, cancel, deposit, withdraw, reverse (StarGame reconciler)
     amount_minor: int  # signed: debits are negative
     balance_after_minor: int
     source: str

@@ -38,6 +38,7 @@ PRELUDES: dict[str, tuple[str, ...]] = {
     "balance": (),
     "set_blocked": (),
     "stargame_book": (LEDGER,),
+    "stargame_reconcile": (LEDGER,),
     "admin_adjust": (LEDGER,),
     "create_player": (LEDGER,),
     "oia_change": (LEDGER, OIA, OWNER),
@@ -107,6 +108,7 @@ class Scripts:
     balance: Script
     set_blocked: Script
     stargame_book: Script
+    stargame_reconcile: Script
     admin_adjust: Script
     create_player: Script
     oia_change: Script

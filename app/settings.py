@@ -97,6 +97,17 @@ class StarGameSettings(msgspec.Struct, forbid_unknown_fields=True):
     # StarGame waits 50 ms for the whole round trip; a booking that would
     # start later than this after the request arrived is refused unbooked.
     budget_ms: int = 40
+    # Each writeBet's internal request id stays in Redis this long with what it
+    # booked (or as a tombstone), so the reconciler can settle a booking whose
+    # outcome was unknown. Memory: about 200 bytes per writeBet in this window.
+    request_retention_s: int = 3600
+    # Outcome-unknown notes per journal file (one file per process at a time), and
+    # journal files allowed under data_dir before writeBets are refused unbooked
+    # (the reconciler is off or not keeping up): bounds the disk a Redis outage fills.
+    journal_notes_per_file: int = 1000
+    journal_files_max: int = 100
+    # The reconciler (in the flusher's process) looks for new notes this often.
+    reconcile_interval_ms: int = 200
 
 
 class WalletSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -213,6 +224,16 @@ def check(settings: Settings) -> None:
         if not path.startswith("/"):
             raise ConfigError(f"path {path!r} must start with '/'")
     check_oia(settings.oia)
+    check_stargame(settings.stargame)
+
+
+def check_stargame(stargame: StarGameSettings) -> None:
+    # A tombstone must outlive any booking still in flight (bounded by budget_ms).
+    if stargame.request_retention_s < 60:
+        raise ConfigError("stargame.request_retention_s must be at least 60")
+    if min(stargame.journal_notes_per_file, stargame.journal_files_max, stargame.reconcile_interval_ms) < 1:
+        raise ConfigError("stargame.journal_notes_per_file, journal_files_max and reconcile_interval_ms "
+                          "must be positive")
 
 
 REDIS_URL_FORMS = ("'embedded', redis://[[user]:password@]host[:port][/db], rediss://... (TLS, "

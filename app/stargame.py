@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 
 import msgspec
-from redis.exceptions import RedisError, TimeoutError as RedisTimeout
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +21,8 @@ from app.logsafe import quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.responses import JSON
 from app.settings import StarGameSettings
-from app.wallet import Account, Wallet
+from app.stargame_journal import Journal, JournalFull, Note
+from app.wallet import Account, Booking, Wallet
 
 log = logging.getLogger("walletd.stargame")
 
@@ -38,7 +42,9 @@ REFUSALS = {
     "OVERFLOW": "balance would exceed the supported range",
     "BACKLOG": "ledger backlog full; nothing booked",
     "CURRENCY": "player's currency changed during the request; nothing booked",
+    "SETTLED": "request already settled; nothing booked",
 }
+ANSWER_UNKNOWN = "wallet timeout: outcome unknown; a booking that landed will be reversed"
 
 
 class Reply(msgspec.Struct):
@@ -58,6 +64,10 @@ class Fail(msgspec.Struct):
 
 class Refused(Exception):
     pass
+
+
+class Unanswerable(Exception):
+    """A booking's outcome is unknown: noted for the reconciler, answered fail."""
 
 
 def fail(error: str, status_code: int = 200) -> Response:
@@ -120,9 +130,10 @@ def amount(request: Request, name: str) -> int:
 
 
 class StarGame:
-    def __init__(self, wallet: Wallet, settings: StarGameSettings) -> None:
+    def __init__(self, wallet: Wallet, settings: StarGameSettings, journal: Journal) -> None:
         self.wallet = wallet
         self.settings = settings
+        self.journal = journal
         self.allowed = AllowList(settings.allowed_ips)
         self.currencies: dict[str, str] = {}  # player id -> ISO code
 
@@ -144,8 +155,11 @@ class StarGame:
             raise Refused(f"unknown cmd {cmd!r}")
         except Refused as exc:
             return fail(str(exc))
+        except Unanswerable:
+            return fail(ANSWER_UNKNOWN)
         except (RedisTimeout, OutcomeUnknown):
-            log.error("stargame %s: Redis timed out, outcome unknown", quoted(request.url.query))
+            # Only reads get here (a booking's time-out is Unanswerable): nothing booked.
+            log.error("stargame %s: Redis timed out", quoted(request.url.query))
             return fail("wallet timeout")
         except (RedisError, OSError, WalletUnavailable) as exc:
             log.error("stargame: wallet unavailable: %s", quoted(exc))
@@ -181,6 +195,11 @@ class StarGame:
         uid = uid_of(request)
         bet_cents, win_cents = amount(request, "bet"), amount(request, "win")
         player_id = await self.player_of(uid)
+        if not self.journal.has_room():
+            log.error("stargame: the reconciliation journal is full (is the flusher's process running?); "
+                      "writeBet refused unbooked")
+            raise Refused("wallet unavailable: reconciliation journal full; nothing booked")
+        request_id = uuid.uuid4().hex
         # The currency is known after the first call for a player (getBalance comes
         # first in a session); on a miss the script answers CURRENCY without booking.
         currency_code = self.currencies.get(player_id)
@@ -190,7 +209,8 @@ class StarGame:
                 raise Refused(REFUSALS["LATE"])
             bet, win = (0, 0) if currency_code is None else (
                 to_minor(bet_cents, currency_code, "bet"), to_minor(win_cents, currency_code, "win"))
-            booking = await self.wallet.stargame_book(player_id, bet, win, deadline_ms, uid, currency_code or CURRENCY_NOT_KNOWN)
+            note = Note(request_id, player_id, uid, bet_cents, win_cents, 0)
+            booking = await self.book(note, bet, win, deadline_ms, currency_code or CURRENCY_NOT_KNOWN)
             if booking.account is None:
                 raise Refused("unknown player")
             if booking.code != "CURRENCY":
@@ -201,3 +221,29 @@ class StarGame:
         if booking.code != "OK":
             return reply("fail", REFUSALS[booking.code], uid, booking.account)
         return reply("success", "", uid, booking.account)
+
+    async def book(self, note: Note, bet: int, win: int, deadline_ms: int, currency_code: str) -> Booking:
+        """One booking call; if its outcome is unknown, the request is noted durably
+        (before the answer) for the reconciler, and Unanswerable raised."""
+        try:
+            return await self.wallet.stargame_book(
+                note.player_id, bet, win, deadline_ms, note.request_id, currency_code,
+                request_id=note.request_id, retention_s=self.settings.request_retention_s)
+        except WalletUnavailable:
+            raise
+        except OutcomeUnknown as exc:
+            await self.note_unknown(msgspec.structs.replace(note, ts_ms=int(time.time() * 1000)), exc)
+            raise Unanswerable from exc
+
+    async def note_unknown(self, note: Note, exc: Exception) -> None:
+        try:
+            await asyncio.to_thread(self.journal.note, note)
+        except (OSError, JournalFull) as failure:
+            log.critical("stargame request %s (player %s, bet %d, win %d cents): outcome unknown (%s) and it could "
+                         "not be noted (%s): if it booked, reverse it by hand (ledger ref %s)",
+                         note.request_id, note.player_id, note.bet_cents, note.win_cents, quoted(exc),
+                         quoted(failure), note.request_id)
+            return
+        log.warning("stargame request %s (player %s, bet %d, win %d cents): outcome unknown (%s); answered fail "
+                    "and noted for the reconciler", note.request_id, note.player_id, note.bet_cents,
+                    note.win_cents, quoted(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import msgspec
 from redis.asyncio import Redis
@@ -36,7 +37,7 @@ class Account(msgspec.Struct):
 
 
 class Booking(msgspec.Struct):
-    code: str  # OK, CURRENCY, FUNDS, BLOCKED, LATE, OVERFLOW, BACKLOG, NO_PLAYER
+    code: str  # OK, CURRENCY, SETTLED, FUNDS, BLOCKED, LATE, OVERFLOW, BACKLOG, NO_PLAYER
     account: Account | None
 
 
@@ -145,13 +146,16 @@ class Wallet:
 
     async def stargame_book(
         self, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str,
-        currency_code: str = "",
+        currency_code: str = "", request_id: str | None = None, retention_s: int = 3600,
     ) -> Booking:
         """currency_code: the currency the amounts were converted for; the script
-        refuses (CURRENCY) if the account's differs. '' books minor units as given."""
+        refuses (CURRENCY) if the account's differs. '' books minor units as given.
+        request_id (hex; a fresh one if None) is recorded with what the booking moved,
+        for retention_s, so app/reconciler.py can settle it if the reply is lost."""
         keys, partition = self._book_keys(player_id)
+        keys.append(self.keys.stargame_request(partition, request_id or uuid.uuid4().hex))
         args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref,
-                currency_code]
+                currency_code, retention_s * 1000]
         reply = await self.scripts.stargame_book(keys=keys, args=args)
         if reply[0] == "NO_PLAYER":
             return Booking("NO_PLAYER", None)

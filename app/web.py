@@ -23,9 +23,11 @@ from app.ledger import open_store
 from app.logsafe import limit_server_logs
 from app.oia import Oia
 from app.oia_wallet import OiaWallet
+from app.reconciler import Reconciler
 from app.redis_client import connect, script_client
 from app.settings import Settings
 from app.stargame import StarGame
+from app.stargame_journal import Journal, directory_of
 from app.wallet import Wallet
 
 log = logging.getLogger("walletd.web")
@@ -46,13 +48,17 @@ class Service:
         self.redis = connect(redis_url, settings.redis)
         self.script_client = script_client(redis_url, settings.redis, self.redis)
         self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
-        self.stargame = StarGame(self.wallet, settings.stargame)
+        sg = settings.stargame
+        self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
+        self.stargame = StarGame(self.wallet, sg, self.journal)
         self.oia_wallet = OiaWallet(self.wallet, settings.oia, settings.storage_url)
         self.oia = Oia(self.oia_wallet, settings.oia)
         self.admin = Admin(self.oia_wallet, settings.oia, settings.admin)
         self.flusher: Flusher | None = None
         self.flusher_task: asyncio.Task | None = None
         self.health_problem = ""  # the last probe's, so each change is logged once
+        self.reconciler: Reconciler | None = None
+        self.reconciler_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.wallet.start()
@@ -61,9 +67,18 @@ class Service:
             store = open_store(self.settings.storage_url)
             self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
             self.flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
+            # The reconciler lives with the flusher: one per deployment's data_dir.
+            self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
+                                         directory_of(self.settings.data_path))
+            self.reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
         settle_garbage_collector()
 
     async def stop(self) -> None:
+        if self.reconciler is not None and self.reconciler_task is not None:
+            self.reconciler.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.reconciler_task, timeout=10)
+        self.journal.close()
         if self.flusher is not None and self.flusher_task is not None:
             self.flusher.request_exit()
             with contextlib.suppress(asyncio.CancelledError, RedisError):

@@ -1,0 +1,163 @@
+"""Outcome-unknown notes of StarGame writeBets: fsynced append-only files under data_dir.
+
+A writeBet whose reply was lost may have booked, and StarGame has no transaction
+id, retry or cancel to settle it. Before walletd answers 'fail' it notes the
+request here, durably and without Redis (which may be what failed); the
+reconciler (app/reconciler.py, in the flusher's process) settles every note.
+
+One file per writing process at a time, held under flock while it is written:
+a file whose lock can be taken has no writer any more, so the reconciler may
+delete it once its notes are settled. A file is created and locked under a
+temporary name before it gets its .journal name, so the reconciler never sees
+a live writer's file unlocked. Bounded: notes_per_file per file, files_max files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+DIRECTORY = "stargame-journal"
+SUFFIX = ".journal"
+# While the directory is full it is listed again at most this often, not per request.
+FULL_RECHECK_S = 1.0
+# A note is a short JSON line; a longer line is not one of ours.
+NOTE_BYTES_MAX = 1024
+
+
+class Note(msgspec.Struct, frozen=True):
+    request_id: str
+    player_id: str
+    uid: str
+    bet_cents: int
+    win_cents: int
+    ts_ms: int  # when walletd gave up waiting (unix ms)
+
+
+ENCODER = msgspec.json.Encoder()
+DECODER = msgspec.json.Decoder(Note)
+
+
+class JournalFull(Exception):
+    pass
+
+
+def directory_of(data_path: Path) -> Path:
+    return data_path / DIRECTORY
+
+
+def journal_files(directory: Path, limit: int) -> list[Path]:
+    """The journal files, oldest name first, at most limit of them."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"*{SUFFIX}"))[:limit]
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The writing side: one per process that serves StarGame. Thread-safe."""
+
+    def __init__(self, directory: Path, notes_per_file: int, files_max: int) -> None:
+        assert notes_per_file >= 1 and files_max >= 1
+        self.directory = directory
+        self.notes_per_file = notes_per_file
+        self.files_max = files_max
+        self.lock = threading.Lock()
+        self.fd: int | None = None
+        self.notes_in_file = 0
+        self.full_checked_at: float | None = None  # monotonic time of the last "full" listing
+
+    def has_room(self) -> bool:
+        """Whether one more note can be taken (checked before a booking is sent)."""
+        with self.lock:
+            if self.fd is not None and self.notes_in_file < self.notes_per_file:
+                return True
+            now = time.monotonic()
+            if self.full_checked_at is not None and now - self.full_checked_at < FULL_RECHECK_S:
+                return False
+            full = len(journal_files(self.directory, self.files_max)) >= self.files_max
+            self.full_checked_at = now if full else None
+            return not full
+
+    def note(self, note: Note) -> None:
+        """Appends note and fsyncs it: durable when this returns."""
+        line = ENCODER.encode(note) + b"\n"
+        assert len(line) <= NOTE_BYTES_MAX, "a note is a short line"
+        with self.lock:
+            if self.fd is None or self.notes_in_file >= self.notes_per_file:
+                self._roll()
+            assert self.fd is not None
+            os.write(self.fd, line)
+            os.fsync(self.fd)
+            self.notes_in_file += 1
+
+    def _roll(self) -> None:
+        self._close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if len(journal_files(self.directory, self.files_max)) >= self.files_max:
+            raise JournalFull(f"{self.files_max} journal files under {self.directory}")
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        temporary = self.directory / f".{name}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed: "a writer lives"
+        os.rename(temporary, self.directory / f"{name}{SUFFIX}")
+        fsync_directory(self.directory)
+        self.fd, self.notes_in_file = fd, 0
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock: the reconciler may now delete it when settled
+            self.fd = None
+
+    def close(self) -> None:
+        with self.lock:
+            self._close()
+
+
+class JournalFile:
+    """The reading side of one file, opened by the reconciler: `owner_gone` when
+    no process writes it any more (its lock could be taken, and is held until close)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("rb")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.owner_gone = True
+        except BlockingIOError:
+            self.owner_gone = False
+
+    def notes(self, offset: int, count_max: int) -> Iterator[tuple[int, Note | None]]:
+        """(offset after the line, note or None if unreadable) for complete lines from offset.
+        An incomplete last line is a note whose writer died before its fsync returned:
+        never answered, so nothing to settle."""
+        self.file.seek(offset)
+        for _ in range(count_max):
+            line = self.file.readline(NOTE_BYTES_MAX + 1)
+            if not line.endswith(b"\n"):
+                return
+            offset += len(line)
+            try:
+                yield offset, DECODER.decode(line)
+            except msgspec.DecodeError:
+                yield offset, None
+
+    def size(self) -> int:
+        return os.fstat(self.file.fileno()).st_size
+
+    def close(self) -> None:
+        self.file.close()

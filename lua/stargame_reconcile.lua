@@ -1,0 +1,38 @@
+-- stargame_reconcile.lua: settle one StarGame writeBet answered 'fail' with its outcome unknown.
+-- Idempotent: the first call decides and records; any later call returns DONE and writes nothing.
+-- KEYS[1] the request's record   KEYS[2] account hash   KEYS[3] partition seq counter
+-- KEYS[4] partition ledger stream
+-- ARGV[1] player id   ARGV[2] partition number   ARGV[3] retention_ms (record lifetime, integer >= 1)
+-- Returns one of
+--   {'REVERSED', amount_minor, entry_id, original_ids, balance_minor}: the booking had landed and
+--       bet > 0 (StarGame refused the spin): one 'reverse' entry of amount bet - win (signed),
+--       ref = the original entry ids; the balance may go below zero if the win was spent meanwhile
+--   {'KEPT', win_minor, '', original_ids, balance_minor}: it had landed and was a win notification
+--       (bet = 0): StarGame ignores the answer to a win, so the win stands
+--   {'TOMBSTONED'}: it had not landed: a tombstone now refuses it (SETTLED) if it arrives later
+--   {'DONE', record}: settled before
+local request_key, acct, seq_key, ledger_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local player, partition = ARGV[1], ARGV[2]
+local retention_ms = integer_arg(ARGV[3], 'retention_ms')
+if retention_ms < 1 then error('walletd: retention_ms must be positive') end
+
+local record = redis.call('GET', request_key)
+if not record then
+  redis.call('SET', request_key, 'tombstone', 'PX', retention_ms)
+  return {'TOMBSTONED'}
+end
+local bet_text, win_text, ids = string.match(record, '^booked|(%d+)|(%d+)|(.+)$')
+if not bet_text then return {'DONE', record} end
+local bet, win = tonumber(bet_text), tonumber(win_text)
+local bal = redis.call('HGET', acct, 'bal')
+if not bal then error('walletd: request ' .. request_key .. ' booked for a missing account') end
+
+if bet == 0 then
+  redis.call('SET', request_key, 'kept|' .. ids, 'PX', retention_ms)
+  return {'KEPT', win, '', ids, tonumber(bal)}
+end
+local amount = bet - win
+local balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', amount))
+local entry = ledger_append(seq_key, ledger_key, partition, player, 'reverse', amount, balance, 'stargame', ids, now_ms())
+redis.call('SET', request_key, 'reversed|' .. ids .. '|' .. entry, 'PX', retention_ms)
+return {'REVERSED', amount, entry, ids, balance}
