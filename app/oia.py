@@ -56,7 +56,7 @@ INTERNAL_CODES = {
     "LATE": ("OP_47", "the deadline passed before booking; nothing was booked"),
     "BACKLOG": ("OP_50", "ledger backlog full; nothing was booked"),
     "STORE_DOWN": ("OP_50", "the ledger store cannot be read to check this id; nothing was booked"),
-    "BEHIND": ("OP_50", "the ledger store is behind, this id may have been booked: nothing was booked, retry later"),
+    "BEHIND": ("OP_50", "the ledger store is behind and may not hold this id yet: nothing was done, retry later"),
     "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
 }
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded

@@ -207,7 +207,7 @@ class OiaWallet:
 
     async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
                      game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
-        """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG or OVERFLOW."""
+        """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG, OVERFLOW or BEHIND."""
         partition = self.keys.partition(player_id)
         ref = ledger_ref(operator_id, transaction_id)
         keys = [
@@ -221,7 +221,10 @@ class OiaWallet:
         if reply[0] != "MISSING":
             return reply[0]
         # Not in Redis: past the retention (look in the ledger store) or never seen.
+        store_may_be_behind = int(reply[1]) == 1
         found = booked_from(await self.store.find(player_id, ref))
+        if found is None and store_may_be_behind:
+            return "BEHIND"  # a tombstone now could deny a booking the store has not seen yet
         mode = ["tombstone"] if found is None else ["restore", *found.cancel_args()]
         reply = await self.scripts.oia_cancel(keys=keys, args=[*args, *mode])
         return reply[0]

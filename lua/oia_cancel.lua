@@ -6,7 +6,8 @@
 -- ARGV[5] deadline_ms   ARGV[6] backlog_max   ARGV[7] retention_ms   ARGV[8] ref   ARGV[9] round id
 -- ARGV[10] operator id   ARGV[11] owner of accounts without one ('' = nobody)
 -- ARGV[12] when the record is missing:
---   'check'     -> return MISSING, write nothing (the caller then asks the ledger store)
+--   'check'     -> return MISSING, write nothing (the caller then asks the ledger store);
+--                  balance_minor is 1 if the ledger store may be behind (see lib/oia.lua)
 --   'tombstone' -> leave a tombstone: a later booking with this id is refused
 --   'restore'   -> re-create the record from the ledger store: ARGV[13] type,
 --                  ARGV[14] amount_minor, ARGV[15] 1 if the store shows it cancelled already,
@@ -30,7 +31,7 @@ if owner[1] and not owned_by(owner[2], operator, implied_owner) then return {'OP
 
 local tx = redis.call('HMGET', tx_key, 'st', 'type', 'amt')
 if not tx[1] then
-  if mode == 'check' then return {'MISSING', 0} end
+  if mode == 'check' then return {'MISSING', store_may_be_behind(ledger_key, now, retention_ms)} end
   if mode == 'restore' then
     local st = 'OK'
     if ARGV[15] == '1' then st = 'CANCELED' end

@@ -55,8 +55,6 @@ for i = 1, k do
   set_bits[#set_bits + 1] = 'SET'; set_bits[#set_bits + 1] = 'u1'; set_bits[#set_bits + 1] = offset
   set_bits[#set_bits + 1] = 1
 end
--- Stream ids are Redis ms; a little slack for a clock that stepped back (conservative).
-local STREAM_CLOCK_SLACK_MS = 1000
 
 local now = now_ms()
 if now > deadline_ms then return {'LATE', 0, ''} end
@@ -77,20 +75,10 @@ local function in_filter(key)
   return k > 0
 end
 
--- 1 if the partition's ledger stream still holds an entry as old as the retention: a
--- record that expired may have its entry there, not yet in the ledger store.
-local function store_may_be_behind()
-  local oldest = redis.call('XRANGE', ledger_key, '-', '+', 'COUNT', 1)
-  if #oldest == 0 then return 0 end
-  local ms = tonumber(string.match(oldest[1][1], '^(%d+)'))
-  if ms <= now - retention_ms + STREAM_CLOCK_SLACK_MS then return 1 end
-  return 0
-end
-
 local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur', 'type', 'amt')
 if not tx[1] and owner[1] then  -- (an unknown player has no bookings to look up)
   if mode == 'old' or (mode == 'new' and (in_filter(filter_key) or in_filter(previous_filter_key))) then
-    return {'CHECK', store_may_be_behind(), ''}
+    return {'CHECK', store_may_be_behind(ledger_key, now, retention_ms), ''}
   end
   if mode == 'found' then
     -- The record as it was: its fingerprint, the original answer's balance, cancelled or not.

@@ -340,3 +340,19 @@ async def test_a_store_that_cannot_be_read_refuses_a_possible_late_retry_unbooke
         assert (await call(client, "changebalance", change(player, 2, "WIN", 1)))["status"] == "OK"
     assert await balance_of(wallet, player) == 10100
     assert len(sync_redis.keys("*:tx:*")) == 1
+
+
+async def test_a_cancel_after_retention_while_the_store_is_behind_is_refused_without_a_tombstone(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    settings = short_retention
+    await call(client, "changebalance", change(player, 1, "WIN", 5))
+    await records_expire(sync_redis)  # not flushed: the booking is only in the stream
+    answer = await call(client, "cancel", cancel(player, 1))
+    assert error_code(answer) == "OP_50"
+    assert "ledger store is behind" in answer["data"]["error_message"]
+    assert sync_redis.keys("*:tx:*") == []  # no tombstone: the booking is not denied
+    assert await balance_of(wallet, player) == 10500
+    await drain(settings)
+    assert (await call(client, "cancel", cancel(player, 1)))["data"]["transaction_status"] == "CANCELED"
+    assert await balance_of(wallet, player) == 10000

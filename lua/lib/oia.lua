@@ -13,3 +13,17 @@ local function keep_round(round_key, game, finished, retention_ms)
   elseif redis.call('HEXISTS', round_key, 'fin') == 0 then redis.call('HSET', round_key, 'fin', '0') end
   redis.call('PEXPIRE', round_key, retention_ms)
 end
+
+-- Stream ids are Redis ms; a little slack for a clock that stepped back (conservative).
+local STREAM_CLOCK_SLACK_MS = 1000
+
+-- 1 if the partition's ledger stream still holds an entry as old as the retention: a
+-- record that expired may have its entry there, not yet in the ledger store. Asked in
+-- the call that found no record, so an entry moved after it is in the store by then.
+local function store_may_be_behind(ledger_key, now, retention_ms)
+  local oldest = redis.call('XRANGE', ledger_key, '-', '+', 'COUNT', 1)
+  if #oldest == 0 then return 0 end
+  local ms = tonumber(string.match(oldest[1][1], '^(%d+)'))
+  if ms <= now - retention_ms + STREAM_CLOCK_SLACK_MS then return 1 end
+  return 0
+end
