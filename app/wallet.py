@@ -215,6 +215,8 @@ class Wallet:
                     raise WalletConflict(f"player id {player_id} is taken: alias {kind}:{player_id} "
                                          f"belongs to player {holder}")
             for kind, external_id in aliases:
+                if external_id == player_id:
+                    continue  # its own name, claimed above
                 key = Keys.alias(kind, external_id)
                 holder = await self._claim(key, player_id, claimed)
                 if holder != player_id:

@@ -130,3 +130,11 @@ async def test_released_alias_stops_routing(wallet: Wallet, sync_redis: redis.Re
     later = wallet_module.time.monotonic() + wallet_module.ALIAS_HIT_TTL_S + 1
     monkeypatch.setattr(wallet_module.time, "monotonic", lambda: later)
     assert await wallet.resolve("stargame", "117") == "117"
+
+
+async def test_an_alias_equal_to_the_own_id_is_harmless(wallet: Wallet, sync_redis: redis.Redis) -> None:
+    await wallet.create_player("117", "EUR", 100, "", "en", "", ["stargame:117"], operator_id=OPERATOR)
+    sync_redis.delete(*sync_redis.keys("w:alias:*"))  # as made by an older walletd
+    with pytest.raises(WalletError, match="player 117 already exists"):
+        await wallet.create_player("117", "EUR", 0, "", "en", "", ["stargame:117"], operator_id=OPERATOR)
+    assert await wallet.resolve("stargame", "117") == "117"
