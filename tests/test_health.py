@@ -17,7 +17,8 @@ import redis
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.web import create_app
-from tests.redis_servers import private_redis
+from tests.process import Server, walletd
+from tests.redis_servers import private_redis, tls_supported
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +127,49 @@ async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_
                 await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
                 assert (await wallet.adjust("p1", "deposit", 1, "r1")).code == "OK"
             assert root.info("keyspace").keys() == {"db6"}
+
+
+@pytest.mark.skipif(not tls_supported(), reason="this redis-server is built without TLS")
+@pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
+async def test_healthz_and_bookings_over_tls(tmp_path: Path, script_client: str) -> None:
+    with private_redis(tmp_path / "redis", password="root-pw", tls=True) as server:
+        url = server.ready_url().replace("/0?", "/8?")
+        settings = settings_for(tmp_path, url, script_client)
+        async with serving(settings) as (c, service):
+            assert (await c.get("/healthz")).status_code == 200
+            wallet = service.wallet  # type: ignore[attr-defined]
+            await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
+            assert (await wallet.adjust("p1", "deposit", 1, "r1")).balance_minor == 1001
+        with contextlib.closing(redis.Redis.from_url(server.ready_url())) as root:
+            assert root.info("keyspace").keys() == {"db8"}
+
+
+
+def test_walletd_serve_books_with_an_acl_user_and_db_through_client_kills(tmp_path: Path) -> None:
+    """A real `walletd serve`: StarGame bookings land in the URL's db as its ACL user,
+    also after CLIENT KILL drops both clients' connections."""
+    with private_redis(tmp_path / "redis", password="root-pw") as redis_server:
+        with contextlib.closing(redis.Redis.from_url(redis_server.admin_url)) as root:
+            root.acl_setuser("booker", enabled=True, passwords=["+booker-pw"], keys=["*"], commands=["+@all"])
+            url = f"redis://booker:booker-pw@127.0.0.1:{redis_server.port}/4"
+            server = Server(tmp_path, url, budget_ms=10_000).start()
+            stargame = server.base_url + "/stargame"
+            try:
+                walletd(server.config, "player", "create", "p1", "--currency", "EUR", "--balance", "1000.00")
+                opening = httpx.get(stargame, params={"cmd": "getBalance", "uid": "p1"}).json()["cash"]
+                bet = {"cmd": "writeBet", "uid": "p1", "bet": "100", "win": "0"}
+                answers = []
+                for _ in range(3):
+                    answers.append(httpx.get(stargame, params=bet).json())
+                    root.client_kill_filter(_type="normal", skipme=True)
+                    answers += [httpx.get(stargame, params=bet).json() for _ in range(3)]
+                assert (httpx.get(server.base_url + "/healthz")).status_code == 200
+                final = httpx.get(stargame, params={"cmd": "getBalance", "uid": "p1"}).json()["cash"]
+            finally:
+                server.stop()
+            booked = [a for a in answers if a["status"] == "success"]
+            # A kill may cost the call right after it ("wallet unavailable", nothing booked).
+            assert {a["error"] for a in answers if a["status"] != "success"} <= {"wallet unavailable"}, answers
+            assert len(booked) >= 9
+            assert final == opening - 100 * len(booked) == booked[-1]["cash"]
+            assert set(root.info("keyspace")) == {"db4"}
