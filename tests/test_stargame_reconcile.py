@@ -7,6 +7,9 @@ expires: walletd answers fail, then Redis runs the booking anyway."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +22,7 @@ import redis
 from app.keys import Keys
 from app.ledger import open_store
 from app.reconciler import Reconciler, done_path
+from app.redis_server import free_port
 from app.settings import Settings
 from app.stargame_journal import Journal, Note, directory_of, journal_files
 from app.verify import verify
@@ -26,7 +30,10 @@ from app.wallet import Wallet
 from app.web import create_app
 from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
 from tests.oia_calls import redis_state
+from tests.process import write_config
+from tests.redis_servers import Proxy
 from tests.test_oia_transactions import BUSY_LUA
+from tests.test_redis_pipe import port_of
 
 pytestmark = pytest.mark.anyio
 
@@ -48,8 +55,8 @@ async def eur(slow: Settings, wallet: Wallet) -> str:
     return "sg1"
 
 
-async def open_client(settings: Settings) -> tuple[httpx.AsyncClient, object]:
-    app = create_app(settings, settings.redis.url)
+async def open_client(settings: Settings, redis_url: str = "") -> tuple[httpx.AsyncClient, object]:
+    app = create_app(settings, redis_url or settings.redis.url)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://w"), app
 
@@ -251,3 +258,99 @@ async def test_booking_records_the_request_for_the_retention(
     key = wallet.keys.stargame_request(wallet.keys.partition(eur), request_id)
     assert sync_redis.get(key).startswith("booked|100|0|")
     assert 0 < sync_redis.pttl(key) <= 120_000
+
+
+class HoldingProxy(Proxy):
+    """Also holds the client's requests (a network that delivers them late) until release()."""
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.hold_requests = False
+        self.held: list[tuple[asyncio.StreamWriter, bytes]] = []
+
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replies: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if replies and self.hold:
+                    continue
+                if not replies and self.hold_requests:
+                    self.held.append((writer, data))
+                    continue
+                writer.write(data)
+        finally:
+            if not self.held:
+                writer.close()
+
+    def release(self) -> None:
+        self.hold_requests = False
+        for writer, data in self.held:
+            writer.write(data)
+        self.held.clear()
+
+
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[HoldingProxy]:
+    running = await HoldingProxy(port_of(redis_url)).start()
+    yield running
+    await running.aclose()
+
+
+async def test_a_connection_lost_after_the_booking_ran_is_reversed(
+    slow: Settings, eur: str, wallet: Wallet, proxy: HoldingProxy
+) -> None:
+    slow.redis.socket_timeout_ms = 5000  # the loss, not a time-out, ends the wait
+    c, app = await open_client(slow, f"redis://127.0.0.1:{proxy.port}/0")
+    async with app.router.lifespan_context(app), c:  # type: ignore[attr-defined]
+        assert (await sg(c, cmd="getBalance", uid="sg1"))["status"] == "success"
+        proxy.hold = True  # Redis runs the booking; its reply never comes back ...
+        pending = asyncio.create_task(sg(c, cmd="writeBet", uid="sg1", bet="100", win="0"))
+        await wait_for_balance(wallet, eur, 4900)
+        proxy.cut()  # ... and the connection dies (like kill -9 of Redis mid-reply)
+        body = await pending
+    assert body["status"] == "fail" and "outcome unknown" in body["error"]
+    reconciler = reconciler_for(slow, wallet)
+    assert await reconciler.reconcile_all() == 1
+    assert reconciler.counts == {"reversed": 1}
+    assert await balance_of(wallet, eur) == 5000
+
+
+async def test_a_booking_delivered_after_its_tombstone_never_lands(
+    slow: Settings, eur: str, wallet: Wallet, sync_redis: redis.Redis, proxy: HoldingProxy
+) -> None:
+    c, app = await open_client(slow, f"redis://127.0.0.1:{proxy.port}/0")
+    async with app.router.lifespan_context(app), c:  # type: ignore[attr-defined]
+        assert (await sg(c, cmd="getBalance", uid="sg1"))["status"] == "success"
+        proxy.hold_requests = True  # the booking is on its way but has not reached Redis
+        body = await sg(c, cmd="writeBet", uid="sg1", bet="100", win="0")
+        assert body["status"] == "fail" and "outcome unknown" in body["error"]
+        reconciler = reconciler_for(slow, wallet)
+        assert await reconciler.reconcile_all() == 1
+        assert reconciler.counts == {"tombstoned": 1}
+        seq_key = wallet.keys.seq(wallet.keys.partition(eur))
+        before = sync_redis.get(seq_key)
+        proxy.release()  # now it arrives, inside its budget: refused by the tombstone
+        await asyncio.sleep(0.3)
+        assert await balance_of(wallet, eur) == 5000
+        assert sync_redis.get(seq_key) == before
+
+
+async def test_walletd_flush_runs_the_reconciler(
+    tmp_path: Path, redis_url: str, eur: str, wallet: Wallet
+) -> None:
+    config = write_config(tmp_path, free_port(), redis_url, budget_ms=40)
+    request_id = uuid.uuid4().hex
+    booking = await wallet.stargame_book(eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
+    assert booking.code == "OK"  # it landed, but say its answer was lost and the note taken:
+    directory = directory_of(tmp_path / "var")
+    journal = Journal(directory, 10, 10)
+    journal.note(Note(request_id, eur, "501", 100, 0, int(time.time() * 1000)))
+    journal.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "flush"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        await wait_for_balance(wallet, eur, 5000, timeout_s=30)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert journal_files(directory, 10) == []
