@@ -100,13 +100,25 @@ async def create_player(wallet: OiaWallet, oia: OiaSettings, req: PlayerRequest)
             "balance": req.balance, "aliases": req.aliases, "entry_id": entry}
 
 
+async def session_operator(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> OperatorSettings:
+    """The operator named, else (with several configured) the player's owner: the only
+    operator the player may play under."""
+    operator_id = req.operator_id
+    if operator_id is None and len(oia.operators) > 1:
+        profile = await wallet.wallet.profile(req.player_id)
+        if profile is None:
+            raise AdminError(f"unknown player {req.player_id}", status_code=404)
+        operator_id = profile.get("op") or None
+    return pick_operator(oia, operator_id)
+
+
 async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> dict:
     """Shared by the admin API and `walletd session new`."""
     if (req.game_id is None) == (req.lobby_id is None):
         raise SessionError("give exactly one of game_id and lobby_id")
     if req.device and req.device not in DEVICES:
         raise SessionError("device must be desktop or mobile")
-    operator = pick_operator(oia, req.operator_id)
+    operator = await session_operator(wallet, oia, req)
     game = "" if req.game_id is None else str(req.game_id)
     lobby = req.lobby_id or ""
     try:

@@ -116,6 +116,8 @@ def test_session_for_another_operators_player_is_refused(two_operators: Path) ->
     assert refused.returncode == 1
     assert "player o2 belongs to another operator than testcasino" in refused.stderr
     assert "token" in walletd(two_operators, "session", "new", "o2", "--game", "1", "--operator", OTHER_OPERATOR).stdout
+    implied = json.loads(walletd(two_operators, "session", "new", "o2", "--game", "1").stdout)
+    assert implied["operator_id"] == OTHER_OPERATOR  # the player's owner
 
 
 def test_overflow_and_backlog_are_said_in_words(config: Path) -> None:

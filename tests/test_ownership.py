@@ -163,3 +163,15 @@ async def test_admin_api_refuses_bad_players(client: httpx.AsyncClient, sync_red
     r = await client.post("/admin/players", json=body, headers=AUTH)
     assert r.status_code == 400, r.text
     assert redis_state(sync_redis) == before
+
+
+async def test_session_operator_defaults_to_the_players_owner(client: httpx.AsyncClient, wallet: Wallet) -> None:
+    await wallet.create_player("612", "EUR", 500, "", "en", "", [], operator_id=OTHER_OPERATOR)
+    r = await client.post("/admin/sessions", json={"player_id": "612", "game_id": 200}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["operator_id"] == OTHER_OPERATOR
+    unknown = await client.post("/admin/sessions", json={"player_id": "613", "game_id": 200}, headers=AUTH)
+    assert unknown.status_code == 404
+    await wallet.create_player("old", "EUR", 1000, "", "en", "", [], operator_id="")
+    ownerless = await client.post("/admin/sessions", json={"player_id": "old", "game_id": 200}, headers=AUTH)
+    assert ownerless.status_code == 400 and "operator_id is required" in ownerless.json()["error"]

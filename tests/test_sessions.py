@@ -66,7 +66,7 @@ async def test_each_launch_gets_a_unique_token(client: httpx.AsyncClient, player
     [
         ({}, {"player_id": "611", "game_id": 1}, 401),
         ({"Authorization": "Bearer wrong"}, {"player_id": "611", "game_id": 1}, 401),
-        (AUTH, {"player_id": "611", "game_id": 1}, 400),  # two operators configured: operator_id needed
+        (AUTH, {"player_id": "ghost", "game_id": 1}, 404),  # two operators: the owner's, but no such player
         (AUTH, {"player_id": "611", "operator_id": OPERATOR}, 400),  # neither game nor lobby
         (AUTH, {"player_id": "611", "game_id": 1, "lobby_id": "x", "operator_id": OPERATOR}, 400),
         (AUTH, {"player_id": "611", "game_id": "1", "operator_id": OPERATOR}, 400),
