@@ -129,7 +129,7 @@ async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_
             assert root.info("keyspace").keys() == {"db6"}
 
 
-@pytest.mark.skipif(not tls_supported(), reason="this redis-server is built without TLS")
+@pytest.mark.skipif(not tls_supported(), reason="needs a redis-server built with TLS and openssl")
 @pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
 async def test_healthz_and_bookings_over_tls(tmp_path: Path, script_client: str) -> None:
     with private_redis(tmp_path / "redis", password="root-pw", tls=True) as server:

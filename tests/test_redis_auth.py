@@ -164,7 +164,7 @@ def tls_urls(server: PrivateRedis) -> tuple[str, str]:
     return good, good.split("?")[0]  # the second trusts only the system CAs
 
 
-@pytest.mark.skipif(not tls_supported(), reason="this redis-server is built without TLS")
+@pytest.mark.skipif(not tls_supported(), reason="needs a redis-server built with TLS and openssl")
 @pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
 async def test_tls_works_for_both_clients_and_an_untrusted_certificate_is_refused(tmp_path: Path,
                                                                                     kind: str) -> None:
