@@ -227,10 +227,15 @@ def check(settings: Settings) -> None:
     check_stargame(settings.stargame)
 
 
+# Five minutes: the reconciler's 60 s safety margin leaves it four to settle a note.
+STARGAME_RETENTION_MIN_S = 300
+
+
 def check_stargame(stargame: StarGameSettings) -> None:
-    # A tombstone must outlive any booking still in flight (bounded by budget_ms).
-    if stargame.request_retention_s < 60:
-        raise ConfigError("stargame.request_retention_s must be at least 60")
+    # A tombstone must outlive any booking still in flight (bounded by budget_ms), and
+    # the reconciler leaves notes within 60 s of the retention to an operator.
+    if stargame.request_retention_s < STARGAME_RETENTION_MIN_S:
+        raise ConfigError(f"stargame.request_retention_s must be at least {STARGAME_RETENTION_MIN_S}")
     if min(stargame.journal_notes_per_file, stargame.journal_files_max, stargame.reconcile_interval_ms) < 1:
         raise ConfigError("stargame.journal_notes_per_file, journal_files_max and reconcile_interval_ms "
                           "must be positive")

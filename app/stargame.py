@@ -17,7 +17,7 @@ from app import currency
 from app.allowlist import AllowList
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
-from app.logsafe import quoted
+from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.responses import JSON
 from app.settings import StarGameSettings
@@ -25,6 +25,8 @@ from app.stargame_journal import Journal, JournalFull, Note
 from app.wallet import Account, Booking, Wallet
 
 log = logging.getLogger("walletd.stargame")
+# For what a caller can provoke at will (403s) or an outage repeats per request.
+limited_log = RateLimitedLog(log)
 
 ALIAS_KIND = "stargame"
 UID_RULE = f"uid must be 1-{PLAYER_ID_MAX_LEN} characters of A-Z a-z 0-9 _ . @ -"
@@ -144,7 +146,8 @@ class StarGame:
             return method_not_allowed()
         client = request.client.host if request.client else None
         if not self.allowed.allows(client):
-            log.warning("stargame call from %s refused: not in stargame.allowed_ips", quoted(client))
+            limited_log.warning("forbidden", "stargame call from %s refused: not in stargame.allowed_ips",
+                                quoted(client))
             return fail("forbidden", status_code=403)
         try:
             cmd = single(request, "cmd")
@@ -196,8 +199,8 @@ class StarGame:
         bet_cents, win_cents = amount(request, "bet"), amount(request, "win")
         player_id = await self.player_of(uid)
         if not self.journal.has_room():
-            log.error("stargame: the reconciliation journal is full (is the flusher's process running?); "
-                      "writeBet refused unbooked")
+            limited_log.error("journal-full", "stargame: the reconciliation journal is full (is the flusher's "
+                              "process running?); writeBets refused unbooked")
             raise Refused("wallet unavailable: reconciliation journal full; nothing booked")
         request_id = uuid.uuid4().hex
         # The currency is known after the first call for a player (getBalance comes
@@ -229,8 +232,6 @@ class StarGame:
             return await self.wallet.stargame_book(
                 note.player_id, bet, win, deadline_ms, note.request_id, currency_code,
                 request_id=note.request_id, retention_s=self.settings.request_retention_s)
-        except WalletUnavailable:
-            raise
         except OutcomeUnknown as exc:
             await self.note_unknown(msgspec.structs.replace(note, ts_ms=int(time.time() * 1000)), exc)
             raise Unanswerable from exc

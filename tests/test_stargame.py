@@ -292,3 +292,15 @@ async def test_an_alias_to_a_player_id_outside_the_alphabet_is_refused(
     assert body["status"] == "fail" and "player id" in body["error"]
     assert sync_redis.keys("*x}*") == []
 
+
+
+async def test_refusals_of_unlisted_callers_are_rate_limited_in_the_log(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings, settings.redis.url)
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
+    caplog.set_level("INFO", logger="walletd.stargame")
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
+        for _ in range(20):
+            assert (await c.get("/stargame", params={"cmd": "getBalance", "uid": "117"})).status_code == 403
+    assert len([r for r in caplog.records if r.name == "walletd.stargame"]) <= 1

@@ -23,7 +23,7 @@ from app.keys import Keys
 from app.ledger import open_store
 from app.reconciler import Reconciler, done_path
 from app.redis_server import free_port
-from app.settings import Settings
+from app.settings import ConfigError, Settings, check
 from app.stargame_journal import Journal, Note, directory_of, journal_files
 from app.verify import verify
 from app.wallet import Wallet
@@ -354,3 +354,12 @@ async def test_walletd_flush_runs_the_reconciler(
         process.terminate()
         process.wait(timeout=30)
     assert journal_files(directory, 10) == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("request_retention_s", 299), ("journal_files_max", 0),
+                                              ("journal_notes_per_file", 0), ("reconcile_interval_ms", 0)])
+def test_reconciliation_settings_are_checked(field: str, value: int) -> None:
+    settings = Settings()
+    setattr(settings.stargame, field, value)
+    with pytest.raises(ConfigError, match=field):
+        check(settings)
