@@ -5,23 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import msgspec
 
-from app import currency, settings as config
+from app import currency, serve, settings as config
 from app.flusher import Flusher
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
+from app.instance import AlreadyRunning
 from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.reconciler import Reconciler
-from app.redis_client import connect
 from app.oia_wallet import OiaWallet
+from app.redis_client import connect
 from app.redis_server import redis_url
 from app.sessions import DEVICES
 from app.settings import Settings
@@ -29,8 +27,10 @@ from app.stargame_journal import directory_of
 from app.verify import verify
 from app.wallet import Wallet, WalletError
 
+# Exit codes (README "Command line"): 0 done or stopped by SIGINT/SIGTERM.
 EXIT_REFUSED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad configuration, or serve could not start
+EXIT_RUNNING = 3  # serve: another walletd serve holds this data_dir
 
 
 class Refusal(Exception):
@@ -188,48 +188,17 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Walle
     return work
 
 
-def serve(settings: Settings, config_path: str | None) -> int:
-    import uvicorn  # noqa: PLC0415 - not needed by the other commands
-
-    from app.web import create_app  # noqa: PLC0415
-
-    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into
-    # SystemExit lets the embedded Redis be stopped cleanly on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # proxy_headers off: the StarGame allow-list must see the socket's peer,
-    # not an X-Forwarded-For header anyone can write.
-    options = {"host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
-               "proxy_headers": False, "access_log": False, "lifespan": "on"}
-    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
-        if settings.server.workers == 1:
-            uvicorn.run(create_app(settings, url), **options)
-            return 0
-        serve_workers(settings, config_path, url, options)
-    return 0
-
-
-def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict) -> None:
-    """uvicorn's supervisor forks the workers; one `walletd flush` process serves them all."""
-    import uvicorn  # noqa: PLC0415
-
-    os.environ["WALLETD_REDIS_URL"] = url
-    if config_path:
-        os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
-    flusher = None
-    if settings.flusher.enabled:
-        flusher = subprocess.Popen([sys.executable, "-m", "app.cli", "flush"])
-    try:
-        uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
-    finally:
-        if flusher is not None:
-            flusher.terminate()
-            flusher.wait(timeout=30)
-
-
 def flush(settings: Settings) -> int:
     async def work(wallet: Wallet) -> int:
         flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
         reconciler = Reconciler(wallet.scripts, wallet.keys, settings.stargame, directory_of(settings.data_path))
+
+        def stop() -> None:  # SIGINT/SIGTERM: both stop between rounds, no traceback
+            flusher.request_exit()
+            reconciler.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop)
         try:
             await asyncio.gather(flusher.run(), reconciler.run())
         finally:
@@ -256,7 +225,7 @@ def run_verify(settings: Settings) -> int:
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
-        return serve(settings, getattr(args, "config", None))
+        return serve.serve(settings, getattr(args, "config", None))
     if args.command == "flush":
         return flush(settings)
     if args.command == "verify":
@@ -276,9 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(getattr(args, "config", None))
         return dispatch(args, settings)
-    except config.ConfigError as exc:
+    except (config.ConfigError, serve.StartupError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except AlreadyRunning as exc:
+        print(f"walletd: {exc}", file=sys.stderr)
+        return EXIT_RUNNING
     except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,14 @@ START_TIMEOUT_S = 120.0  # replaying a large AOF takes a while
 STOP_TIMEOUT_S = 30.0
 ADDRESS_WAIT_S = 10.0
 _PR_SET_PDEATHSIG = 1
+# A CLI command that started its own embedded server (no serve running) holds
+# it for seconds; serve waits that long for it rather than share a server it cannot supervise.
+OWNER_WAIT_S = 30.0
+# Restarts after the embedded server dies: doubling delays bound the restart
+# rate of a crash loop; a server that ran this long resets them.
+RESTART_DELAY_MIN_S = 0.1
+RESTART_DELAY_MAX_S = 30.0
+RESTART_HEALTHY_S = 60.0
 
 
 def binary_version(path: str) -> tuple[int, int]:
@@ -63,10 +72,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _load_prctl() -> object | None:
+    # Loaded here, in the parent: the child of a threaded process (restarts come
+    # from the supervisor thread) must not load libraries between fork and exec.
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl() if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:
     # Linux: the server gets SIGTERM (a clean, fsynced shutdown) if walletd dies.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
 
 
 def server_args(binary: str, directory: Path, port: int) -> list[str]:
@@ -111,6 +132,12 @@ def shutdown_orphan(url: str, directory: Path) -> None:
         client.close()
 
 
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
 class EmbeddedRedis:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.directory = data_dir / "redis"
@@ -118,6 +145,9 @@ class EmbeddedRedis:
         self.port = port
         self.process: subprocess.Popen | None = None
         self.url = ""
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()  # between stop() and a restart by the supervisor
+        self.supervisor: threading.Thread | None = None
 
     def start(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -126,43 +156,93 @@ class EmbeddedRedis:
         # Kept for restarts: clients hold this address.
         self.port = self.port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        args = server_args(find_binary(), self.directory, self.port)
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        wait_ready(self.url, self.process, START_TIMEOUT_S)
+        self.stopping.clear()
+        self.launch()
         self.url_file.write_text(self.url + "\n")
-        log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
         return self.url
 
+    def launch(self) -> None:
+        args = server_args(find_binary(), self.directory, self.port)
+        with self.lock:
+            if self.stopping.is_set():
+                return
+            # Own session: a Ctrl-C in walletd's terminal (SIGINT to the whole
+            # process group) must not reach it; walletd stops it last, cleanly.
+            self.process = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509 - see _load_prctl
+            )
+        wait_ready(self.url, self.process, START_TIMEOUT_S)
+        log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
+
+    def supervise(self) -> None:
+        """Restart the server on the same data whenever it dies, until stop()."""
+        assert self.process is not None and self.supervisor is None, "supervise() after start(), once"
+        self.supervisor = threading.Thread(target=self.watch, name="redis-supervisor", daemon=True)
+        self.supervisor.start()
+
+    def watch(self) -> None:
+        # PR_SET_PDEATHSIG of a child started here fires when this thread ends:
+        # it lives until stop(), or until walletd itself dies (as wanted).
+        delay_s = RESTART_DELAY_MIN_S
+        while not self.stopping.is_set():
+            process = self.process
+            assert process is not None
+            started_s = time.monotonic()
+            code = process.wait()
+            if self.stopping.is_set():
+                return
+            if time.monotonic() - started_s > RESTART_HEALTHY_S:
+                delay_s = RESTART_DELAY_MIN_S  # it had run fine: not a crash loop
+            log.error("embedded redis-server (pid %d) %s; restarting it on the same data in %.1f s",
+                      process.pid, describe_exit(code), delay_s)
+            if self.stopping.wait(delay_s):
+                return
+            delay_s = min(delay_s * 2, RESTART_DELAY_MAX_S)
+            try:
+                self.launch()
+            except (OSError, RuntimeError) as exc:  # the next wait() returns at once: retried with backoff
+                if not self.stopping.is_set():  # (stop() ends a restart in progress: no news)
+                    log.error("embedded redis-server did not restart: %s", exc)
+
     def stop(self) -> None:
+        self.stopping.set()
         with contextlib.suppress(FileNotFoundError):
             self.url_file.unlink()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        with self.lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # a clean shutdown: AOF fsynced
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.supervisor is not None:
+            self.supervisor.join(STOP_TIMEOUT_S)
 
 
 @contextlib.contextmanager
-def owner_lock(data_dir: Path) -> Iterator[bool]:
-    """Yields True when this process may own the embedded server."""
+def owner_lock(data_dir: Path, wait_s: float = 0) -> Iterator[bool]:
+    """Yields True when this process may own the embedded server (waiting up to wait_s)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(data_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield try_flock(fd, wait_s)
     finally:
         os.close(fd)
+
+
+def try_flock(fd: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def published_url(data_dir: Path) -> str:
@@ -188,5 +268,25 @@ def redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
         server = EmbeddedRedis(data_dir, port)
         try:
             yield server.start()
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def served_redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
+    """For `walletd serve`: the configured URL, or an embedded server it owns and
+    restarts whenever it dies. A CLI command's own embedded server is waited for."""
+    if url != "embedded":
+        yield url
+        return
+    with owner_lock(data_dir, OWNER_WAIT_S) as owner:
+        if not owner:
+            raise RuntimeError(f"{data_dir}/redis.lock is still held by another walletd command "
+                               f"after {OWNER_WAIT_S:.0f} s")
+        server = EmbeddedRedis(data_dir, port)
+        try:
+            url = server.start()
+            server.supervise()
+            yield url
         finally:
             server.stop()

@@ -37,6 +37,9 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Who runs the Lua scripts: "pipelined" (one connection, concurrent calls
     # batched; see app/redis_pipe.py) or "redis-py" (its connection pool).
     script_client: str = "pipelined"
+    # `walletd serve` refuses a Redis without AOF, appendfsync always and
+    # maxmemory-policy noeviction; false runs anyway, with a warning at every start.
+    require_durable: bool = True
 
 
 class StorageSettings(msgspec.Struct, forbid_unknown_fields=True):

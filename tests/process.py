@@ -15,15 +15,18 @@ from app.redis_server import free_port
 from tests.conftest import ADMIN_TOKEN, OPERATOR, SECRET
 
 READY_TIMEOUT_S = 30.0
+REFUSAL_TIMEOUT_S = 20.0  # a refused start takes a second; past this it did not refuse
 
 
-def write_config(directory: Path, port: int, redis_url: str, budget_ms: int) -> Path:
+def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, redis_extra: str = "",
+                 storage_url: str = "", data_dir: Path | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     config = directory / "walletd.toml"
     config.write_text(
-        f'data_dir = "{directory / "var"}"\n'
+        f'data_dir = "{data_dir or directory / "var"}"\n'
         f"[server]\nport = {port}\n"
-        f'[redis]\nurl = "{redis_url}"\n'
-        f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
+        f'[redis]\nurl = "{redis_url}"\n{redis_extra}'
+        f'[storage]\nurl = "{storage_url or "sqlite:///" + str(directory / "ledger.db")}"\n'
         f"[stargame]\nbudget_ms = {budget_ms}\n"
         f"[flusher]\ntick_ms = 20\n"
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
@@ -32,16 +35,16 @@ def write_config(directory: Path, port: int, redis_url: str, budget_ms: int) -> 
     return config
 
 
-def walletd(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
     return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=60, check=check, env=env)
+                          capture_output=True, text=True, timeout=timeout_s, check=check, env=env)
 
 
 class Server:
-    def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40) -> None:
+    def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, **config: str | Path) -> None:
         self.port = free_port()
-        self.config = write_config(directory, self.port, redis_url, budget_ms)
+        self.config = write_config(directory, self.port, redis_url, budget_ms, **config)  # type: ignore[arg-type]
         self.log = directory / "serve.log"
         self.process: subprocess.Popen | None = None
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -49,9 +52,10 @@ class Server:
     def start(self) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
         with open(self.log, "ab") as log:
+            # Own process group, like a shell job: interrupt() signals all of it.
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "--config", str(self.config), "serve"],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
@@ -67,3 +71,13 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(30)
+
+    def interrupt(self) -> int:
+        """Ctrl-C in the terminal: SIGINT to the whole process group; the exit code."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(30)
+
+    def refused(self) -> subprocess.CompletedProcess:
+        """Run `walletd serve` expecting it to refuse to start."""
+        return walletd(self.config, "serve", check=False, timeout_s=REFUSAL_TIMEOUT_S)

@@ -89,3 +89,49 @@ async def test_kill_9_under_load_keeps_every_answered_booking(tmp_path: Path) ->
         assert balances[player] <= OPENING_MINOR - len(cash_values)
     print(f"\nkill -9 test: {answered} bookings answered success before the kill, "
           f"{sum(len(v) for v in stored.values())} booked after restart (the rest were in flight)")
+
+
+RESUME_WITHIN_S = 15.0
+
+
+async def test_walletd_restarts_its_embedded_redis_after_kill_9(tmp_path: Path) -> None:
+    """Item 18: no operator action; bookings resume; nothing answered is lost (AOF always)."""
+    server = Server(tmp_path).start()
+    for i in range(PLAYERS):
+        walletd(server.config, "player", "create", f"k{i}", "--currency", "EUR", "--balance", "10000.00")
+    redis_url = (tmp_path / "var" / "redis.url").read_text().strip()
+    redis_pid = redis.Redis.from_url(redis_url).info("server")["process_id"]
+    successes: dict[str, list[int]] = defaultdict(list)
+    stop = asyncio.Event()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, limits=httpx.Limits(max_connections=8),
+                                     timeout=5) as client:
+            workers = [asyncio.create_task(spin(client, successes, stop)) for _ in range(8)]
+            await asyncio.sleep(LOAD_S / 2)
+            os.kill(redis_pid, signal.SIGKILL)
+            killed_at = asyncio.get_running_loop().time()
+            answered_before = sum(len(v) for v in successes.values())
+            while sum(len(v) for v in successes.values()) < answered_before + 50:
+                assert asyncio.get_running_loop().time() - killed_at < RESUME_WITHIN_S, "bookings did not resume"
+                assert all(not w.done() for w in workers), "walletd stopped answering"
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*workers)
+        new_pid = redis.Redis.from_url(redis_url).info("server")["process_id"]
+        assert new_pid != redis_pid  # same address, same data, a new process
+        check = walletd(server.config, "verify", check=False)
+        balances = {}
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            for i in range(PLAYERS):
+                r = await client.get("/stargame", params={"cmd": "getBalance", "uid": f"k{i}"})
+                balances[f"k{i}"] = r.json()["cash"]
+    finally:
+        server.stop()
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = server.log.read_text()
+    assert "killed by SIGKILL; restarting it on the same data" in log
+    assert "Traceback" not in log
+    stored = bet_balances(tmp_path / "ledger.db")
+    for player, cash_values in successes.items():
+        assert set(cash_values) <= set(stored[player]), f"{player}: an answered booking is missing"
+        assert balances[player] == OPENING_MINOR - len(stored[player])

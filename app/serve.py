@@ -1,0 +1,118 @@
+"""`walletd serve`: one instance per data_dir, start-up checks, the HTTP server, a clean stop.
+
+Order on the way in: the data_dir lock, Redis (the embedded one started and
+supervised), checks (ledger store, Redis reachable and durable, partitions);
+only then the HTTP server. On SIGINT or SIGTERM, the way out is the reverse:
+uvicorn stops accepting and lets in-flight callbacks finish, the lifespan stops
+the flusher, then the embedded Redis is shut down (AOF fsynced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from app import redis_durability
+from app import settings as config
+from app.instance import single_instance
+from app.ledger import open_store
+from app.redis_client import connect
+from app.redis_server import served_redis_url
+from app.settings import Settings
+from app.wallet import Wallet
+
+# In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
+# one answers within its budget (oia.budget_ms), so this is plenty.
+GRACEFUL_SHUTDOWN_S = 10
+FLUSHER_STOP_S = 30.0
+PASSWORD_IN_URL = re.compile(r"(//[^/:@\s]*:)[^@\s]*@")
+
+
+class StartupError(Exception):
+    pass
+
+
+def without_passwords(text: str) -> str:
+    return PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def stop_requested(signum: int, frame: FrameType | None) -> None:
+    # Outside uvicorn's own handlers (start-up, and after its graceful shutdown,
+    # when it re-raises the signal): exit 0 through the with-blocks, which stop
+    # Redis. Further signals are ignored so they cannot cut that short.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(0)
+
+
+def serve(settings: Settings, config_path: str | None) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop_requested)
+    with single_instance(settings.data_path), contextlib.ExitStack() as stack:
+        try:
+            open_store(settings.storage_url).close()  # before Redis: a wrong URL is the whole output
+            url = stack.enter_context(served_redis_url(settings.redis.url, settings.data_path, settings.redis.port))
+            asyncio.run(preflight(settings, url))
+        except Exception as exc:  # noqa: BLE001 - any start-up failure is one line and exit 2
+            raise StartupError(without_passwords(str(exc) or type(exc).__name__)) from None
+        run_http(settings, config_path, url)
+    return 0
+
+
+async def preflight(settings: Settings, url: str) -> None:
+    """What the lifespan would fail on, checked first so that it fails as one line."""
+    redis = connect(url, settings.redis)
+    try:
+        await redis.ping()
+        await redis_durability.check(redis, settings.redis.require_durable)
+        await Wallet(redis, settings.wallet).start()
+    finally:
+        await redis.aclose()
+
+
+def run_http(settings: Settings, config_path: str | None, url: str) -> None:
+    import uvicorn
+
+    from app.web import create_app
+
+    # proxy_headers off: the StarGame allow-list must see the socket's peer,
+    # not an X-Forwarded-For header anyone can write.
+    options = {"host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
+               "proxy_headers": False, "access_log": False, "lifespan": "on",
+               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
+    try:
+        if settings.server.workers == 1:
+            uvicorn.run(create_app(settings, url), **options)
+        else:
+            serve_workers(settings, config_path, url, options)
+    except SystemExit as exc:
+        if exc.code not in (0, None):  # uvicorn: 1 = cannot bind, 3 = lifespan start-up failed
+            raise StartupError(f"the HTTP server on {settings.server.host}:{settings.server.port} "
+                               f"did not start (the reason is logged above)") from None
+        raise
+
+
+def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict) -> None:
+    """uvicorn's supervisor forks the workers; one `walletd flush` process serves them all."""
+    import uvicorn
+
+    os.environ["WALLETD_REDIS_URL"] = url
+    if config_path:
+        os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
+    flusher = None
+    if settings.flusher.enabled:
+        # Own session: serve stops it (SIGTERM) after the workers, not a Ctrl-C.
+        flusher = subprocess.Popen([sys.executable, "-m", "app.cli", "flush"], start_new_session=True)
+    try:
+        uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
+    finally:
+        if flusher is not None:
+            flusher.terminate()
+            flusher.wait(timeout=FLUSHER_STOP_S)

@@ -1,0 +1,99 @@
+"""`walletd serve` as a real process: one per data_dir, clean Ctrl-C, start-up errors as one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.process import Server, walletd
+
+EXIT_STARTUP, EXIT_RUNNING = 2, 3
+
+
+def writebet(server: Server, uid: str, bet: int) -> dict:
+    params = {"cmd": "writeBet", "uid": uid, "bet": str(bet), "win": "0"}
+    return httpx.get(server.base_url + "/stargame", params=params, timeout=5).json()
+
+
+def balance(server: Server, uid: str) -> int:
+    return httpx.get(server.base_url + "/stargame", params={"cmd": "getBalance", "uid": uid}, timeout=5).json()["cash"]
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    first = Server(tmp_path / "first", data_dir=data_dir).start()  # embedded Redis
+    try:
+        second = Server(tmp_path / "second", data_dir=data_dir).refused()
+        assert second.returncode == EXIT_RUNNING
+        assert f"pid {first.process.pid}" in second.stderr and str(data_dir) in second.stderr
+        assert "Traceback" not in second.stderr + second.stdout
+        # The CLI still works next to the running server, through its Redis.
+        walletd(first.config, "player", "create", "s1", "--currency", "EUR", "--balance", "1.00")
+        assert balance(first, "s1") == 100
+    finally:
+        first.stop()
+    assert first.process.returncode == 0
+
+
+def test_a_second_serve_with_an_external_redis_is_refused_too(tmp_path: Path, redis_url: str) -> None:
+    # Same data_dir, same Redis: the second would run a flusher under the same consumer name.
+    data_dir = tmp_path / "var"
+    first = Server(tmp_path / "first", redis_url, data_dir=data_dir).start()
+    try:
+        second = Server(tmp_path / "second", redis_url, data_dir=data_dir).refused()
+        assert second.returncode == EXIT_RUNNING, second.stderr
+        assert f"pid {first.process.pid}" in second.stderr
+    finally:
+        first.stop()
+
+
+def test_ctrl_c_stops_walletd_then_redis_cleanly_and_keeps_the_data(tmp_path: Path) -> None:
+    server = Server(tmp_path).start()
+    walletd(server.config, "player", "create", "c1", "--currency", "EUR", "--balance", "10.00")
+    assert writebet(server, "c1", 250)["status"] == "success"
+    redis_url = (tmp_path / "var" / "redis.url").read_text().strip()
+    redis_pid = redis.Redis.from_url(redis_url).info("server")["process_id"]
+
+    assert server.interrupt() == 0  # SIGINT to the process group, as a terminal's Ctrl-C
+    output = server.log.read_text()
+    assert "Traceback" not in output, output
+    redis_log = (tmp_path / "var" / "redis" / "redis.log").read_text()
+    assert "Received SIGINT" not in redis_log  # the Ctrl-C did not reach Redis: walletd stopped it
+    assert "Received SIGTERM" in redis_log and "ready to exit, bye bye" in redis_log
+    assert not process_alive(redis_pid)
+
+    server.start()  # the AOF replays: the booking is there
+    try:
+        assert balance(server, "c1") == 750
+    finally:
+        server.stop()
+
+
+def test_a_bad_storage_url_exits_2_with_one_line(tmp_path: Path) -> None:
+    server = Server(tmp_path, storage_url="postgresql://walletd:s3cret@db.example/ledger")
+    result = server.refused()
+    assert result.returncode == EXIT_STARTUP
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("walletd: ") and "storage.url" in lines[0], lines
+    assert "s3cret" not in lines[0]
+    assert not (tmp_path / "var" / "redis.url").exists()  # the embedded Redis it started is stopped
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_still_exits_0(tmp_path: Path, redis_url: str) -> None:
+    server = Server(tmp_path, redis_url).start()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert "Traceback" not in server.log.read_text()
