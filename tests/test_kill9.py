@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import sqlite3
 from collections import defaultdict
@@ -35,6 +36,29 @@ async def spin(client: httpx.AsyncClient, successes: dict[str, list[int]], stop:
         body = r.json()
         if body["status"] == "success":
             successes[player].append(body["cash"])
+
+
+def ledger_sums(ledger_db: Path) -> dict[str, int]:
+    """Balance per player by the ledger: opening, bets, and any reversal of a bet
+    whose outcome was unknown when walletd answered fail (the reconciler's)."""
+    db = sqlite3.connect(ledger_db)
+    rows = db.execute("SELECT player_id, SUM(amount_minor) FROM ledger GROUP BY player_id").fetchall()
+    db.close()
+    return dict(rows)
+
+
+def reversed_bet_balances(ledger_db: Path) -> dict[str, set[int]]:
+    """balance_after of each bet the reconciler reversed (its ref names the original entries)."""
+    db = sqlite3.connect(ledger_db)
+    found: dict[str, set[int]] = defaultdict(set)
+    for player, ref in db.execute("SELECT player_id, ref FROM ledger WHERE kind = 'reverse'").fetchall():
+        for entry_id in re.findall(r"\d+:\d+", ref):
+            row = db.execute("SELECT balance_after_minor FROM ledger WHERE entry_id = ? AND kind = 'bet'",
+                             (entry_id,)).fetchone()
+            if row:
+                found[player].add(row[0])
+    db.close()
+    return found
 
 
 def bet_balances(ledger_db: Path) -> dict[str, list[int]]:
@@ -85,8 +109,9 @@ async def test_kill_9_under_load_keeps_every_answered_booking(tmp_path: Path) ->
         # Bets of 1 make every balance_after unique: each answered booking is one entry.
         assert len(stored[player]) == len(set(stored[player]))
         assert set(cash_values) <= set(stored[player]), f"{player}: an answered booking is missing"
-        assert balances[player] == OPENING_MINOR - len(stored[player])
+        assert balances[player] == ledger_sums(tmp_path / "ledger.db")[player]
         assert balances[player] <= OPENING_MINOR - len(cash_values)
+        assert not set(cash_values) & reversed_bet_balances(tmp_path / "ledger.db")[player], "answered, then reversed"
     print(f"\nkill -9 test: {answered} bookings answered success before the kill, "
           f"{sum(len(v) for v in stored.values())} booked after restart (the rest were in flight)")
 
@@ -142,4 +167,6 @@ async def test_walletd_restarts_its_embedded_redis_after_kill_9(tmp_path: Path) 
     stored = bet_balances(tmp_path / "ledger.db")
     for player, cash_values in successes.items():
         assert set(cash_values) <= set(stored[player]), f"{player}: an answered booking is missing"
-        assert balances[player] == OPENING_MINOR - len(stored[player])
+        assert balances[player] == ledger_sums(tmp_path / "ledger.db")[player]
+        assert balances[player] <= OPENING_MINOR - len(cash_values)
+        assert not set(cash_values) & reversed_bet_balances(tmp_path / "ledger.db")[player], "answered, then reversed"
