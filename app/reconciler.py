@@ -80,7 +80,10 @@ class Reconciler:
         return settled
 
     async def reconcile_file(self, path: Path) -> int:
-        journal = JournalFile(path)
+        try:
+            journal = JournalFile(path)
+        except FileNotFoundError:
+            return 0  # settled and deleted by another reconciler (a `walletd flush` beside serve)
         try:
             offset = read_offset(path)
             settled = 0

@@ -363,3 +363,10 @@ def test_reconciliation_settings_are_checked(field: str, value: int) -> None:
     setattr(settings.stargame, field, value)
     with pytest.raises(ConfigError, match=field):
         check(settings)
+
+
+async def test_a_journal_file_deleted_under_the_reconciler_is_skipped(
+    settings: Settings, wallet: Wallet, tmp_path: Path
+) -> None:
+    # A second reconciler (walletd flush beside serve) settled and deleted it meanwhile.
+    assert await reconciler_for(settings, wallet).reconcile_file(tmp_path / "gone.journal") == 0
