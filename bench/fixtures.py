@@ -59,7 +59,8 @@ async def create_players(settings: Settings, redis_url: str) -> dict[str, str]:
         tokens = {}
         for player in player_ids():
             with contextlib.suppress(WalletError):  # a second run on the same Redis
-                await wallet.create_player(player, CURRENCY, BALANCE_MINOR, "DE", "en", player, [])
+                await wallet.create_player(player, CURRENCY, BALANCE_MINOR, "DE", "en", player, [],
+                                           operator_id=OPERATOR)
             tokens[player], _, _ = await oia.open_session(OPERATOR, player, str(GAME_ID), "")
         return tokens
     finally:
