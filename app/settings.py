@@ -217,6 +217,10 @@ def check(settings: Settings) -> None:
         raise ConfigError("wallet.partitions must be 1..16384")
     if not 1 <= settings.flusher.batch_max <= 10_000:
         raise ConfigError("flusher.batch_max must be 1..10000")
+    flusher = settings.flusher
+    if min(flusher.tick_ms, flusher.retry_backoff_max_ms) < 1 or flusher.claim_interval_ms < 0:
+        raise ConfigError("flusher.tick_ms and flusher.retry_backoff_max_ms must be positive, "
+                          "flusher.claim_interval_ms not negative")
     check_redis(settings.redis)
     for entry in settings.stargame.allowed_ips:
         try:

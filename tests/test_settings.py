@@ -44,7 +44,8 @@ def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
      '[[oia.operators]]\nid = "a"\nsecret_key = ""\n',
      '[[oia.operators]]\nid = "a"\nsecret_key = "s"\n[[oia.operators]]\nid = "a"\nsecret_key = "t"\n',
      '[[oia.operators]]\nid = "a"\nsecret_key = "s"\ncurrencies = ["EUR"]\ndisabled_games = ["x"]\n',
-     "[oia]\nretention_s = 0\n"],
+     "[oia]\nretention_s = 0\n", "[flusher]\nretry_backoff_max_ms = 0\n", "[flusher]\ntick_ms = -1\n",
+     "[redis]\nrequire_durable = 'no'\n"],
 )
 def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.toml"
