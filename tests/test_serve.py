@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import redis
 
 from tests.process import Server, walletd
+from tests.test_oia_transactions import BUSY_LUA
 
 EXIT_STARTUP, EXIT_RUNNING = 2, 3
+HOLD_US = 600_000  # a script holding Redis this long: a callback is in flight when Ctrl-C comes
 
 
 def writebet(server: Server, uid: str, bet: int) -> dict:
@@ -52,13 +56,21 @@ def test_a_second_serve_with_an_external_redis_is_refused_too(tmp_path: Path, re
 
 
 def test_ctrl_c_stops_walletd_then_redis_cleanly_and_keeps_the_data(tmp_path: Path) -> None:
-    server = Server(tmp_path).start()
+    server = Server(tmp_path, budget_ms=10_000).start()
     walletd(server.config, "player", "create", "c1", "--currency", "EUR", "--balance", "10.00")
     assert writebet(server, "c1", 250)["status"] == "success"
     redis_url = (tmp_path / "var" / "redis.url").read_text().strip()
-    redis_pid = redis.Redis.from_url(redis_url).info("server")["process_id"]
+    busy = redis.Redis.from_url(redis_url)
+    redis_pid = busy.info("server")["process_id"]
 
-    assert server.interrupt() == 0  # SIGINT to the process group, as a terminal's Ctrl-C
+    with ThreadPoolExecutor(2) as pool:
+        pool.submit(busy.eval, BUSY_LUA, 0, HOLD_US)  # Redis busy: the next writeBet waits inside walletd
+        time.sleep(0.15)
+        in_flight = pool.submit(writebet, server, "c1", 250)
+        time.sleep(0.15)
+        assert not in_flight.done()
+        assert server.interrupt() == 0  # SIGINT to the process group, as a terminal's Ctrl-C
+        assert in_flight.result(10)["status"] == "success"  # drained: answered before Redis stopped
     output = server.log.read_text()
     assert "Traceback" not in output, output
     redis_log = (tmp_path / "var" / "redis" / "redis.log").read_text()
@@ -68,7 +80,7 @@ def test_ctrl_c_stops_walletd_then_redis_cleanly_and_keeps_the_data(tmp_path: Pa
 
     server.start()  # the AOF replays: the booking is there
     try:
-        assert balance(server, "c1") == 750
+        assert balance(server, "c1") == 500
     finally:
         server.stop()
 
