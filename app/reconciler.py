@@ -91,6 +91,12 @@ class Reconciler:
                 settled += await self.settle(note)
                 offset = end
                 write_offset(path, offset)  # a restarted reconciler resumes here
+            if journal.owner_gone and offset < journal.size() and journal.only_torn_line_after(offset):
+                # Its writer died mid-note (or cut a short write it could not undo): that
+                # request was never answered as noted, and nobody will finish the line.
+                log.warning("reconciler: journal file %s ends in an incomplete note; dropped with the file",
+                            path.name)
+                offset = journal.size()
             if journal.owner_gone and offset >= journal.size():
                 path.unlink()  # while still locked: no writer can be using it
                 done_path(path).unlink(missing_ok=True)

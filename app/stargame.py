@@ -199,9 +199,10 @@ class StarGame:
         bet_cents, win_cents = amount(request, "bet"), amount(request, "win")
         player_id = await self.player_of(uid)
         if not self.journal.has_room():
-            limited_log.error("journal-full", "stargame: the reconciliation journal is full (is the flusher's "
-                              "process running?); writeBets refused unbooked")
-            raise Refused("wallet unavailable: reconciliation journal full; nothing booked")
+            limited_log.error("journal", "stargame: the reconciliation journal cannot take a note (%s; is the "
+                              "flusher's process running? is data_dir writable?); writeBets refused unbooked",
+                              self.journal.problem)
+            raise Refused("wallet unavailable: reconciliation journal full or not writable; nothing booked")
         request_id = uuid.uuid4().hex
         # The currency is known after the first call for a player (getBalance comes
         # first in a session); on a miss the script answers CURRENCY without booking.

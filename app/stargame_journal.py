@@ -14,6 +14,7 @@ a live writer's file unlocked. Bounded: notes_per_file per file, files_max files
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -79,31 +80,57 @@ class Journal:
         self.lock = threading.Lock()
         self.fd: int | None = None
         self.notes_in_file = 0
-        self.full_checked_at: float | None = None  # monotonic time of the last "full" listing
+        self.refused_at: float | None = None  # monotonic time a file could last not be opened
+        self.problem = ""  # why not, in words (full, or the directory not writable)
 
     def has_room(self) -> bool:
-        """Whether one more note can be taken (checked before a booking is sent)."""
+        """Whether one more note can be taken (checked before a booking is sent): a
+        file is open for it, so a journal that is full or cannot be written (read-only
+        directory, wrong owner) refuses the booking instead of losing its note."""
         with self.lock:
             if self.fd is not None and self.notes_in_file < self.notes_per_file:
                 return True
             now = time.monotonic()
-            if self.full_checked_at is not None and now - self.full_checked_at < FULL_RECHECK_S:
+            if self.refused_at is not None and now - self.refused_at < FULL_RECHECK_S:
                 return False
-            full = len(journal_files(self.directory, self.files_max)) >= self.files_max
-            self.full_checked_at = now if full else None
-            return not full
+            try:
+                self._roll()
+            except (OSError, JournalFull) as exc:
+                self.refused_at, self.problem = now, str(exc)
+                return False
+            self.refused_at, self.problem = None, ""
+            return True
 
     def note(self, note: Note) -> None:
-        """Appends note and fsyncs it: durable when this returns."""
+        """Appends note and fsyncs it: durable when this returns. On any failure the
+        file holds no part of it (a short write on a full disk is cut off) and is
+        never appended to again, so a torn line cannot swallow a later note."""
         line = ENCODER.encode(note) + b"\n"
         assert len(line) <= NOTE_BYTES_MAX, "a note is a short line"
         with self.lock:
             if self.fd is None or self.notes_in_file >= self.notes_per_file:
                 self._roll()
             assert self.fd is not None
-            os.write(self.fd, line)
-            os.fsync(self.fd)
+            start = os.lseek(self.fd, 0, os.SEEK_END)
+            try:
+                written = os.write(self.fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"journal note cut short: {written} of {len(line)} bytes written")
+                os.fsync(self.fd)
+            except OSError:
+                self._abandon(start)
+                raise
             self.notes_in_file += 1
+
+    def _abandon(self, size: int) -> None:
+        """Cuts the file back to size (best effort) and closes it: the next note rolls."""
+        assert self.fd is not None
+        try:
+            os.ftruncate(self.fd, size)
+            os.fsync(self.fd)
+        except OSError:
+            pass  # a torn last line stays; the reconciler drops it once no writer holds the file
+        self._close()
 
     def _roll(self) -> None:
         self._close()
@@ -158,6 +185,13 @@ class JournalFile:
 
     def size(self) -> int:
         return os.fstat(self.file.fileno()).st_size
+
+    def only_torn_line_after(self, offset: int) -> bool:
+        """Whether what follows offset is one incomplete line: a note whose write never
+        completed (its writer died or cut it short), never answered as noted."""
+        self.file.seek(offset)
+        rest = self.file.read(NOTE_BYTES_MAX + 1)
+        return 0 < len(rest) <= NOTE_BYTES_MAX and b"\n" not in rest
 
     def close(self) -> None:
         self.file.close()

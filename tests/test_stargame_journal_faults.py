@@ -1,0 +1,90 @@
+"""The StarGame journal when the disk misbehaves, and StarGame's log when Redis is
+down: a note is either durable and whole or the booking is never sent / the
+failure is reported; a torn note never blocks a file.
+Real Redis, real files, a real process for the full disk (RLIMIT_FSIZE)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.settings import Settings
+from app.stargame_journal import ENCODER, Note, directory_of, journal_files
+from app.wallet import Wallet
+from tests.conftest import OPERATOR
+from tests.oia_calls import redis_state
+from tests.test_stargame_reconcile import open_client, reconciler_for, sg
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_a_journal_that_cannot_be_written_refuses_write_bets_before_booking(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    # Tests run as root, so a read-only mode would not stop them: a file stands where
+    # the journal directory must be created (a wrong owner, a read-only mount alike).
+    await wallet.create_player("sg1", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    directory_of(settings.data_path).write_text("not a directory")
+    client, app = await open_client(settings)
+    async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
+        assert (await sg(client, cmd="getBalance", uid="sg1"))["status"] == "success"
+        before = redis_state(sync_redis)
+        body = await sg(client, cmd="writeBet", uid="sg1", bet="100", win="0")
+        # Sent, its reply lost, it could not be noted: a charge nobody would reverse.
+        assert body["status"] == "fail" and "not writable" in body["error"], body
+        assert redis_state(sync_redis) == before
+
+
+NOTE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from app.stargame_journal import Journal, Note
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is cut short, like ENOSPC
+journal = Journal(Path(sys.argv[1]), 10, 10)
+journal.has_room()
+resource.setrlimit(resource.RLIMIT_FSIZE, (40, 40))  # the disk fills: 40 bytes fit
+try:
+    journal.note(Note("ab" * 16, "sg1", "117", 100, 0, 1))
+except OSError as exc:
+    print("refused", exc)
+else:
+    print("noted")
+"""
+
+
+def test_a_note_cut_short_by_a_full_disk_is_reported_and_leaves_no_torn_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", NOTE_ON_A_FULL_DISK, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, check=True)
+    # A short write taken as durable would be logged "noted for the reconciler" while
+    # the reconciler can never read it (and the next note would be glued to it).
+    assert done.stdout.startswith("refused"), done.stdout + done.stderr
+    for path in journal_files(tmp_path, 10):
+        content = path.read_bytes()
+        assert content == b"" or content.endswith(b"\n"), content
+
+
+async def test_a_dead_writers_torn_last_note_does_not_keep_its_file_forever(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    await wallet.create_player("sg1", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
+    directory = directory_of(settings.data_path)
+    directory.mkdir(parents=True)
+    whole = Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, int(time.time() * 1000))
+    torn = ENCODER.encode(Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, int(time.time() * 1000)))[:30]
+    (directory / "123-abc.journal").write_bytes(ENCODER.encode(whole) + b"\n" + torn)  # writer died mid-note
+    reconciler = reconciler_for(settings, wallet)
+    assert await reconciler.reconcile_all() == 1
+    assert reconciler.counts["tombstoned"] == 1
+    # Left there it would count against journal_files_max on every pass, for ever.
+    assert journal_files(directory, 10) == []
+    assert list(directory.iterdir()) == []
+
