@@ -162,10 +162,11 @@ class StarGame:
             return fail(ANSWER_UNKNOWN)
         except (RedisTimeout, OutcomeUnknown):
             # Only reads get here (a booking's time-out is Unanswerable): nothing booked.
-            log.error("stargame %s: Redis timed out", quoted(request.url.query))
+            limited_log.error("timeout", "stargame %s: Redis timed out", quoted(request.url.query))
             return fail("wallet timeout")
         except (RedisError, OSError, WalletUnavailable) as exc:
-            log.error("stargame: wallet unavailable: %s", quoted(exc))
+            # An outage fails every call the same way: one line a minute, not one per call.
+            limited_log.error(f"unavailable-{type(exc).__name__}", "stargame: wallet unavailable: %s", quoted(exc))
             return fail("wallet unavailable")
         except Exception:
             log.exception("stargame: internal error")

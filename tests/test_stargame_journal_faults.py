@@ -1,10 +1,11 @@
 """The StarGame journal when the disk misbehaves, and StarGame's log when Redis is
 down: a note is either durable and whole or the booking is never sent / the
-failure is reported; a torn note never blocks a file.
+failure is reported; a torn note never blocks a file; an outage is not a log flood.
 Real Redis, real files, a real process for the full disk (RLIMIT_FSIZE)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -14,11 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from app import stargame
+from app.logsafe import RateLimitedLog
 from app.settings import Settings
 from app.stargame_journal import ENCODER, Note, directory_of, journal_files
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
+from tests.redis_servers import private_redis
 from tests.test_stargame_reconcile import open_client, reconciler_for, sg
 
 pytestmark = pytest.mark.anyio
@@ -87,4 +91,21 @@ async def test_a_dead_writers_torn_last_note_does_not_keep_its_file_forever(
     # Left there it would count against journal_files_max on every pass, for ever.
     assert journal_files(directory, 10) == []
     assert list(directory.iterdir()) == []
+
+
+async def test_a_redis_outage_is_logged_once_not_per_stargame_call(
+    tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stargame, "limited_log", RateLimitedLog(stargame.log))  # no earlier test's state
+    with private_redis(tmp_path / "redis") as server:
+        settings.redis.url = server.admin_url
+        client, app = await open_client(settings, server.admin_url)
+        async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
+            server.stop()
+            caplog.set_level(logging.INFO, logger="walletd.stargame")
+            for i in range(20):
+                body = await sg(client, cmd="getBalance", uid=f"p{i}")
+                assert body == {"status": "fail", "error": "wallet unavailable"}
+    lines = [r for r in caplog.records if r.name == "walletd.stargame"]
+    assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
 
