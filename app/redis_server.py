@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -88,6 +88,12 @@ def _die_with_parent() -> None:
     # Linux: the server gets SIGTERM (a clean, fsynced shutdown) if walletd dies.
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
+
+
+def die_with_parent_preexec() -> Callable[[], None] | None:
+    """preexec_fn for a child that must get SIGTERM when the thread starting it ends
+    (None where prctl is not available)."""
+    return _die_with_parent if _PRCTL is not None else None
 
 
 def server_args(binary: str, directory: Path, port: int) -> list[str]:

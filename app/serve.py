@@ -14,13 +14,12 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from types import FrameType
 
 from app import redis_durability
 from app import settings as config
+from app.flush_process import FlushProcess
 from app.instance import single_instance
 from app.ledger import open_store
 from app.redis_client import connect
@@ -31,7 +30,6 @@ from app.wallet import Wallet
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
 # one answers within its budget (oia.budget_ms), so this is plenty.
 GRACEFUL_SHUTDOWN_S = 10
-FLUSHER_STOP_S = 30.0
 PASSWORD_IN_URL = re.compile(r"(//[^/:@\s]*:)[^@\s]*@")
 
 
@@ -106,13 +104,11 @@ def serve_workers(settings: Settings, config_path: str | None, url: str, options
     os.environ["WALLETD_REDIS_URL"] = url
     if config_path:
         os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
-    flusher = None
-    if settings.flusher.enabled:
-        # Own session: serve stops it (SIGTERM) after the workers, not a Ctrl-C.
-        flusher = subprocess.Popen([sys.executable, "-m", "app.cli", "flush"], start_new_session=True)
+    flusher = FlushProcess() if settings.flusher.enabled else None
+    if flusher is not None:
+        flusher.start()  # supervised: restarted whenever it dies, stopped after the workers
     try:
         uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
     finally:
         if flusher is not None:
-            flusher.terminate()
-            flusher.wait(timeout=FLUSHER_STOP_S)
+            flusher.stop()

@@ -1,0 +1,71 @@
+"""`walletd serve` with server.workers > 1, as a real process tree: the one flush
+process (flusher and StarGame reconciler) is supervised like the embedded Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+from tests.process import Server, walletd
+
+RESTART_WAIT_S = 15.0
+
+
+def flush_children(parent: int) -> list[int]:
+    """Pids of the `walletd flush` processes whose parent is parent."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"app.cli" in cmdline and b"flush" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(condition: object, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def ledger_has(db: Path, player: str) -> bool:
+    try:
+        with sqlite3.connect(db) as connection:
+            return connection.execute("SELECT count(*) FROM ledger WHERE player_id = ?", (player,)).fetchone()[0] > 0
+    except sqlite3.OperationalError:  # not created yet
+        return False
+
+
+def test_a_dead_flush_process_is_restarted_and_bookings_reach_the_store_again(tmp_path: Path) -> None:
+    server = Server(tmp_path)
+    server.config.write_text(server.config.read_text().replace("[server]\n", "[server]\nworkers = 2\n"))
+    server.start()
+    try:
+        assert server.process is not None
+        assert wait_for(lambda: len(flush_children(server.process.pid)) == 1, RESTART_WAIT_S)
+        [first] = flush_children(server.process.pid)
+        os.kill(first, signal.SIGKILL)
+        # Dead and never restarted, nothing would move bookings to the store again.
+        assert wait_for(lambda: flush_children(server.process.pid) not in ([], [first]), RESTART_WAIT_S), \
+            server.log.read_text()
+        walletd(server.config, "player", "create", "w1", "--currency", "EUR", "--balance", "10.00")
+        assert wait_for(lambda: ledger_has(tmp_path / "ledger.db", "w1"), RESTART_WAIT_S)
+        assert "the flusher process" in server.log.read_text()
+        second = flush_children(server.process.pid)
+    finally:
+        code = server.interrupt()
+    assert code == 0
+    assert "Traceback" not in server.log.read_text(), server.log.read_text()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in second)  # stopped with serve
