@@ -197,7 +197,7 @@ class OiaWallet:
         except (sqlite3.Error, OSError) as exc:
             log.error("ledger store unreadable, changebalance refused unbooked: %s", exc)
             return Outcome("STORE_DOWN")
-        if found is None and store_may_be_behind:
+        if store_may_be_behind and not final(found):
             return Outcome("BEHIND")
         answer = ["absent"] if found is None else ["found"]
         stored = [] if found is None else found.change_args()
@@ -223,8 +223,8 @@ class OiaWallet:
         # Not in Redis: past the retention (look in the ledger store) or never seen.
         store_may_be_behind = int(reply[1]) == 1
         found = booked_from(await self.store.find(player_id, ref))
-        if found is None and store_may_be_behind:
-            return "BEHIND"  # a tombstone now could deny a booking the store has not seen yet
+        if store_may_be_behind and not final(found):
+            return "BEHIND"
         mode = ["tombstone"] if found is None else ["restore", *found.cancel_args()]
         reply = await self.scripts.oia_cancel(keys=keys, args=[*args, *mode])
         return reply[0]
@@ -293,6 +293,14 @@ class StoredBooking(msgspec.Struct, frozen=True):
         """ARGV[13..17] of oia_cancel.lua's 'restore' mode."""
         return [self.kind, str(self.amount_minor), "1" if self.cancelled else "0", self.fp,
                 str(self.balance_after_minor)]
+
+
+def final(found: StoredBooking | None) -> bool:
+    """Whether a store that may be behind can still be trusted for this id. It may
+    lack the booking (a tombstone or a booking now would deny or repeat it) or the
+    cancel of a booking it holds (restoring it as booked would let it be reversed
+    twice); only a cancel found there is the id's last word."""
+    return found is not None and found.cancelled
 
 
 def booked_from(entries: list[StoredEntry]) -> StoredBooking | None:

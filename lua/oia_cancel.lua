@@ -71,5 +71,8 @@ balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, 'cancel', delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game})
 redis.call('HSET', tx_key, 'st', 'CANCELED')
+-- The record outlives the id's last ledger entry by the retention: once it is gone,
+-- an entry not yet in the store is as old as the retention (store_may_be_behind).
+redis.call('PEXPIRE', tx_key, retention_ms)
 keep_round(round_key, game, finished, retention_ms)
 return {'CANCELED', balance}

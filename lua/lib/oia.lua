@@ -6,6 +6,8 @@
 --   code   the answer given: OK or an OP_xx refusal
 --   bal, cur   balance and currency of the original answer
 --   type, amt  BET|WIN|REFUND and amount_minor (what a cancel reverses)
+-- A record lives retention_ms after the last ledger entry written for its id (the
+-- booking, or the cancel: it renews the expiry), so store_may_be_behind below holds.
 -- A round record (hash, same retention) holds game and fin (1 once finished).
 local function keep_round(round_key, game, finished, retention_ms)
   if game ~= '' then redis.call('HSET', round_key, 'game', game) end
