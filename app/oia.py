@@ -267,7 +267,7 @@ class Oia:
     async def changebalance(self, operator: OperatorSettings, data: ChangeData, deadline_ms: int) -> Any:
         player_id = player_id_of(data.user_id)
         currency_allowed = allowed(operator, data.currency_code)
-        amount = await self.amount_for(player_id, data, currency_allowed)
+        amount = await self.amount_for(operator, player_id, data, currency_allowed)
         change = Change(
             operator_id=operator.id, player_id=player_id, kind=data.transaction_type,
             transaction_id=data.transaction_id, round_id=data.round_id, game_id=data.game_id,
@@ -282,20 +282,23 @@ class Oia:
             raise refuse_code(outcome.code)
         return BalanceReply(wire_balance(outcome.balance_minor, outcome.currency), outcome.currency)
 
-    async def amount_for(self, player_id: str, data: ChangeData, currency_allowed: bool) -> int:
+    async def amount_for(self, operator: OperatorSettings, player_id: str, data: ChangeData,
+                         currency_allowed: bool) -> int:
         """data.amount in minor units of data.currency_code. An amount that does
         not fit that currency (1.50 JPY) is malformed (OP_50) only if the currency
-        is the player's and allowed; otherwise the currency is what is wrong: the
-        script refuses and records OP_30 (the amount kept in hundredths, so a retry
-        has the same fingerprint)."""
+        is the player's and allowed, and the player this operator's; otherwise the
+        script answers: OP_30 recorded (the amount kept in hundredths, so a retry has
+        the same fingerprint), or OP_34 for another operator's player, who must not
+        show through this path either."""
         raw = bytes(data.amount)
         wire = wire_amount(raw)  # malformed whatever the currency: OP_50
         try:
             return amount_minor(raw, data.currency_code)
         except AmountError as exc:
             if currency_allowed:
-                account = await self.wallet.wallet.account(player_id)
-                if account is not None and account.currency == data.currency_code:
+                profile = await self.wallet.wallet.profile(player_id)
+                if (profile is not None and profile.get("cur") == data.currency_code
+                        and self.wallet.owner_of(profile) == operator.id):
                     raise invalid(str(exc)) from exc
             return wire
 

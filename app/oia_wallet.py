@@ -112,6 +112,10 @@ class OiaWallet:
         self.horizon = Horizon(settings.filter_generation_s)
         self.filter_bits = settings.filter_bits
 
+    def owner_of(self, profile: dict[str, str]) -> str:
+        """The operator an account belongs to, as lua/lib/owner.lua decides ('' = nobody)."""
+        return profile.get("op") or self.implied_owner
+
     async def start(self) -> None:
         """Learn since when every booking is in the late-retry filter (README "Late retries")."""
         meta = self.keys.meta()
