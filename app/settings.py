@@ -232,6 +232,10 @@ def check(settings: Settings) -> None:
             raise ConfigError(f"path {path!r} must start with '/'")
     check_oia(settings.oia)
     check_stargame(settings.stargame)
+    if settings.stargame.journal_files_max < settings.server.workers:
+        # Each server process keeps one journal file open for its next note; one without
+        # a file refuses every writeBet.
+        raise ConfigError("stargame.journal_files_max must be at least server.workers")
 
 
 # Five minutes: the reconciler's 60 s safety margin leaves it four to settle a note.

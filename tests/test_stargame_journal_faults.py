@@ -17,8 +17,8 @@ import redis
 
 from app import stargame
 from app.logsafe import RateLimitedLog
-from app.settings import Settings
-from app.stargame_journal import ENCODER, Note, directory_of, journal_files
+from app.settings import ConfigError, Settings, check
+from app.stargame_journal import ENCODER, Journal, Note, directory_of, journal_files
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
@@ -109,3 +109,15 @@ async def test_a_redis_outage_is_logged_once_not_per_stargame_call(
     lines = [r for r in caplog.records if r.name == "walletd.stargame"]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
 
+
+
+def test_every_worker_gets_a_journal_file(tmp_path: Path) -> None:
+    # Each process serving StarGame holds one file open for its next note: with fewer
+    # files allowed than workers, some worker would refuse every writeBet.
+    first, second = Journal(tmp_path, 10, 1), Journal(tmp_path, 10, 1)
+    assert first.has_room() and not second.has_room()
+    first.close()
+    settings = Settings()
+    settings.server.workers, settings.stargame.journal_files_max = 4, 2
+    with pytest.raises(ConfigError, match="journal_files_max must be at least server.workers"):
+        check(settings)
