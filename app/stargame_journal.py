@@ -87,6 +87,10 @@ class Journal:
         """Whether one more note can be taken (checked before a booking is sent): a
         file is open for it, so a journal that is full or cannot be written (read-only
         directory, wrong owner) refuses the booking instead of losing its note."""
+        # Read without the lock: it runs on the event loop, and note() holds the lock
+        # through an fsync in its thread; note() rolls to a new file itself if needed.
+        if self.fd is not None and self.notes_in_file < self.notes_per_file:
+            return True
         with self.lock:
             if self.fd is not None and self.notes_in_file < self.notes_per_file:
                 return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -121,3 +122,20 @@ def test_every_worker_gets_a_journal_file(tmp_path: Path) -> None:
     settings.server.workers, settings.stargame.journal_files_max = 4, 2
     with pytest.raises(ConfigError, match="journal_files_max must be at least server.workers"):
         check(settings)
+
+
+def test_has_room_does_not_wait_for_a_note_being_fsynced(tmp_path: Path) -> None:
+    # has_room runs on the event loop for every writeBet; note() holds the lock through
+    # its fsync in a thread. Waiting for it would stall every callback of the process.
+    journal = Journal(tmp_path, 10, 10)
+    assert journal.has_room()
+    journal.lock.acquire()  # a note is being written and fsynced (a slow disk)
+    release = threading.Timer(2.0, journal.lock.release)
+    release.start()
+    started = time.monotonic()
+    try:
+        assert journal.has_room()
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.join()
+        journal.close()
