@@ -234,16 +234,21 @@ class OiaWallet:
         return reply[0]
 
     async def status(self, operator_id: str, player_id: str, transaction_id: int) -> str:
-        """OK, ERROR, CANCELED, NOT_FOUND, NO_PLAYER or OP_34."""
+        """OK, ERROR, CANCELED, NOT_FOUND, NO_PLAYER, OP_34 or BEHIND."""
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id),
-                self.tx_key(partition, operator_id, player_id, transaction_id)]
-        state = (await self.scripts.oia_status(keys=keys, args=[operator_id, self.implied_owner]))[0]
+                self.tx_key(partition, operator_id, player_id, transaction_id), self.keys.ledger(partition)]
+        reply = await self.scripts.oia_status(keys=keys, args=[operator_id, self.implied_owner, self.retention_ms])
+        state = reply[0]
         if state == "TOMB":
             return "NOT_FOUND"
         if state != "MISSING":
             return state
         found = booked_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
+        if int(reply[1]) == 1 and not final(found):
+            # "not found" or "booked" from a store that may lack the booking or its
+            # cancel: the platform would settle (or not cancel) on a wrong answer.
+            return "BEHIND"
         if found is None:
             return "NOT_FOUND"
         return "CANCELED" if found.cancelled else "OK"

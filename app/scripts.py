@@ -43,7 +43,7 @@ PRELUDES: dict[str, tuple[str, ...]] = {
     "create_player": (LEDGER,),
     "oia_change": (LEDGER, OIA, OWNER),
     "oia_cancel": (LEDGER, OIA, OWNER),
-    "oia_status": (OWNER,),
+    "oia_status": (LEDGER, OIA, OWNER),
     "oia_finish": (OWNER,),
     "oia_balance": (OWNER,),
     "oia_authenticate": (OWNER,),

@@ -14,7 +14,7 @@ import redis
 from app.settings import Settings
 from app.wallet import Wallet
 from tests.conftest import balance_of, drain, ledger_rows
-from tests.oia_calls import call, change, error_code
+from tests.oia_calls import call, change, error_code, new_session, redis_state
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +97,34 @@ async def test_a_late_retry_or_cancel_is_not_decided_from_a_store_that_lacks_the
     assert await balance_of(wallet, player) == 10000
     await drain(settings)
     assert oia_rows(settings) == [("win", 500), ("cancel", -500)]
+
+
+async def test_status_is_not_answered_from_a_store_that_may_lack_the_booking_or_its_cancel(
+    short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
+) -> None:
+    """A platform asks status after an OP_47: 'not found' for a BET that was booked (the
+    player stays debited, nobody cancels) or 'OK' for one that was cancelled (it is settled)
+    would be wrong answers it acts on. While the store may lack them: OP_50, retry later."""
+    settings = short_retention
+    token = await new_session(client, player)
+    assert (await call(client, "changebalance", change(player, 1, "BET", 5, token=token)))["status"] == "OK"
+    assert (await call(client, "changebalance", change(player, 2, "BET", 3, token=token)))["status"] == "OK"
+    await drain(settings)  # BET 2 is in the store; its cancel below will not be, nor BET 3
+    assert (await call(client, "cancel", cancel(player, 2)))["data"]["transaction_status"] == "CANCELED"
+    assert (await call(client, "changebalance", change(player, 3, "BET", 1, token=token)))["status"] == "OK"
+    deadline = time.monotonic() + 10
+    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert sync_redis.keys("*:tx:*") == []
+    before = redis_state(sync_redis)
+    for tx in (2, 3):
+        answer = await call(client, "status", {"user_id": player, "transaction_id": tx})
+        assert error_code(answer) == "OP_50", (tx, answer["data"])
+        assert "ledger store is behind" in answer["data"]["error_message"]
+    assert redis_state(sync_redis) == before
+    await drain(settings)
+    assert await status_of(client, player, 1) == "OK"
+    assert await status_of(client, player, 2) == "CANCELED"
+    assert await status_of(client, player, 3) == "OK"
+    assert await status_of(client, player, 4) == "OP_41"
+    assert await balance_of(wallet, player) == 10000 - 500 - 100
