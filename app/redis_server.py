@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -107,6 +108,8 @@ def server_args(binary: str, directory: Path, port: int) -> list[str]:
 
 
 def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float) -> None:
+    """Until the server at url answers; with process, it must be that process: a
+    server that already held the port (a distro's redis, another walletd's) is refused."""
     deadline = time.monotonic() + timeout_s
     client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     try:
@@ -114,10 +117,15 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float) -> 
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {process.returncode}; see its redis.log")
             try:
-                if client.ping():
-                    return
+                client.ping()
+                answering = int(client.info("server")["process_id"])
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 time.sleep(0.05)
+                continue
+            if process is None or answering == process.pid:
+                return
+            raise RuntimeError(f"port {urlsplit(url).port} is already served by another Redis (pid {answering}), "
+                               f"not the redis-server walletd started: set [redis] port to a free one (0: any)")
         raise RuntimeError(f"redis-server at {url} not ready after {timeout_s}s")
     finally:
         client.close()
