@@ -17,12 +17,15 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from redis.exceptions import RedisError
+
 from app import redis_durability
 from app import settings as config
 from app.flush_process import FlushProcess
 from app.instance import single_instance
 from app.ledger import open_store
 from app.redis_client import connect
+from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
 from app.settings import Settings
 from app.wallet import Wallet
@@ -68,7 +71,10 @@ async def preflight(settings: Settings, url: str) -> None:
     """What the lifespan would fail on, checked first so that it fails as one line."""
     redis = connect(url, settings.redis)
     try:
-        await redis.ping()
+        try:
+            await redis.ping()
+        except RedisError as exc:  # its own text does not say it is Redis ("DB index is out of range")
+            raise RuntimeError(f"cannot use Redis at {redacted(url)}: {exc}") from exc
         await redis_durability.check(redis, settings.redis.require_durable)
         await Wallet(redis, settings.wallet).start()
     finally:
