@@ -10,8 +10,10 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import msgspec
+from redis.exceptions import RedisError
 
 from app import currency, serve, settings as config
+from app.errors import WalletCallError
 from app.flusher import Flusher
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.instance import AlreadyRunning
@@ -251,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"walletd: {exc}", file=sys.stderr)
         return EXIT_RUNNING
+    except (RedisError, WalletCallError) as exc:
+        # Redis down or refusing us is no answer to the command: not exit 1 ("refused",
+        # or for verify "mismatch"), and not a traceback.
+        print(f"walletd: cannot use Redis: {serve.without_passwords(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        return EXIT_USAGE
     except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)
         return EXIT_REFUSED
