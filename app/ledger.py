@@ -51,6 +51,9 @@ class LedgerStore(Protocol):
     def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
         """The player's entries with this source and ref, oldest first."""
 
+    def holds_entries(self, source: str) -> bool:
+        """Whether any entry of this source is stored."""
+
     def close(self) -> None: ...
 
 

@@ -89,6 +89,15 @@ class StoreReader:
     async def find(self, player_id: str, ref: str) -> list[StoredEntry]:
         return await asyncio.to_thread(self._find, player_id, ref)
 
+    def _holds_entries(self) -> bool:
+        with self.lock:
+            if self.store is None:
+                self.store = open_store(self.url)
+            return self.store.holds_entries(LEDGER_SOURCE)
+
+    async def holds_entries(self) -> bool:
+        return await asyncio.to_thread(self._holds_entries)
+
     def close(self) -> None:
         with self.lock:
             if self.store is not None:
@@ -121,8 +130,10 @@ class OiaWallet:
         meta = self.keys.meta()
         layout = f"{self.horizon.generation_s}:{self.filter_bits}"
         stored_since, stored_layout = await self.redis.hmget(meta, [META_FILTER_SINCE, META_FILTER_LAYOUT])
-        if stored_since is None or stored_layout not in (None, layout):
-            # A walletd without the filter booked here, or the layout changed: those
+        if (stored_since is None or stored_layout not in (None, layout)
+                or (stored_since == "0" and stored_layout is None and await self.store_holds_entries())):
+            # A walletd without the filter booked here, or the layout changed, or this
+            # Redis is new but the ledger store is not (Redis's data was lost): those
             # bookings left no bits that can be read now.
             since = int(time.time())
             await self.redis.hset(meta, mapping={META_FILTER_SINCE: since, META_FILTER_LAYOUT: layout})
@@ -131,6 +142,16 @@ class OiaWallet:
             if stored_layout is None:
                 await self.redis.hset(meta, META_FILTER_LAYOUT, layout)
         self.horizon.start(since)
+
+    async def store_holds_entries(self) -> bool:
+        """Whether the ledger store holds OIA bookings; asked once per Redis, at the first
+        start on it. A store that cannot be read then counts as holding some: fresh ids
+        pay the slow path for CLOCK_SKEW_S (README "Late retries")."""
+        try:
+            return await self.store.holds_entries()
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            log.error("ledger store unreadable at start, new bookings' ids are checked in it for a while: %s", exc)
+            return True
 
     def booking_keys(self, partition: int, player_id: str) -> list[str]:
         return [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]

@@ -129,6 +129,10 @@ class SqliteStore:
                 "WHERE ref = ? AND source = ? AND player_id = ? ORDER BY partition, seq", (ref, source, player_id))
             return [StoredEntry(kind, int(amount), int(after), fp) for kind, amount, after, fp in cursor]
 
+    def holds_entries(self, source: str) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM ledger WHERE source = ? LIMIT 1", (source,)).fetchone() is not None
+
     def close(self) -> None:
         with self.lock:
             self.db.close()
