@@ -24,7 +24,7 @@ from app.keys import Keys
 from app.logsafe import quoted
 from app.scripts import Scripts
 from app.settings import StarGameSettings
-from app.stargame_journal import JournalFile, Note, journal_files
+from app.stargame_journal import SUFFIX, JournalFile, Note, journal_files
 
 log = logging.getLogger("walletd.reconciler")
 
@@ -77,6 +77,7 @@ class Reconciler:
         settled = 0
         for path in journal_files(self.directory, FILES_PER_PASS):
             settled += await self.reconcile_file(path)
+        remove_orphan_offsets(self.directory)
         return settled
 
     async def reconcile_file(self, path: Path) -> int:
@@ -165,7 +166,19 @@ def read_offset(path: Path) -> int:
 
 
 def write_offset(path: Path, offset: int) -> None:
-    """Atomic replace; not fsynced: a lost offset only re-runs notes, which settle as DONE."""
-    temporary = path.with_suffix(".done.tmp")
+    """Atomic replace; not fsynced: a lost offset only re-runs notes, which settle as DONE.
+    The temporary name is this process's: a second reconciler (`walletd flush` started
+    beside serve) writing the same offset file must not replace it from under us."""
+    temporary = path.with_suffix(f".done.{os.getpid()}.tmp")
     temporary.write_text(str(offset))
     os.replace(temporary, done_path(path))
+
+
+def remove_orphan_offsets(directory: Path) -> None:
+    """Offset files whose journal file is gone: a second reconciler wrote one after the
+    first deleted the settled file. Bounded like a pass."""
+    if not directory.is_dir():
+        return
+    for done in sorted(directory.glob(f"*{DONE_SUFFIX}"))[:FILES_PER_PASS]:
+        if not done.with_suffix(SUFFIX).exists():
+            done.unlink(missing_ok=True)

@@ -139,3 +139,46 @@ def test_has_room_does_not_wait_for_a_note_being_fsynced(tmp_path: Path) -> None
     finally:
         release.join()
         journal.close()
+
+
+RECONCILE_ONCE = """
+import asyncio, sys
+from pathlib import Path
+from app.redis_client import connect
+from app.reconciler import Reconciler
+from app.settings import Settings
+from app.wallet import Wallet
+
+async def main(url, directory):
+    settings = Settings()
+    client = connect(url, settings.redis)
+    wallet = Wallet(client, settings.wallet)
+    try:
+        await wallet.start()
+        for _ in range(3):
+            await Reconciler(wallet.scripts, wallet.keys, settings.stargame, Path(directory)).reconcile_all()
+    finally:
+        await client.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_two_reconcilers_on_one_journal_do_not_trip_over_each_other(
+    tmp_path: Path, redis_url: str, sync_redis: redis.Redis
+) -> None:
+    # `walletd flush` started by hand beside `walletd serve`: two reconcilers read the
+    # same files. Settling is idempotent; their offset files must be too.
+    directory = tmp_path / "journal"
+    journal = Journal(directory, 2000, 10)
+    now_ms = int(time.time() * 1000)
+    for i in range(2000):
+        journal.note(Note(uuid.uuid4().hex, f"p{i % 20}", "u", 100, 0, now_ms))
+    journal.close()
+    runs = [subprocess.Popen([sys.executable, "-c", RECONCILE_ONCE, redis_url, str(directory)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-2000:]
+    assert list(directory.iterdir()) == []  # every note settled, the file and its offsets gone
+    assert len(sync_redis.keys("*sgreq*")) == 2000  # each note settled (tombstoned) exactly once
