@@ -192,6 +192,7 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Walle
 
 def flush(settings: Settings) -> int:
     async def work(wallet: Wallet) -> int:
+        await serve.require_redis_not_behind(wallet.redis, wallet.keys, settings.storage_url)
         flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
         reconciler = Reconciler(wallet.scripts, wallet.keys, settings.stargame, directory_of(settings.data_path))
 

@@ -34,6 +34,11 @@ class StoredEntry(msgspec.Struct, frozen=True):
     fp: str  # '' when stored before fingerprints were kept
 
 
+class LedgerConflict(Exception):
+    """An entry id already stored with other content: the Redis being flushed is not
+    the one that wrote the store (its data was lost or replaced). Never acknowledged."""
+
+
 class PartitionStats(msgspec.Struct, frozen=True):
     count: int
     seq_max: int
@@ -41,12 +46,17 @@ class PartitionStats(msgspec.Struct, frozen=True):
 
 class LedgerStore(Protocol):
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
-        """Store entries in one transaction, skipping ids already stored; returns how many were new."""
+        """Store entries in one transaction, skipping ids already stored with the same
+        content; returns how many were new. An id stored with other content raises
+        LedgerConflict and stores nothing."""
 
     def player_sums(self) -> dict[str, int]:
         """Sum of amount_minor per player (the 'open' entry is the opening balance)."""
 
     def partition_stats(self) -> dict[int, PartitionStats]: ...
+
+    def seq_max(self, partition: int) -> int:
+        """The highest entry sequence stored for the partition (0 if none)."""
 
     def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
         """The player's entries with this source and ref, oldest first."""

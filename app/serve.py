@@ -17,17 +17,20 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import redis_durability
 from app import settings as config
 from app.flush_process import FlushProcess
 from app.instance import single_instance
+from app.keys import Keys
 from app.ledger import open_store
 from app.redis_client import connect
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
 from app.settings import Settings
+from app.verify import redis_behind_store
 from app.wallet import Wallet
 
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
@@ -76,9 +79,26 @@ async def preflight(settings: Settings, url: str) -> None:
         except RedisError as exc:  # its own text does not say it is Redis ("DB index is out of range")
             raise RuntimeError(f"cannot use Redis at {redacted(url)}: {exc}") from exc
         await redis_durability.check(redis, settings.redis.require_durable)
-        await Wallet(redis, settings.wallet).start()
+        wallet = Wallet(redis, settings.wallet)
+        await wallet.start()
+        await require_redis_not_behind(redis, wallet.keys, settings.storage_url)
     finally:
         await redis.aclose()
+
+
+async def require_redis_not_behind(redis: Redis, keys: Keys, storage_url: str) -> None:
+    """A Redis that lost its data (or is another one) would reuse entry ids the store
+    already holds: refuse to serve it rather than book on it (README "Durability")."""
+    store = open_store(storage_url)
+    try:
+        problems = await redis_behind_store(redis, keys, store)
+    finally:
+        store.close()
+    if problems:
+        raise StartupError(f"Redis is behind the ledger store ({problems[0]}"
+                           f"{f' and {len(problems) - 1} more partitions' if len(problems) > 1 else ''}): "
+                           f"its data was lost or it is another Redis; restore its AOF or point walletd at "
+                           f"the Redis this store belongs to")
 
 
 def run_http(settings: Settings, config_path: str | None, url: str) -> None:

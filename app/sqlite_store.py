@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.ledger import LedgerEntry, PartitionStats, StoredEntry
+from app.ledger import LedgerConflict, LedgerEntry, PartitionStats, StoredEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -53,6 +53,14 @@ INSERT INTO players (player_id, currency, country, language, name, aliases, crea
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
+
+
+# What must match when an entry id is already stored (a re-flushed batch after a
+# crash): anything else means another Redis wrote these ids.
+SAME_ENTRY = ("SELECT entry_id, player_id, kind, amount_minor, balance_after_minor, ref FROM ledger "
+              "WHERE entry_id IN ({})")
+# Ids per IN (...) query: below SQLite's oldest bound-parameter limit (999).
+CONFLICT_CHECK_CHUNK = 500
 
 
 # How long a write waits for another connection's lock before the batch fails
@@ -103,6 +111,8 @@ class SqliteStore:
             try:
                 self.db.executemany(INSERT_ENTRY, rows)
                 inserted = self.db.total_changes - before
+                if inserted < len(rows):
+                    self.check_same(entries)
                 self.db.executemany(INSERT_PLAYER, players)
                 self.db.execute("COMMIT")
             except BaseException:
@@ -111,6 +121,24 @@ class SqliteStore:
                 raise
         assert 0 <= inserted <= len(rows)
         return inserted
+
+    def check_same(self, entries: Sequence[LedgerEntry]) -> None:
+        """Raises LedgerConflict when an already stored id holds other content (caller holds the lock)."""
+        for start in range(0, len(entries), CONFLICT_CHECK_CHUNK):
+            chunk = entries[start:start + CONFLICT_CHECK_CHUNK]
+            query = SAME_ENTRY.format(",".join("?" * len(chunk)))
+            stored = {row[0]: row[1:] for row in self.db.execute(query, [e.entry_id for e in chunk])}
+            for e in chunk:
+                if stored[e.entry_id] != (e.player_id, e.kind, e.amount_minor, e.balance_after_minor, e.ref):
+                    raise LedgerConflict(
+                        f"ledger entry {e.entry_id} is already stored with other content: the Redis being "
+                        f"flushed did not write this ledger store (its data was lost or replaced); nothing "
+                        f"of this batch is stored or acknowledged")
+
+    def seq_max(self, partition: int) -> int:
+        with self.lock:
+            row = self.db.execute("SELECT MAX(seq) FROM ledger WHERE partition = ?", (partition,)).fetchone()
+            return int(row[0] or 0)
 
     def player_sums(self) -> dict[str, int]:
         with self.lock:

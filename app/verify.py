@@ -45,6 +45,19 @@ async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list
     return balances, problems
 
 
+async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> list[str]:
+    """Partitions whose Redis has written fewer entries than the store holds: that
+    Redis lost data (or is another one), and its next entry ids are already taken."""
+    problems = []
+    for partition in range(keys.partitions):
+        written = int(await redis.get(keys.seq(partition)) or 0)
+        stored = store.seq_max(partition)
+        if written < stored:
+            problems.append(f"partition {partition}: Redis has written {written} ledger entries, "
+                            f"the ledger store holds {stored}")
+    return problems
+
+
 async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
     problems = []
     for partition in range(keys.partitions):

@@ -1,0 +1,78 @@
+"""A Redis that lost its data next to a ledger store that kept it: its new entry ids
+collide with stored ones. Nothing of it may be acknowledged as stored, and serve
+and flush refuse to start on it (README "Durability")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from app import cli, serve
+from app.ledger import LedgerConflict, LedgerEntry, open_store
+from app.settings import Settings
+from app.wallet import Wallet
+from tests.conftest import OPERATOR, drain, ledger_rows
+from tests.process import walletd
+
+pytestmark = pytest.mark.anyio
+
+
+def write_config(settings: Settings) -> Path:
+    path = settings.data_path.parent / "walletd.toml"
+    path.write_text(f'data_dir = "{settings.data_path}"\n[redis]\nurl = "{settings.redis.url}"\n'
+                    f'[storage]\nurl = "{settings.storage_url}"\n')
+    return path
+
+
+async def lose_redis_after_a_flush(settings: Settings, wallet: Wallet, sync_redis: redis.Redis) -> None:
+    """Player 611 booked and stored, then Redis loses everything; 611 is re-created and
+    deposits again, so the new entries reuse the stored entry ids."""
+    await wallet.create_player("611", "EUR", 10000, "DE", "en", "", [], operator_id=OPERATOR)
+    await wallet.adjust("611", "deposit", 100, "before")
+    await drain(settings)
+    sync_redis.flushall()
+    await wallet.start()
+    await wallet.create_player("611", "EUR", 10100, "DE", "en", "", [], operator_id=OPERATOR)
+    await wallet.adjust("611", "deposit", 7, "after")
+
+
+async def test_entries_of_a_new_redis_that_collide_with_stored_ids_are_never_acknowledged(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    await lose_redis_after_a_flush(settings, wallet, sync_redis)
+    before = [dict(row) for row in ledger_rows(settings)]
+    with pytest.raises(LedgerConflict, match="other content"):
+        await drain(settings)
+    assert [dict(row) for row in ledger_rows(settings)] == before  # nothing of the batch stored
+    stream = wallet.keys.ledger(wallet.keys.partition("611"))
+    assert sync_redis.xpending(stream, "flusher")["pending"] == 2  # still there, not acknowledged
+
+
+async def test_serve_and_flush_refuse_a_redis_behind_the_ledger_store(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    await wallet.create_player("611", "EUR", 10000, "DE", "en", "", [], operator_id=OPERATOR)
+    await drain(settings)
+    await serve.preflight(settings, settings.redis.url)  # in step: starts
+    sync_redis.flushall()  # the AOF is lost; the ledger store kept entry 1 of 611's partition
+    with pytest.raises(serve.StartupError, match="Redis is behind the ledger store"):
+        await serve.preflight(settings, settings.redis.url)
+    flush = walletd(write_config(settings), "flush", check=False)
+    assert flush.returncode == cli.EXIT_USAGE and "Redis is behind the ledger store" in flush.stderr
+    assert "Traceback" not in flush.stderr
+
+
+def test_a_batch_stored_again_after_a_crash_is_a_no_op_but_other_content_is_refused(settings: Settings) -> None:
+    store = open_store(settings.storage_url)
+    entry = LedgerEntry("3:1", 3, 1, "611", "deposit", 100, 10100, "admin", "before", 1)
+    try:
+        assert store.insert([entry]) == 1
+        assert store.insert([entry]) == 0  # the flusher died between commit and XACK
+        with pytest.raises(LedgerConflict):
+            store.insert([msgspec.structs.replace(entry, amount_minor=7)])
+        assert store.seq_max(3) == 1 and store.seq_max(4) == 0
+    finally:
+        store.close()
