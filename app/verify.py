@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from app.flusher import Flusher
 from app.keys import Keys
-from app.ledger import LedgerStore, PartitionStats
+from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.settings import FlusherSettings
 
 SCAN_BATCH = 500
@@ -88,9 +88,14 @@ def compare_balances(balances: dict[str, int], sums: dict[str, int]) -> list[str
 
 async def verify(redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings) -> list[str]:
     """Drains the streams into the store, then lists every difference found."""
+    behind = await redis_behind_store(redis, keys, store)
+    if behind:  # draining would only meet ids the store holds with other content
+        return [f"Redis is behind the ledger store: {problem}" for problem in behind]
     flusher = Flusher(redis, store, keys, settings)
     try:
         await flusher.drain()
+    except LedgerConflict as exc:
+        return [str(exc)]
     finally:
         flusher.close()
     problems = await check_sequences(redis, keys, store.partition_stats())

@@ -49,6 +49,8 @@ async def test_entries_of_a_new_redis_that_collide_with_stored_ids_are_never_ack
     assert [dict(row) for row in ledger_rows(settings)] == before  # nothing of the batch stored
     stream = wallet.keys.ledger(wallet.keys.partition("611"))
     assert sync_redis.xpending(stream, "flusher")["pending"] == 2  # still there, not acknowledged
+    checked = walletd(write_config(settings), "verify", check=False)
+    assert checked.returncode == cli.EXIT_REFUSED and "other content" in checked.stdout, checked.stderr
 
 
 async def test_serve_and_flush_refuse_a_redis_behind_the_ledger_store(
@@ -63,6 +65,8 @@ async def test_serve_and_flush_refuse_a_redis_behind_the_ledger_store(
     flush = walletd(write_config(settings), "flush", check=False)
     assert flush.returncode == cli.EXIT_USAGE and "Redis is behind the ledger store" in flush.stderr
     assert "Traceback" not in flush.stderr
+    checked = walletd(write_config(settings), "verify", check=False)
+    assert checked.returncode == cli.EXIT_REFUSED and "Redis is behind the ledger store" in checked.stdout
 
 
 def test_a_batch_stored_again_after_a_crash_is_a_no_op_but_other_content_is_refused(settings: Settings) -> None:
