@@ -17,7 +17,7 @@ from app.keys import META_FILTER_SINCE, Keys
 from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
-from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
+from tests.conftest import OPERATOR, balance_of, drain
 from tests.oia_calls import call, change, now_stamp
 
 pytestmark = pytest.mark.anyio
@@ -52,9 +52,11 @@ async def test_a_new_redis_next_to_a_ledger_store_with_bookings_does_not_trust_i
         # A new transaction is still booked.
         assert (await call(client, "changebalance", change("611", 2, "WIN", 1)))["status"] == "OK"
     assert await balance_of(wallet, "611") == 10600
-    await drain(settings)
-    wins = [r["ref"] for r in ledger_rows(settings, "source = 'oia'")]
-    assert wins.count(f"{OPERATOR}|1") == 1
+    # The retry wrote no ledger entry in the new Redis (whose entries the flusher will not
+    # store over the old ones: tests/test_redis_lost.py).
+    stream = wallet.keys.ledger(wallet.keys.partition("611"))
+    wins = [fields["ref"] for _, fields in sync_redis.xrange(stream) if fields["kind"] == "win"]
+    assert wins == [f"{OPERATOR}|2"]
 
 
 async def test_a_new_redis_next_to_an_empty_ledger_store_keeps_every_booking_in_the_filter(
