@@ -75,9 +75,15 @@ class Reconciler:
     async def reconcile_all(self) -> int:
         """One pass over every journal file; returns how many notes were settled now."""
         settled = 0
+        failure: Exception | None = None
         for path in journal_files(self.directory, FILES_PER_PASS):
-            settled += await self.reconcile_file(path)
+            try:
+                settled += await self.reconcile_file(path)
+            except Exception as exc:  # noqa: BLE001 - one file's trouble must not starve the others
+                failure = failure or exc
         remove_orphan_offsets(self.directory)
+        if failure is not None:
+            raise failure  # the pass failed: logged once per streak, retried with backoff
         return settled
 
     async def reconcile_file(self, path: Path) -> int:

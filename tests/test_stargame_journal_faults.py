@@ -182,3 +182,25 @@ def test_two_reconcilers_on_one_journal_do_not_trip_over_each_other(
         assert run.returncode == 0, err[-2000:]
     assert list(directory.iterdir()) == []  # every note settled, the file and its offsets gone
     assert len(sync_redis.keys("*sgreq*")) == 2000  # each note settled (tombstoned) exactly once
+
+
+async def test_a_note_that_cannot_be_settled_does_not_starve_other_files(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    await wallet.create_player("sg1", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
+    directory = directory_of(settings.data_path)
+    directory.mkdir(parents=True)
+    now_ms = int(time.time() * 1000)
+    # A record whose account is gone (deleted by hand, an older backup restored):
+    # the reconcile script refuses it, on every pass.
+    stuck = Note(uuid.uuid4().hex, "gone", "gone", 100, 0, now_ms)
+    partition = wallet.keys.partition("gone")
+    sync_redis.set(wallet.keys.stargame_request(partition, stuck.request_id), "booked|100|0|1-1")
+    (directory / "1-a.journal").write_bytes(ENCODER.encode(stuck) + b"\n")
+    fine = Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, now_ms)
+    (directory / "2-b.journal").write_bytes(ENCODER.encode(fine) + b"\n")
+    reconciler = reconciler_for(settings, wallet)
+    with pytest.raises(redis.exceptions.ResponseError):
+        await reconciler.reconcile_all()  # the pass fails (logged, retried) ...
+    assert reconciler.counts["tombstoned"] == 1  # ... but the other file's note is settled
+    assert journal_files(directory, 10) == [directory / "1-a.journal"]
