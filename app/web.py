@@ -8,7 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError, TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -104,9 +104,18 @@ class Service:
             self.health_problem = problem
         return PlainTextResponse("unavailable" if problem else "ok", status_code=503 if problem else 200)
 
-    async def booking_problem(self) -> str:
+    async def ping(self) -> None:
+        """redis-py's PING, once more after a connection error: a pooled connection that
+        Redis closed (restart, CLIENT KILL, idle timeout) fails once and is then replaced,
+        which says nothing about whether Redis is there now. PING moves nothing."""
         try:
             await self.redis.ping()
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.redis.ping()
+
+    async def booking_problem(self) -> str:
+        try:
+            await self.ping()
             await self.wallet.scripts.balance(keys=[self.wallet.keys.account(HEALTH_PLAYER)])
             await self.wallet.scripts.reload_missing(self.redis)
         except (RedisError, OSError, WalletCallError) as exc:

@@ -174,3 +174,15 @@ def test_walletd_serve_books_with_an_acl_user_and_db_through_client_kills(tmp_pa
             assert len(booked) >= 9
             assert final == opening - 100 * len(booked) == booked[-1]["cash"]
             assert set(root.info("keyspace")) == {"db4"}
+
+
+async def test_healthz_is_200_at_once_after_its_pooled_connection_was_closed(settings: Settings,
+                                                                            sync_redis: redis.Redis) -> None:
+    """A pooled connection Redis closed (CLIENT KILL, a restart, an idle timeout) is not
+    Redis being away: the very next /healthz is 200, not a 503 a liveness probe acts on."""
+    async with serving(settings) as (c, _):
+        assert (await c.get("/healthz")).status_code == 200
+        for _ in range(5):
+            sync_redis.client_kill_filter(_type="normal", skipme=True)
+            await asyncio.sleep(0.05)  # the event loop sees the pipelined client's close
+            assert (await c.get("/healthz")).status_code == 200
