@@ -26,13 +26,19 @@ STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 FILTER_BITS_MAX = 2**32
 
 
+def hashes(operator_id: str, player_id: str, transaction_id: int) -> str:
+    """FILTER_HASHES independent 32-bit hashes of the id, as 8 hex digits each: one
+    script argument; oia_change.lua takes each modulo the filter size (integers below
+    2^32 are exact in Lua's doubles), so Python formats no offsets on the hot path."""
+    key = f"{operator_id}|{player_id}|{transaction_id}".encode()
+    return hashlib.blake2b(key, digest_size=4 * FILTER_HASHES).hexdigest()
+
+
 def offsets(operator_id: str, player_id: str, transaction_id: int, bits: int) -> list[int]:
-    """FILTER_HASHES bit offsets in [0, bits), by double hashing one 128-bit digest."""
+    """The bit offsets oia_change.lua derives from hashes(): each hash modulo the size."""
     assert 0 < bits <= FILTER_BITS_MAX
-    digest = hashlib.blake2b(f"{operator_id}|{player_id}|{transaction_id}".encode(), digest_size=16).digest()
-    h1 = int.from_bytes(digest[:8], "little")
-    h2 = int.from_bytes(digest[8:], "little") | 1
-    return [(h1 + i * h2) % bits for i in range(FILTER_HASHES)]
+    digits = hashes(operator_id, player_id, transaction_id)
+    return [int(digits[i:i + 8], 16) % bits for i in range(0, len(digits), 8)]
 
 
 class Horizon:

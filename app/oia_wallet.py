@@ -15,7 +15,7 @@ import time
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
-from app.late_retry import Horizon, offsets
+from app.late_retry import Horizon, hashes
 from app.ledger import LedgerStore, StoredEntry, open_store
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
@@ -205,7 +205,8 @@ class OiaWallet:
             self.keys.seen(partition, generation - 1),
         ]
         ref = ledger_ref(c.operator_id, c.transaction_id)
-        bits = offsets(c.operator_id, c.player_id, c.transaction_id, self.filter_bits)
+        # One argument for all k bits: the script derives the offsets (README "Late retries").
+        bits = [hashes(c.operator_id, c.player_id, c.transaction_id), self.filter_bits]
         args = [
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
             c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),
@@ -213,7 +214,7 @@ class OiaWallet:
             self.horizon.expire_at_ms(generation),
         ]
         mode = "new" if self.horizon.young(c.transaction_timestamp, now_s) else "old"
-        reply = await self.scripts.oia_change(keys=keys, args=[*args, mode, len(bits), *bits])
+        reply = await self.scripts.oia_change(keys=keys, args=[*args, mode, *bits])
         if reply[0] != "CHECK":
             return Outcome(reply[0], int(reply[1]), reply[2])
         store_may_be_behind = int(reply[1]) == 1
@@ -226,7 +227,7 @@ class OiaWallet:
             return Outcome("BEHIND")
         answer = ["absent"] if found is None else ["found"]
         stored = [] if found is None else found.change_args()
-        reply = await self.scripts.oia_change(keys=keys, args=[*args, *answer, len(bits), *bits, *stored])
+        reply = await self.scripts.oia_change(keys=keys, args=[*args, *answer, *bits, *stored])
         assert reply[0] != "CHECK", "the script asked the store twice"
         return Outcome(reply[0], int(reply[1]), reply[2])
 
@@ -315,7 +316,7 @@ class StoredBooking(msgspec.Struct, frozen=True):
     cancelled: bool
 
     def change_args(self) -> list[str]:
-        """ARGV[22+k..26+k] of oia_change.lua's 'found' mode."""
+        """ARGV[23..27] of oia_change.lua's 'found' mode."""
         return [self.kind, str(self.amount_minor), str(self.balance_after_minor), self.fp,
                 "1" if self.cancelled else "0"]
 

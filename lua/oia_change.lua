@@ -17,9 +17,10 @@
 --   'new'    the filter decides: if all k bits are set in KEYS[7] or KEYS[8], return CHECK
 --   'old'    transaction_timestamp is beyond the filter's horizon (or unusable): return CHECK
 --   'absent' the ledger store holds no booking with this id: decide and book as new
---   'found'  the ledger store holds it: restore the record from ARGV[22+k..26+k], answer as a retry
--- ARGV[21] k, the number of filter bit offsets   ARGV[22..21+k] bit offsets (integers in [0, 2^32))
--- ARGV[22+k..26+k] (mode 'found') type, amount_minor, balance_minor after that booking,
+--   'found'  the ledger store holds it: restore the record from ARGV[23..27], answer as a retry
+-- ARGV[21] the id's filter hashes: k hashes of 8 hex digits each (32 bits; app/late_retry.py)
+-- ARGV[22] filter size in bits (integer in [1, 2^32]); a hash's bit offset is hash % size
+-- ARGV[23..27] (mode 'found') type, amount_minor, balance_minor after that booking,
 --   its fingerprint ('' if stored without one), cancelled: 1 | 0
 -- Returns {code, balance_minor, currency}; code is one of
 --   OP_34 unrecorded (the player belongs to another operator: nothing written at all),
@@ -43,14 +44,16 @@ local idle_ms = integer_arg(ARGV[15], 'idle_ms')
 local ref, round_id, implied_owner = ARGV[16], ARGV[17], ARGV[18]
 local filter_key, previous_filter_key = KEYS[7], KEYS[8]
 local filter_expire_at = integer_arg(ARGV[19], 'filter expiry')
-local mode, k = ARGV[20], integer_arg(ARGV[21], 'k')
+local mode, hashes = ARGV[20], ARGV[21]
+local filter_bits = integer_arg(ARGV[22], 'filter bits')
+local k = #hashes / 8
 if kind ~= 'BET' and kind ~= 'WIN' and kind ~= 'REFUND' then error('walletd: bad type ' .. kind) end
 if mode ~= 'new' and mode ~= 'old' and mode ~= 'absent' and mode ~= 'found' then error('walletd: bad mode') end
 -- BITFIELD arguments reading and setting the id's k bits.
 local get_bits, set_bits = {}, {}
+assert(k == math.floor(k) and filter_bits >= 1, 'walletd: bad filter hashes or size')
 for i = 1, k do
-  local offset = integer_arg(ARGV[21 + i], 'filter offset')
-  assert(offset < 4294967296, 'walletd: filter offset past 2^32')
+  local offset = tonumber(string.sub(hashes, 8 * i - 7, 8 * i), 16) % filter_bits
   get_bits[#get_bits + 1] = 'GET'; get_bits[#get_bits + 1] = 'u1'; get_bits[#get_bits + 1] = offset
   set_bits[#set_bits + 1] = 'SET'; set_bits[#set_bits + 1] = 'u1'; set_bits[#set_bits + 1] = offset
   set_bits[#set_bits + 1] = 1
@@ -83,10 +86,10 @@ if not tx[1] and owner[1] then  -- (an unknown player has no bookings to look up
   if mode == 'found' then
     -- The record as it was: its fingerprint, the original answer's balance, cancelled or not.
     local st = 'OK'
-    if ARGV[26 + k] == '1' then st = 'CANCELED' end
-    local balance_after = integer_arg(ARGV[24 + k], 'balance after')
+    if ARGV[27] == '1' then st = 'CANCELED' end
+    local balance_after = integer_arg(ARGV[25], 'balance after')
     local currency = redis.call('HGET', acct, 'cur') or ''
-    tx = {st, ARGV[25 + k], 'OK', string.format('%d', balance_after), currency, ARGV[22 + k], ARGV[23 + k]}
+    tx = {st, ARGV[26], 'OK', string.format('%d', balance_after), currency, ARGV[23], ARGV[24]}
     redis.call('HSET', tx_key, 'st', st, 'fp', tx[2], 'code', 'OK', 'bal', tx[4], 'cur', currency,
                'type', tx[6], 'amt', tx[7])
     redis.call('PEXPIRE', tx_key, retention_ms)

@@ -21,7 +21,7 @@ from app.settings import Settings
 from app.sqlite_store import SqliteStore
 from app.wallet import Wallet
 from app.web import create_app
-from tests.conftest import balance_of, drain, ledger_rows
+from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, error_code, new_session, now_stamp
 
 pytestmark = pytest.mark.anyio
@@ -239,6 +239,17 @@ async def test_a_genuinely_new_id_costs_one_script_call(
         assert (await call(client, "changebalance", change(player, tx, "WIN", 1)))["status"] == "OK"
     assert script_calls(sync_redis) == 20
     assert sync_redis.keys("*:seen:*")  # remembered in the filter
+
+
+async def test_the_script_sets_exactly_the_bits_python_derives_for_the_id(
+    client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis, settings: Settings
+) -> None:
+    assert (await call(client, "changebalance", change(player, 77, "WIN", 1)))["status"] == "OK"
+    [key] = sync_redis.keys("*:seen:*")
+    raw = redis.Redis.from_url(settings.redis.url).get(key)
+    assert raw is not None
+    set_bits = {i * 8 + j for i, byte in enumerate(raw) for j in range(8) if byte & (0x80 >> j)}
+    assert set_bits == set(offsets(OPERATOR, player, 77, settings.oia.filter_bits))
 
 
 @pytest.fixture
