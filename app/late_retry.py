@@ -2,8 +2,8 @@
 booked before although their transaction record has expired.
 
 Two answers, both cheap and both computed before the one booking script runs:
-- the Bloom filter's bit offsets for (operator, player, transaction id); the script
-  checks them in the partition's current and previous filter generation;
+- the id's word and bit mask in the (blocked) Bloom filter, from (operator, player,
+  transaction id); the script checks them in the current and previous generation;
 - whether the request's transaction_timestamp is inside the filter's horizon; a
   request beyond it (or without a usable timestamp) is looked up in the ledger store.
 """
@@ -15,8 +15,12 @@ import math
 import re
 import time
 
-# Bits set per id: optimal (k = ln 2 · m/n) at about 10 bits per id, ~1 % false positives.
-FILTER_HASHES = 7
+# A blocked Bloom filter: each id sets FILTER_HASHES bits inside one 32-bit word of the
+# bitmap, so the script reads or writes one word (one BITFIELD operation) per generation
+# instead of scattered bits; at 10 bits per id that is about 2 % false positives (a
+# standard filter: ~1 %), and a false positive only costs one ledger store lookup.
+FILTER_HASHES = 4
+WORD_BITS = 32
 # A platform's clock may run this far ahead of ours (NTP keeps real clocks well inside).
 CLOCK_SKEW_S = 300
 # The OIA transaction_timestamp: UTC "Y-m-d H:i:s"; such strings sort as the times do.
@@ -26,19 +30,22 @@ STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 FILTER_BITS_MAX = 2**32
 
 
-def hashes(operator_id: str, player_id: str, transaction_id: int) -> str:
-    """FILTER_HASHES independent 32-bit hashes of the id, as 8 hex digits each: one
-    script argument; oia_change.lua takes each modulo the filter size (integers below
-    2^32 are exact in Lua's doubles), so Python formats no offsets on the hot path."""
+def word_and_mask(operator_id: str, player_id: str, transaction_id: int, bits: int) -> tuple[int, int]:
+    """The id's word in a filter of `bits` bits (its index in 32-bit words) and the
+    FILTER_HASHES bits it sets there (a mask; colliding positions set fewer)."""
+    assert 0 < bits <= FILTER_BITS_MAX
     key = f"{operator_id}|{player_id}|{transaction_id}".encode()
-    return hashlib.blake2b(key, digest_size=4 * FILTER_HASHES).hexdigest()
+    h = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    mask = 0
+    for i in range(FILTER_HASHES):
+        mask |= 1 << ((h >> (32 + 5 * i)) & (WORD_BITS - 1))
+    return (h & 0xFFFFFFFF) % max(1, bits // WORD_BITS), mask
 
 
 def offsets(operator_id: str, player_id: str, transaction_id: int, bits: int) -> list[int]:
-    """The bit offsets oia_change.lua derives from hashes(): each hash modulo the size."""
-    assert 0 < bits <= FILTER_BITS_MAX
-    digits = hashes(operator_id, player_id, transaction_id)
-    return [int(digits[i:i + 8], 16) % bits for i in range(0, len(digits), 8)]
+    """The bitmap offsets the id sets (Redis numbers a word's bits from its most significant)."""
+    word, mask = word_and_mask(operator_id, player_id, transaction_id, bits)
+    return sorted(word * WORD_BITS + WORD_BITS - 1 - p for p in range(WORD_BITS) if mask >> p & 1)
 
 
 class Horizon:

@@ -15,7 +15,7 @@ import time
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
-from app.late_retry import Horizon, hashes
+from app.late_retry import Horizon, word_and_mask
 from app.ledger import LedgerStore, StoredEntry, open_store
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
@@ -205,8 +205,7 @@ class OiaWallet:
             self.keys.seen(partition, generation - 1),
         ]
         ref = ledger_ref(c.operator_id, c.transaction_id)
-        # One argument for all k bits: the script derives the offsets (README "Late retries").
-        bits = [hashes(c.operator_id, c.player_id, c.transaction_id), self.filter_bits]
+        bits = word_and_mask(c.operator_id, c.player_id, c.transaction_id, self.filter_bits)
         args = [
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
             c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),

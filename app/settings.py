@@ -75,8 +75,8 @@ class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Bloom filter for at least one generation (two are kept); a week reaches well past
     # the records' retention, so a late retry never depends on transaction_timestamp alone.
     filter_generation_s: int = 7 * 24 * 3600
-    # Bits per partition per generation: 2^23 (1 MiB) keeps false positives under 1 %
-    # up to ~800,000 bookings per partition per generation (README has the arithmetic).
+    # Bits per partition per generation: 2^23 (1 MiB) keeps false positives near 2 %
+    # up to ~750,000 bookings per partition per generation (README has the arithmetic).
     filter_bits: int = 2**23
     # A session token not used (authenticate, balance, BET) this long expires.
     session_idle_s: int = 1800

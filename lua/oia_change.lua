@@ -14,12 +14,12 @@
 -- ARGV[18] owner of accounts without one ('' = nobody)
 -- ARGV[19] expiry of KEYS[7] (unix ms)
 -- ARGV[20] what to do when there is no transaction record:
---   'new'    the filter decides: if all k bits are set in KEYS[7] or KEYS[8], return CHECK
+--   'new'    the filter decides: if the id's bits are all set in KEYS[7] or KEYS[8], return CHECK
 --   'old'    transaction_timestamp is beyond the filter's horizon (or unusable): return CHECK
 --   'absent' the ledger store holds no booking with this id: decide and book as new
 --   'found'  the ledger store holds it: restore the record from ARGV[23..27], answer as a retry
--- ARGV[21] the id's filter hashes: k hashes of 8 hex digits each (32 bits; app/late_retry.py)
--- ARGV[22] filter size in bits (integer in [1, 2^32]); a hash's bit offset is hash % size
+-- ARGV[21] the id's word in the filter (index of a 32-bit word, integer in [0, 2^27))
+-- ARGV[22] the id's bits in that word (mask, integer in [1, 2^32)); app/late_retry.py
 -- ARGV[23..27] (mode 'found') type, amount_minor, balance_minor after that booking,
 --   its fingerprint ('' if stored without one), cancelled: 1 | 0
 -- Returns {code, balance_minor, currency}; code is one of
@@ -44,20 +44,15 @@ local idle_ms = integer_arg(ARGV[15], 'idle_ms')
 local ref, round_id, implied_owner = ARGV[16], ARGV[17], ARGV[18]
 local filter_key, previous_filter_key = KEYS[7], KEYS[8]
 local filter_expire_at = integer_arg(ARGV[19], 'filter expiry')
-local mode, hashes = ARGV[20], ARGV[21]
-local filter_bits = integer_arg(ARGV[22], 'filter bits')
-local k = #hashes / 8
+local mode = ARGV[20]
+local word = '#' .. ARGV[21]
+local mask = integer_arg(ARGV[22], 'filter mask')
 if kind ~= 'BET' and kind ~= 'WIN' and kind ~= 'REFUND' then error('walletd: bad type ' .. kind) end
 if mode ~= 'new' and mode ~= 'old' and mode ~= 'absent' and mode ~= 'found' then error('walletd: bad mode') end
--- BITFIELD arguments reading and setting the id's k bits.
-local get_bits, set_bits = {}, {}
-assert(k == math.floor(k) and filter_bits >= 1, 'walletd: bad filter hashes or size')
-for i = 1, k do
-  local offset = tonumber(string.sub(hashes, 8 * i - 7, 8 * i), 16) % filter_bits
-  get_bits[#get_bits + 1] = 'GET'; get_bits[#get_bits + 1] = 'u1'; get_bits[#get_bits + 1] = offset
-  set_bits[#set_bits + 1] = 'SET'; set_bits[#set_bits + 1] = 'u1'; set_bits[#set_bits + 1] = offset
-  set_bits[#set_bits + 1] = 1
-end
+assert(integer_arg(ARGV[21], 'filter word') < 134217728, 'walletd: filter word past 2^27')
+assert(mask >= 1 and mask < 4294967296, 'walletd: filter mask out of range')
+-- LuaBitOp works on signed 32-bit values: compare and store through tobit/unsigned.
+local signed_mask = bit.tobit(mask)
 
 local now = now_ms()
 if now > deadline_ms then return {'LATE', 0, ''} end
@@ -72,10 +67,12 @@ local function record(st, code, balance, currency)
   return {code, balance, currency}
 end
 
+local function filter_word(key)
+  return redis.call('BITFIELD', key, 'GET', 'u32', word)[1]
+end
+
 local function in_filter(key)
-  local bits = redis.call('BITFIELD', key, unpack(get_bits))
-  for i = 1, k do if bits[i] == 0 then return false end end
-  return k > 0
+  return bit.band(filter_word(key), signed_mask) == signed_mask
 end
 
 local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur', 'type', 'amt')
@@ -129,6 +126,8 @@ balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game, 'fp', fp})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
-redis.call('BITFIELD', filter_key, unpack(set_bits))
+local set_word = bit.bor(filter_word(filter_key), signed_mask)
+if set_word < 0 then set_word = set_word + 4294967296 end
+redis.call('BITFIELD', filter_key, 'SET', 'u32', word, set_word)
 redis.call('PEXPIREAT', filter_key, filter_expire_at)
 return record('OK', 'OK', balance, a[2])
