@@ -12,7 +12,7 @@
 -- ARGV[14] retention_ms (records)   ARGV[15] session idle_ms   ARGV[16] ref (ledger entry ref)
 -- ARGV[17] round id (kept with the ledger entry)
 -- ARGV[18] owner of accounts without one ('' = nobody)
--- ARGV[19] expiry of KEYS[7] (unix ms)
+-- ARGV[19] expiry of KEYS[7] (unix ms; set when a booking finds its word empty, so at the key's first)
 -- ARGV[20] what to do when there is no transaction record:
 --   'new'    the filter decides: if the id's bits are all set in KEYS[7] or KEYS[8], return CHECK
 --   'old'    transaction_timestamp is beyond the filter's horizon (or unusable): return CHECK
@@ -126,8 +126,11 @@ balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game, 'fp', fp})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
-local set_word = bit.bor(filter_word(filter_key), signed_mask)
+local old_word = filter_word(filter_key)
+local set_word = bit.bor(old_word, signed_mask)
 if set_word < 0 then set_word = set_word + 4294967296 end
 redis.call('BITFIELD', filter_key, 'SET', 'u32', word, set_word)
-redis.call('PEXPIREAT', filter_key, filter_expire_at)
+-- A new key has every word 0, so its first booking sets the expiry; later ones need not
+-- (same absolute time), which keeps a PEXPIREAT out of most bookings and of the AOF.
+if old_word == 0 then redis.call('PEXPIREAT', filter_key, filter_expire_at) end
 return record('OK', 'OK', balance, a[2])
