@@ -249,6 +249,7 @@ async def test_the_script_sets_exactly_the_bits_python_derives_for_the_id(
     raw = redis.Redis.from_url(settings.redis.url).get(key)
     assert raw is not None
     set_bits = {i * 8 + j for i, byte in enumerate(raw) for j in range(8) if byte & (0x80 >> j)}
+    assert 0 < sync_redis.pttl(key)  # the generation's key expires
     assert set_bits == set(offsets(OPERATOR, player, 77, settings.oia.filter_bits))
 
 
