@@ -71,13 +71,20 @@ local function filter_word(key)
   return redis.call('BITFIELD', key, 'GET', 'u32', word)[1]
 end
 
-local function in_filter(key)
-  return bit.band(filter_word(key), signed_mask) == signed_mask
+-- The id's word in the current generation, read once: nothing else writes it meanwhile.
+local current_word
+local function current_filter_word()
+  if current_word == nil then current_word = filter_word(filter_key) end
+  return current_word
+end
+
+local function has_bits(value)
+  return bit.band(value, signed_mask) == signed_mask
 end
 
 local tx = redis.call('HMGET', tx_key, 'st', 'fp', 'code', 'bal', 'cur', 'type', 'amt')
 if not tx[1] and owner[1] then  -- (an unknown player has no bookings to look up)
-  if mode == 'old' or (mode == 'new' and (in_filter(filter_key) or in_filter(previous_filter_key))) then
+  if mode == 'old' or (mode == 'new' and (has_bits(current_filter_word()) or has_bits(filter_word(previous_filter_key)))) then
     return {'CHECK', store_may_be_behind(ledger_key, now, retention_ms), ''}
   end
   if mode == 'found' then
@@ -126,7 +133,7 @@ balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
 ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
               {'round', round_id, 'game', game, 'fp', fp})
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
-local old_word = filter_word(filter_key)
+local old_word = current_filter_word()
 local set_word = bit.bor(old_word, signed_mask)
 if set_word < 0 then set_word = set_word + 4294967296 end
 redis.call('BITFIELD', filter_key, 'SET', 'u32', word, set_word)
