@@ -14,17 +14,12 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 
-from app.redis_server import describe_exit, die_with_parent_preexec
+from app.redis_server import die_with_parent_preexec
+from app.supervision import end, keep_running
 
 log = logging.getLogger("walletd.serve")
 
-# Restarts after it dies: doubling delays bound a crash loop's restart rate; a
-# process that ran this long resets them.
-RESTART_DELAY_MIN_S = 0.1
-RESTART_DELAY_MAX_S = 30.0
-RESTART_HEALTHY_S = 60.0
 # It stops between flusher rounds; past this it is killed.
 STOP_TIMEOUT_S = 30.0
 
@@ -50,39 +45,21 @@ class FlushProcess:
                                 preexec_fn=die_with_parent_preexec())  # noqa: PLW1509 - see redis_server
 
     def watch(self) -> None:
-        delay_s = RESTART_DELAY_MIN_S
-        while not self.stopping.is_set():
-            process = self.process
-            assert process is not None
-            started_s = time.monotonic()
-            code = process.wait()
-            if self.stopping.is_set():
-                return
-            if time.monotonic() - started_s > RESTART_HEALTHY_S:
-                delay_s = RESTART_DELAY_MIN_S
-            log.error("the flusher process (pid %d) %s; restarting it in %.1f s",
-                      process.pid, describe_exit(code), delay_s)
-            if self.stopping.wait(delay_s):
-                return
-            delay_s = min(delay_s * 2, RESTART_DELAY_MAX_S)
-            with self.lock:
-                if self.stopping.is_set():
-                    return
-                try:
-                    self.process = self.launch()
-                except OSError as exc:  # the next wait() returns at once: retried with backoff
-                    log.error("the flusher process did not restart: %s", exc)
+        keep_running(log, "the flusher process", "restarting it", self.running, self.relaunch, self.stopping)
+
+    def running(self) -> subprocess.Popen:
+        assert self.process is not None
+        return self.process
+
+    def relaunch(self) -> None:
+        with self.lock:
+            if not self.stopping.is_set():
+                self.process = self.launch()
 
     def stop(self) -> None:
         self.stopping.set()
         with self.lock:
             process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end(process, STOP_TIMEOUT_S)
         if self.supervisor is not None:
             self.supervisor.join(STOP_TIMEOUT_S)

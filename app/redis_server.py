@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import redis
 
+from app.supervision import end, keep_running
+
 log = logging.getLogger("walletd.redis")
 
 MIN_VERSION = (7, 0)
@@ -35,12 +37,6 @@ _PR_SET_PDEATHSIG = 1
 # A CLI command that started its own embedded server (no serve running) holds
 # it for seconds; serve waits that long for it rather than share a server it cannot supervise.
 OWNER_WAIT_S = 30.0
-# Restarts after the embedded server dies: doubling delays bound the restart
-# rate of a crash loop; a server that ran this long resets them.
-RESTART_DELAY_MIN_S = 0.1
-RESTART_DELAY_MAX_S = 30.0
-RESTART_HEALTHY_S = 60.0
-
 
 def binary_version(path: str) -> tuple[int, int]:
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
@@ -146,12 +142,6 @@ def shutdown_orphan(url: str, directory: Path) -> None:
         client.close()
 
 
-def describe_exit(code: int) -> str:
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exited with status {code}"
-
-
 class EmbeddedRedis:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.directory = data_dir / "redis"
@@ -198,26 +188,12 @@ class EmbeddedRedis:
     def watch(self) -> None:
         # PR_SET_PDEATHSIG of a child started here fires when this thread ends:
         # it lives until stop(), or until walletd itself dies (as wanted).
-        delay_s = RESTART_DELAY_MIN_S
-        while not self.stopping.is_set():
-            process = self.process
-            assert process is not None
-            started_s = time.monotonic()
-            code = process.wait()
-            if self.stopping.is_set():
-                return
-            if time.monotonic() - started_s > RESTART_HEALTHY_S:
-                delay_s = RESTART_DELAY_MIN_S  # it had run fine: not a crash loop
-            log.error("embedded redis-server (pid %d) %s; restarting it on the same data in %.1f s",
-                      process.pid, describe_exit(code), delay_s)
-            if self.stopping.wait(delay_s):
-                return
-            delay_s = min(delay_s * 2, RESTART_DELAY_MAX_S)
-            try:
-                self.launch()
-            except (OSError, RuntimeError) as exc:  # the next wait() returns at once: retried with backoff
-                if not self.stopping.is_set():  # (stop() ends a restart in progress: no news)
-                    log.error("embedded redis-server did not restart: %s", exc)
+        keep_running(log, "embedded redis-server", "restarting it on the same data", self.running,
+                     self.launch, self.stopping)
+
+    def running(self) -> subprocess.Popen:
+        assert self.process is not None
+        return self.process
 
     def stop(self) -> None:
         self.stopping.set()
@@ -225,13 +201,7 @@ class EmbeddedRedis:
             self.url_file.unlink()
         with self.lock:
             process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # a clean shutdown: AOF fsynced
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end(process, STOP_TIMEOUT_S)  # SIGTERM: a clean shutdown, AOF fsynced
         if self.supervisor is not None:
             self.supervisor.join(STOP_TIMEOUT_S)
 
