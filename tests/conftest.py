@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -113,9 +114,24 @@ def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> l
         db.close()
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process (lifespan run), called from 127.0.0.1: for tests that serve
+    more than once, or after changing Redis underneath."""
     app = create_app(settings, settings.redis.url)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
         yield c
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(settings) as c:
+        yield c
+
+
+@pytest.fixture
+def short_retention(settings: Settings) -> Settings:
+    """Transaction and round records expire after 1 s."""
+    settings.oia.retention_s = 1
+    return settings

@@ -4,31 +4,19 @@ disk, and the bookings it holds left no bits in the new Redis."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from app.keys import META_FILTER_SINCE, Keys
 from app.settings import Settings
 from app.wallet import Wallet
-from app.web import create_app
-from tests.conftest import OPERATOR, balance_of, drain
+from tests.conftest import OPERATOR, balance_of, drain, serving
 from tests.oia_calls import call, change, now_stamp
 
 pytestmark = pytest.mark.anyio
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, settings.redis.url)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
-        yield c
 
 
 async def test_a_new_redis_next_to_a_ledger_store_with_bookings_does_not_trust_its_empty_filter(

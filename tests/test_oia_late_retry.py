@@ -4,10 +4,8 @@ never booked again while the ledger store holds it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,17 +18,10 @@ from app.ledger import StoredEntry
 from app.settings import Settings
 from app.sqlite_store import SqliteStore
 from app.wallet import Wallet
-from app.web import create_app
-from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
+from tests.conftest import OPERATOR, balance_of, drain, ledger_rows, serving
 from tests.oia_calls import call, change, error_code, new_session, now_stamp
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def short_retention(settings: Settings) -> Settings:
-    settings.oia.retention_s = 1
-    return settings
 
 
 def cancel(player: str, tx: int) -> dict:
@@ -286,14 +277,6 @@ async def test_concurrent_late_retries_book_nothing(
                                      for _ in range(6)])
     assert {a["status"] for a in answers} == {"OK"}
     assert await balance_of(wallet, player) == 10500
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, settings.redis.url)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
-        yield c
 
 
 async def test_bookings_made_before_the_filter_existed_are_looked_up_in_the_store(

@@ -212,12 +212,6 @@ async def test_a_booking_past_its_deadline_is_op_47_and_moves_nothing(
     assert await balance_of(wallet, player) == 10000
 
 
-@pytest.fixture
-def short_retention(settings: Settings) -> Settings:
-    settings.oia.retention_s = 1
-    return settings
-
-
 async def test_records_past_retention_fall_back_to_the_ledger_store(
     short_retention: Settings, client: httpx.AsyncClient, wallet: Wallet, player: str, sync_redis: redis.Redis
 ) -> None:

@@ -128,7 +128,7 @@ async def test_an_acl_user_authenticates_as_itself(server: PrivateRedis, kind: s
         await client.aclose()
 
 
-@pytest.mark.parametrize("url", [f"redis://:wrong-pw@127.0.0.1:{{port}}/2",
+@pytest.mark.parametrize("url", ["redis://:wrong-pw@127.0.0.1:{port}/2",
                                  "redis://booker:wrong-pw@127.0.0.1:{port}/2",
                                  f"redis://:{PASSWORD}@127.0.0.1:{{port}}/99"])
 async def test_a_failed_handshake_is_clear_and_leaves_no_connection(server: PrivateRedis, url: str) -> None:
