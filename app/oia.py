@@ -122,14 +122,17 @@ def amount_text(raw: bytes) -> str:
     return raw.decode(errors="replace").strip('"')  # a number, or the same as a JSON string
 
 
+def exponent_of(currency_code: str) -> int:
+    try:
+        return currency.exponent(currency_code)
+    except currency.CurrencyError:
+        return DEFAULT_EXPONENT
+
+
 def amount_minor(raw: bytes, currency_code: str) -> int:
     """data.amount in the currency's minor units; AmountError if it has more
     decimals than the currency (or leaves the range in its units)."""
-    try:
-        exponent = currency.exponent(currency_code)
-    except currency.CurrencyError:
-        exponent = DEFAULT_EXPONENT
-    return wire_to_minor(amount_text(raw), exponent, "data.amount")
+    return wire_to_minor(amount_text(raw), exponent_of(currency_code), "data.amount")
 
 
 def wire_amount(raw: bytes) -> int:
@@ -292,6 +295,8 @@ class Oia:
         show through this path either."""
         raw = bytes(data.amount)
         wire = wire_amount(raw)  # malformed whatever the currency: OP_50
+        if exponent_of(data.currency_code) == DEFAULT_EXPONENT:
+            return wire  # hundredths are the minor units: the same number, not parsed twice
         try:
             return amount_minor(raw, data.currency_code)
         except AmountError as exc:
