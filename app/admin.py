@@ -17,7 +17,7 @@ from app import currency
 from app.asgi import BodyTooLarge, headers_of, read_body
 from app.ids import PLAYER_ID
 from app.money import AmountError, decimal_to_minor
-from app.oia_wallet import OiaWallet
+from app.protocols.oia.wallet import OiaWallet
 from app.responses import JSON
 from app.sessions import DEVICES, launch_urls
 from app.settings import AdminSettings, OiaSettings, OperatorSettings

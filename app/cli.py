@@ -14,19 +14,19 @@ from redis.exceptions import RedisError
 
 from app import currency, serve, settings as config
 from app.errors import WalletCallError
-from app.flusher import Flusher
+from app.ledger.flusher import Flusher
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.instance import AlreadyRunning
 from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
-from app.reconciler import Reconciler
-from app.oia_wallet import OiaWallet
+from app.protocols.stargame.reconciler import Reconciler
+from app.protocols.oia.wallet import OiaWallet
 from app.redis_client import connect
 from app.redis_server import redis_url
 from app.sessions import DEVICES
 from app.settings import Settings
-from app.stargame_journal import directory_of
-from app.verify import verify
+from app.protocols.stargame.journal import directory_of
+from app.ledger.verify import verify
 from app.wallet import Wallet, WalletError
 
 # Exit codes (README "Command line"): 0 done or stopped by SIGINT/SIGTERM.

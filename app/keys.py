@@ -61,7 +61,7 @@ class Keys:
         return f"{self.tag(partition)}:seen:{generation}"
 
     def stargame_request(self, partition: int, request_id: str) -> str:
-        """What one StarGame writeBet booked, or its tombstone (app/reconciler.py)."""
+        """What one StarGame writeBet booked, or its tombstone (app/protocols/stargame/reconciler.py)."""
         assert request_id and all(c in "0123456789abcdef" for c in request_id), request_id
         return f"{self.tag(partition)}:sgreq:{request_id}"
 

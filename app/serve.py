@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from app import redis_durability
 from app import settings as config
-from app.flush_process import FlushProcess
+from app.ledger.flush_process import FlushProcess
 from app.instance import single_instance
 from app.keys import Keys
 from app.ledger import open_store
@@ -30,7 +30,7 @@ from app.redis_client import connect
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
 from app.settings import Settings
-from app.verify import redis_behind_store
+from app.ledger.verify import redis_behind_store
 from app.wallet import Wallet
 
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each

@@ -151,7 +151,7 @@ class Wallet:
         """currency_code: the currency the amounts were converted for; the script
         refuses (CURRENCY) if the account's differs. '' books minor units as given.
         request_id (hex; a fresh one if None) is recorded with what the booking moved,
-        for retention_s, so app/reconciler.py can settle it if the reply is lost."""
+        for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost."""
         keys, partition = self._book_keys(player_id)
         keys.append(self.keys.stargame_request(partition, request_id or uuid.uuid4().hex))
         args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref,

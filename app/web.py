@@ -18,16 +18,16 @@ from app import settings as config
 from app.admin import Admin
 from app.asgi import HotPaths
 from app.errors import WalletCallError
-from app.flusher import Flusher
+from app.ledger.flusher import Flusher
 from app.ledger import open_store
 from app.logsafe import limit_server_logs
-from app.oia import Oia
-from app.oia_wallet import OiaWallet
-from app.reconciler import Reconciler
+from app.protocols.oia.handler import Oia
+from app.protocols.oia.wallet import OiaWallet
+from app.protocols.stargame.reconciler import Reconciler
 from app.redis_client import connect, script_client
 from app.settings import Settings
-from app.stargame import StarGame
-from app.stargame_journal import Journal, directory_of
+from app.protocols.stargame.handler import StarGame
+from app.protocols.stargame.journal import Journal, directory_of
 from app.wallet import Wallet
 
 log = logging.getLogger("walletd.web")

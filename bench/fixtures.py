@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.oia_wallet import OiaWallet
+from app.protocols.oia.wallet import OiaWallet
 from app.redis_client import connect
 from app.settings import Settings
 from app.wallet import Wallet, WalletError

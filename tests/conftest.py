@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from app.flusher import Flusher
+from app.ledger.flusher import Flusher
 from app.keys import Keys
 from app.ledger import open_store
 from app.redis_client import connect

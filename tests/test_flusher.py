@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.flusher import GROUP, Flusher
+from app.ledger.flusher import GROUP, Flusher
 from app.keys import Keys
 from app.ledger import from_stream, open_store
 from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings
-from app.sqlite_store import SqliteStore
+from app.ledger.sqlite import SqliteStore
 from app.wallet import Wallet
 from tests.conftest import OPERATOR, drain, ledger_rows
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from app import oia
+from app.protocols.oia import handler as oia
 from app.logsafe import RateLimitedLog
 from app.settings import Settings
 from tests.oia_calls import call, change, envelope, error_code, new_session, post

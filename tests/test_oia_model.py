@@ -52,7 +52,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app.flusher import Flusher
+from app.ledger.flusher import Flusher
 from app.keys import Keys
 from app.ledger import open_store
 from app.redis_client import connect

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from app.errors import OutcomeUnknown, WalletUnavailable
-from app.oia import wallet_error
+from app.protocols.oia.handler import wallet_error
 from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import stargame
+from app.protocols.stargame import handler as stargame
 from app.logsafe import RateLimitedLog
 from app.settings import ConfigError, Settings, check
-from app.stargame_journal import ENCODER, Journal, Note, directory_of, journal_files
+from app.protocols.stargame.journal import ENCODER, Journal, Note, directory_of, journal_files
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
@@ -52,7 +52,7 @@ async def test_a_journal_that_cannot_be_written_refuses_write_bets_before_bookin
 NOTE_ON_A_FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
-from app.stargame_journal import Journal, Note
+from app.protocols.stargame.journal import Journal, Note
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is cut short, like ENOSPC
 journal = Journal(Path(sys.argv[1]), 10, 10)
 journal.has_room()
@@ -145,7 +145,7 @@ RECONCILE_ONCE = """
 import asyncio, sys
 from pathlib import Path
 from app.redis_client import connect
-from app.reconciler import Reconciler
+from app.protocols.stargame.reconciler import Reconciler
 from app.settings import Settings
 from app.wallet import Wallet
 

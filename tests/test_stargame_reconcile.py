@@ -21,11 +21,11 @@ import redis
 
 from app.keys import Keys
 from app.ledger import open_store
-from app.reconciler import Reconciler, done_path
+from app.protocols.stargame.reconciler import Reconciler, done_path
 from app.redis_server import free_port
 from app.settings import ConfigError, Settings, check
-from app.stargame_journal import Journal, Note, directory_of, journal_files
-from app.verify import verify
+from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
+from app.ledger.verify import verify
 from app.wallet import Wallet
 from app.web import create_app
 from tests.conftest import OPERATOR, balance_of, drain, ledger_rows

@@ -12,7 +12,7 @@ import redis
 from app.keys import Keys
 from app.ledger import open_store
 from app.settings import Settings
-from app.verify import verify
+from app.ledger.verify import verify
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
 from tests.oia_calls import call, change

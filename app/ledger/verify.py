@@ -6,7 +6,7 @@ import re
 
 from redis.asyncio import Redis
 
-from app.flusher import Flusher
+from app.ledger.flusher import Flusher
 from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.settings import FlusherSettings

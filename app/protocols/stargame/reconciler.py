@@ -2,7 +2,7 @@
 
 StarGame has no transaction id, no retry and no cancel: a 'fail' whose booking
 landed would leave the player charged for a spin the platform refused. Every
-such request was noted in the journal (app/stargame_journal.py) before the
+such request was noted in the journal (app/protocols/stargame/journal.py) before the
 answer; here each note is settled by one Lua script (lua/stargame_reconcile.lua,
 atomic and idempotent): a landed bet is reversed by a 'reverse' ledger entry
 naming the original entries, a landed win notification is kept (StarGame
@@ -24,7 +24,7 @@ from app.keys import Keys
 from app.logsafe import quoted
 from app.scripts import Scripts
 from app.settings import StarGameSettings
-from app.stargame_journal import SUFFIX, JournalFile, Note, journal_files
+from app.protocols.stargame.journal import SUFFIX, JournalFile, Note, journal_files
 
 log = logging.getLogger("walletd.reconciler")
 

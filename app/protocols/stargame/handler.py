@@ -21,7 +21,7 @@ from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.responses import JSON
 from app.settings import StarGameSettings
-from app.stargame_journal import Journal, JournalFull, Note
+from app.protocols.stargame.journal import Journal, JournalFull, Note
 from app.wallet import Account, Booking, Wallet
 
 log = logging.getLogger("walletd.stargame")

@@ -15,7 +15,7 @@ import time
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
-from app.late_retry import Horizon, word_and_mask
+from app.protocols.oia.late_retry import Horizon, word_and_mask
 from app.ledger import LedgerStore, StoredEntry, open_store
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings

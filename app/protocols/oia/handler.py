@@ -21,13 +21,13 @@ from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
-from app.oia_messages import (
+from app.protocols.oia.messages import (
     DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
     ErrorReply, FinishData, FinishReply, Incoming, Refusal, StatusData, TransactionReply,
     command_data, duplicate_member, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, utf8_problem,
     well_formed,
 )
-from app.oia_wallet import Change, OiaWallet
+from app.protocols.oia.wallet import Change, OiaWallet
 from app.settings import OiaSettings, OperatorSettings
 
 log = logging.getLogger("walletd.oia")

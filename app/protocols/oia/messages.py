@@ -25,7 +25,7 @@ GAME_ID_MAX = 999_999  # the spec's INT 6
 
 Text = Annotated[str, Meta(max_length=255, pattern=NO_PIPE)]
 # Any text or integer here: one outside the player id alphabet (app/ids.py) is
-# answered OP_34 ("no such player"), not OP_50, by app/oia.py.
+# answered OP_34 ("no such player"), not OP_50, by app/protocols/oia/handler.py.
 UserId = str | int
 TokenText = Annotated[str, Meta(max_length=50, pattern=NO_PIPE)]
 CurrencyCode = Annotated[str, Meta(min_length=1, max_length=4, pattern=NO_PIPE)]

@@ -84,7 +84,7 @@ def from_stream(fields: dict[str, str]) -> LedgerEntry:
 
 def open_store(url: str) -> LedgerStore:
     if url.startswith("sqlite:///"):
-        from app.sqlite_store import SqliteStore  # noqa: PLC0415
+        from app.ledger.sqlite import SqliteStore  # noqa: PLC0415
 
         return SqliteStore(url.removeprefix("sqlite:///"))
     raise ValueError(f"unsupported storage.url {url!r}: use sqlite:///PATH")

@@ -3,7 +3,7 @@
 A writeBet whose reply was lost may have booked, and StarGame has no transaction
 id, retry or cancel to settle it. Before walletd answers 'fail' it notes the
 request here, durably and without Redis (which may be what failed); the
-reconciler (app/reconciler.py, in the flusher's process) settles every note.
+reconciler (app/protocols/stargame/reconciler.py, in the flusher's process) settles every note.
 
 One file per writing process at a time, held under flock while it is written:
 a file whose lock can be taken has no writer any more, so the reconciler may

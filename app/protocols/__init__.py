@@ -1,0 +1,1 @@
+"""The platform protocols walletd answers, one package each."""

@@ -1,0 +1,1 @@
+"""StarGame Game Notifications API: handler, outcome-unknown journal, reconciler."""
