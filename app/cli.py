@@ -14,18 +14,13 @@ from redis.exceptions import RedisError
 
 from app import currency, serve, settings as config
 from app.errors import WalletCallError
-from app.ledger.flusher import Flusher
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.instance import AlreadyRunning
-from app.ledger import open_store
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
-from app.protocols.stargame.reconciler import Reconciler
-from app.protocols.oia.wallet import OiaWallet
-from app.redis_client import connect
 from app.redis_server import redis_url
+from app.runtime import Runtime
 from app.sessions import DEVICES
 from app.settings import Settings
-from app.protocols.stargame.journal import directory_of
 from app.ledger.verify import verify
 from app.wallet import Wallet, WalletError
 
@@ -78,22 +73,24 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]]) -> int:
+def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int]], ledger: bool = False) -> int:
     async def run(url: str) -> int:
-        redis = connect(url, settings.redis)
-        try:
-            wallet = Wallet(redis, settings.wallet)
-            await wallet.start()
-            return await work(wallet)
-        finally:
-            await redis.aclose()
+        async with Runtime(settings, url, ledger=ledger) as runtime:
+            return await work(runtime)
 
     with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
         return asyncio.run(run(url))
 
 
-def player_create(args: argparse.Namespace, settings: Settings) -> Callable[[Wallet], Awaitable[int]]:
-    async def work(wallet: Wallet) -> int:
+def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]]) -> int:
+    async def on_wallet(runtime: Runtime) -> int:
+        return await work(runtime.wallet)
+
+    return with_runtime(settings, on_wallet)
+
+
+def player_create(args: argparse.Namespace, settings: Settings) -> Callable[[Runtime], Awaitable[int]]:
+    async def work(runtime: Runtime) -> int:
         decimal_to_minor(args.balance, currency.exponent(args.currency), "--balance")  # names the flag
         fields = {"player_id": args.player_id, "currency": args.currency, "balance": args.balance,
                   "country": args.country, "language": args.language, "name": args.name,
@@ -103,7 +100,7 @@ def player_create(args: argparse.Namespace, settings: Settings) -> Callable[[Wal
         except msgspec.ValidationError as exc:
             raise Refusal(f"player id {args.player_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . @ -") from exc
         try:
-            created = await create_player(OiaWallet(wallet, settings.oia, settings.storage_url), settings.oia, request)
+            created = await create_player(runtime.oia_wallet, settings.oia, request)
         except AdminError as exc:
             raise Refusal(str(exc)) from exc
         owner = f", operator {created['operator_id']}" if created["operator_id"] else ""
@@ -175,13 +172,12 @@ def player_block(args: argparse.Namespace) -> Callable[[Wallet], Awaitable[int]]
     return work
 
 
-def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Wallet], Awaitable[int]]:
-    async def work(wallet: Wallet) -> int:
+def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Runtime], Awaitable[int]]:
+    async def work(runtime: Runtime) -> int:
         fields = {"player_id": args.player_id, "game_id": args.game, "lobby_id": args.lobby,
                   "operator_id": args.operator, "home_url": args.home_url, "device": args.device, "fun": args.fun}
-        oia_wallet = OiaWallet(wallet, settings.oia, settings.storage_url)
         try:
-            session = await open_session(oia_wallet, settings.oia, msgspec.convert(fields, SessionRequest))
+            session = await open_session(runtime.oia_wallet, settings.oia, msgspec.convert(fields, SessionRequest))
         except (AdminError, msgspec.ValidationError) as exc:
             raise Refusal(str(exc)) from exc
         print(msgspec.json.format(msgspec.json.encode(session)).decode())
@@ -191,10 +187,10 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Walle
 
 
 def flush(settings: Settings) -> int:
-    async def work(wallet: Wallet) -> int:
-        await serve.require_redis_not_behind(wallet.redis, wallet.keys, settings.storage_url)
-        flusher = Flusher(wallet.redis, open_store(settings.storage_url), wallet.keys, settings.flusher)
-        reconciler = Reconciler(wallet.scripts, wallet.keys, settings.stargame, directory_of(settings.data_path))
+    async def work(runtime: Runtime) -> int:
+        flusher, reconciler, store = runtime.flusher, runtime.reconciler, runtime.store
+        assert flusher is not None and reconciler is not None and store is not None
+        await serve.require_redis_not_behind(runtime.redis, runtime.wallet.keys, store)
 
         def stop() -> None:  # SIGINT/SIGTERM: both stop between rounds, no traceback
             flusher.request_exit()
@@ -202,28 +198,22 @@ def flush(settings: Settings) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop)
-        try:
-            await asyncio.gather(flusher.run(), reconciler.run())
-        finally:
-            flusher.close()
+        await asyncio.gather(flusher.run(), reconciler.run())
         return 0
 
-    return with_wallet(settings, work)
+    return with_runtime(settings, work, ledger=True)
 
 
 def run_verify(settings: Settings) -> int:
-    async def work(wallet: Wallet) -> int:
-        store = open_store(settings.storage_url)
-        try:
-            problems = await verify(wallet.redis, store, wallet.keys, settings.flusher)
-        finally:
-            store.close()
+    async def work(runtime: Runtime) -> int:
+        assert runtime.flusher is not None
+        problems = await verify(runtime.flusher)
         for problem in problems:
             print(problem)
         print("verify: OK" if not problems else f"verify: {len(problems)} problem(s)")
         return EXIT_REFUSED if problems else 0
 
-    return with_wallet(settings, work)
+    return with_runtime(settings, work, ledger=True)
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,9 +224,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "verify":
         return run_verify(settings)
     if args.command == "session":
-        return with_wallet(settings, session_new(args, settings))
+        return with_runtime(settings, session_new(args, settings))
     if args.action == "create":
-        return with_wallet(settings, player_create(args, settings))
+        return with_runtime(settings, player_create(args, settings))
     builders = {"show": player_show, "deposit": player_adjust, "withdraw": player_adjust,
                 "block": player_block, "unblock": player_block}
     return with_wallet(settings, builders[args.action](args))

@@ -25,13 +25,12 @@ from app import settings as config
 from app.ledger.flush_process import FlushProcess
 from app.instance import single_instance
 from app.keys import Keys
-from app.ledger import open_store
-from app.redis_client import connect
+from app.ledger import LedgerStore, open_store
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
+from app.runtime import Runtime
 from app.settings import Settings
 from app.ledger.verify import redis_behind_store
-from app.wallet import Wallet
 
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
 # one answers within its budget (oia.budget_ms), so this is plenty.
@@ -72,28 +71,24 @@ def serve(settings: Settings, config_path: str | None) -> int:
 
 async def preflight(settings: Settings, url: str) -> None:
     """What the lifespan would fail on, checked first so that it fails as one line."""
-    redis = connect(url, settings.redis)
+    runtime = Runtime(settings, url, ledger=True)  # for its ledger store; nothing runs
     try:
         try:
-            await redis.ping()
+            await runtime.redis.ping()
         except RedisError as exc:  # its own text does not say it is Redis ("DB index is out of range")
             raise RuntimeError(f"cannot use Redis at {redacted(url)}: {exc}") from exc
-        await redis_durability.check(redis, settings.redis.require_durable)
-        wallet = Wallet(redis, settings.wallet)
-        await wallet.start()
-        await require_redis_not_behind(redis, wallet.keys, settings.storage_url)
+        await redis_durability.check(runtime.redis, settings.redis.require_durable)
+        await runtime.start()
+        assert runtime.store is not None
+        await require_redis_not_behind(runtime.redis, runtime.wallet.keys, runtime.store)
     finally:
-        await redis.aclose()
+        await runtime.close()
 
 
-async def require_redis_not_behind(redis: Redis, keys: Keys, storage_url: str) -> None:
+async def require_redis_not_behind(redis: Redis, keys: Keys, store: LedgerStore) -> None:
     """A Redis that lost its data (or is another one) would reuse entry ids the store
     already holds: refuse to serve it rather than book on it (README "Durability")."""
-    store = open_store(storage_url)
-    try:
-        problems = await redis_behind_store(redis, keys, store)
-    finally:
-        store.close()
+    problems = await redis_behind_store(redis, keys, store)
     if problems:
         raise StartupError(f"Redis is behind the ledger store ({problems[0]}"
                            f"{f' and {len(problems) - 1} more partitions' if len(problems) > 1 else ''}): "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -18,17 +17,11 @@ from app import settings as config
 from app.admin import Admin
 from app.asgi import HotPaths
 from app.errors import WalletCallError
-from app.ledger.flusher import Flusher
-from app.ledger import open_store
 from app.logsafe import limit_server_logs
 from app.protocols.oia.handler import Oia
-from app.protocols.oia.wallet import OiaWallet
-from app.protocols.stargame.reconciler import Reconciler
-from app.redis_client import connect, script_client
+from app.runtime import Runtime
 from app.settings import Settings
 from app.protocols.stargame.handler import StarGame
-from app.protocols.stargame.journal import Journal, directory_of
-from app.wallet import Wallet
 
 log = logging.getLogger("walletd.web")
 
@@ -41,54 +34,26 @@ HEALTH_PLAYER = "healthz"
 
 
 class Service:
-    """What one server process holds: the Redis client, the wallet, the flusher."""
+    """What one server process holds (its Runtime) and the routes it serves."""
 
     def __init__(self, settings: Settings, redis_url: str) -> None:
         self.settings = settings
-        self.redis = connect(redis_url, settings.redis)
-        self.script_client = script_client(redis_url, settings.redis, self.redis)
-        self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
-        sg = settings.stargame
-        self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
-        self.stargame = StarGame(self.wallet, sg, self.journal)
-        self.oia_wallet = OiaWallet(self.wallet, settings.oia, settings.storage_url)
-        self.oia = Oia(self.oia_wallet, settings.oia)
-        self.admin = Admin(self.oia_wallet, settings.oia, settings.admin)
-        self.flusher: Flusher | None = None
-        self.flusher_task: asyncio.Task | None = None
+        self.runtime = Runtime(settings, redis_url, serving=True, ledger=settings.flusher.enabled)
+        rt = self.runtime
+        assert rt.journal is not None
+        self.stargame = StarGame(rt.wallet, settings.stargame, rt.journal)
+        self.oia = Oia(rt.oia_wallet, settings.oia)
+        self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin)
         self.health_problem = ""  # the last probe's, so each change is logged once
-        self.reconciler: Reconciler | None = None
-        self.reconciler_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.wallet.start()
-        await self.oia_wallet.start()
-        if self.settings.flusher.enabled:
-            store = open_store(self.settings.storage_url)
-            self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
-            self.flusher_task = asyncio.create_task(self.flusher.run(), name="flusher")
-            # The reconciler lives with the flusher: one per deployment's data_dir.
-            self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
-                                         directory_of(self.settings.data_path))
-            self.reconciler_task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+        await self.runtime.start()
+        if self.runtime.flusher is not None:
+            self.runtime.start_background()
         settle_garbage_collector()
 
     async def stop(self) -> None:
-        if self.reconciler is not None and self.reconciler_task is not None:
-            self.reconciler.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self.reconciler_task, timeout=10)
-        self.journal.close()
-        if self.flusher is not None and self.flusher_task is not None:
-            self.flusher.request_exit()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await asyncio.wait_for(self.flusher_task, timeout=10)
-            self.flusher.close()
-            self.flusher.store.close()
-        self.oia_wallet.store.close()
-        if self.script_client is not self.redis:
-            await self.script_client.aclose()
-        await self.redis.aclose()
+        await self.runtime.close()
 
     async def healthz(self, request: Request) -> Response:
         """200 when a booking would work now: Redis answers redis-py (aliases, flusher)
@@ -109,18 +74,20 @@ class Service:
         Redis closed (restart, CLIENT KILL, idle timeout) fails once and is then replaced,
         which says nothing about whether Redis is there now. PING moves nothing."""
         try:
-            await self.redis.ping()
+            await self.runtime.redis.ping()
         except (RedisConnectionError, RedisTimeoutError):
-            await self.redis.ping()
+            await self.runtime.redis.ping()
 
     async def booking_problem(self) -> str:
         try:
             await self.ping()
-            await self.wallet.scripts.balance(keys=[self.wallet.keys.account(HEALTH_PLAYER)])
-            await self.wallet.scripts.reload_missing(self.redis)
+            wallet = self.runtime.wallet
+            await wallet.scripts.balance(keys=[wallet.keys.account(HEALTH_PLAYER)])
+            await wallet.scripts.reload_missing(wallet.redis)
         except (RedisError, OSError, WalletCallError) as exc:
             return f"{type(exc).__name__}: {exc}"
-        if self.flusher_task is not None and self.flusher_task.done():
+        flusher_task = self.runtime.flusher_task
+        if flusher_task is not None and flusher_task.done():
             return "the flusher stopped"  # bookings would pile up un-stored
         return ""
 
@@ -140,8 +107,8 @@ def create_app(settings: Settings, redis_url: str) -> HotPaths:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await service.start()
-        try:
+        try:  # a failed start still closes what the runtime built
+            await service.start()
             yield
         finally:
             await service.stop()

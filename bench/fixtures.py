@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.protocols.oia.wallet import OiaWallet
-from app.redis_client import connect
+from app.runtime import Runtime
 from app.settings import Settings
-from app.wallet import Wallet, WalletError
+from app.wallet import WalletError
 
 OPERATOR, SECRET, ADMIN_TOKEN = "benchcasino", "bench-secret", "bench-admin"
 GAME_ID = 200
@@ -51,20 +50,14 @@ def player_ids() -> list[str]:
 
 async def create_players(settings: Settings, redis_url: str) -> dict[str, str]:
     """player id -> session token (game GAME_ID); players that exist are kept."""
-    redis = connect(redis_url, settings.redis)
-    try:
-        wallet = Wallet(redis, settings.wallet)
-        await wallet.start()
-        oia = OiaWallet(wallet, settings.oia, settings.storage_url)
+    async with Runtime(settings, redis_url) as runtime:
         tokens = {}
         for player in player_ids():
             with contextlib.suppress(WalletError):  # a second run on the same Redis
-                await wallet.create_player(player, CURRENCY, BALANCE_MINOR, "DE", "en", player, [],
-                                           operator_id=OPERATOR)
-            tokens[player], _, _ = await oia.open_session(OPERATOR, player, str(GAME_ID), "")
+                await runtime.wallet.create_player(player, CURRENCY, BALANCE_MINOR, "DE", "en", player, [],
+                                                   operator_id=OPERATOR)
+            tokens[player], _, _ = await runtime.oia_wallet.open_session(OPERATOR, player, str(GAME_ID), "")
         return tokens
-    finally:
-        await redis.aclose()
 
 
 def write_players(tokens: dict[str, str], path: Path) -> Path:

@@ -12,11 +12,8 @@ import httpx
 import pytest
 import redis
 
-from app.ledger.flusher import Flusher
-from app.keys import Keys
-from app.ledger import open_store
-from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
+from app.runtime import Runtime
 from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
 from app.web import create_app
@@ -73,11 +70,8 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def wallet(settings: Settings) -> AsyncIterator[Wallet]:
-    client = connect(settings.redis.url, settings.redis)
-    w = Wallet(client, settings.wallet)
-    await w.start()
-    yield w
-    await client.aclose()
+    async with Runtime(settings, settings.redis.url) as runtime:
+        yield runtime.wallet
 
 
 @pytest.fixture
@@ -94,15 +88,12 @@ async def balance_of(wallet: Wallet, player_id: str) -> int:
 
 
 async def drain(settings: Settings) -> int:
-    client = connect(settings.redis.url, settings.redis)
-    store = open_store(settings.storage_url)
-    flusher = Flusher(client, store, Keys(settings.wallet.partitions), settings.flusher)
+    runtime = Runtime(settings, settings.redis.url, ledger=True)  # not started: Redis is left as it is
     try:
-        return await flusher.drain()
+        assert runtime.flusher is not None
+        return await runtime.flusher.drain()
     finally:
-        flusher.close()
-        store.close()
-        await client.aclose()
+        await runtime.close()
 
 
 def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> list[sqlite3.Row]:

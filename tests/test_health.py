@@ -73,7 +73,7 @@ async def test_healthz_comes_back_by_itself_after_redis_restarts(tmp_path: Path,
     settings = settings_for(tmp_path, url, script_client)
     try:
         async with serving(settings) as (c, service):
-            wallet = service.wallet  # type: ignore[attr-defined]
+            wallet = service.runtime.wallet  # type: ignore[attr-defined]
             await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
             assert (await c.get("/healthz")).status_code == 200
             server.stop()
@@ -93,10 +93,10 @@ async def test_healthz_stays_200_through_script_flush_and_reloads(tmp_path: Path
     settings = settings_for(tmp_path, server.start())
     try:
         async with serving(settings) as (c, service):
-            redis_py = service.redis  # type: ignore[attr-defined]
+            redis_py = service.runtime.redis  # type: ignore[attr-defined]
             await redis_py.script_flush()
             assert (await c.get("/healthz")).status_code == 200  # bookings work: EVAL fallback
-            shas = [s.sha for s in service.wallet.scripts.all()]  # type: ignore[attr-defined]
+            shas = [s.sha for s in service.runtime.wallet.scripts.all()]  # type: ignore[attr-defined]
             assert all(await redis_py.script_exists(*shas))
     finally:
         server.stop()
@@ -123,7 +123,7 @@ async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_
             settings = settings_for(tmp_path, f"redis://booker:booker-pw@127.0.0.1:{server.port}/6", script_client)
             async with serving(settings) as (c, service):
                 assert (await c.get("/healthz")).status_code == 200
-                wallet = service.wallet  # type: ignore[attr-defined]
+                wallet = service.runtime.wallet  # type: ignore[attr-defined]
                 await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
                 assert (await wallet.adjust("p1", "deposit", 1, "r1")).code == "OK"
             assert root.info("keyspace").keys() == {"db6"}
@@ -137,7 +137,7 @@ async def test_healthz_and_bookings_over_tls(tmp_path: Path, script_client: str)
         settings = settings_for(tmp_path, url, script_client)
         async with serving(settings) as (c, service):
             assert (await c.get("/healthz")).status_code == 200
-            wallet = service.wallet  # type: ignore[attr-defined]
+            wallet = service.runtime.wallet  # type: ignore[attr-defined]
             await wallet.create_player("p1", "EUR", 1000, "DE", "en", "", [], operator_id="")
             assert (await wallet.adjust("p1", "deposit", 1, "r1")).balance_minor == 1001
         with contextlib.closing(redis.Redis.from_url(server.ready_url())) as root:

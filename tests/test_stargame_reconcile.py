@@ -19,13 +19,12 @@ import httpx
 import pytest
 import redis
 
-from app.keys import Keys
-from app.ledger import open_store
 from app.protocols.stargame.reconciler import Reconciler, done_path
 from app.redis_server import free_port
 from app.settings import ConfigError, Settings, check
 from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
 from app.ledger.verify import verify
+from app.runtime import Runtime
 from app.wallet import Wallet
 from app.web import create_app
 from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
@@ -97,11 +96,12 @@ def reconciler_for(settings: Settings, wallet: Wallet) -> Reconciler:
 
 
 async def verify_ok(settings: Settings, wallet: Wallet) -> None:
-    store = open_store(settings.storage_url)
+    runtime = Runtime(settings, settings.redis.url, ledger=True)
     try:
-        assert await verify(wallet.redis, store, Keys(settings.wallet.partitions), settings.flusher) == []
+        assert runtime.flusher is not None
+        assert await verify(runtime.flusher) == []
     finally:
-        store.close()
+        await runtime.close()
 
 
 def stargame_rows(settings: Settings, player: str) -> list[tuple[str, int, str, str]]:
@@ -207,7 +207,7 @@ async def test_the_service_runs_the_reconciler_with_the_flusher(
     async with app.router.lifespan_context(app), c:  # type: ignore[attr-defined]
         body = await write_bet_while_redis_is_busy(c, sync_redis, "sg1", bet="100", win="0")
         assert body["status"] == "fail"
-        counts = app.state.service.reconciler.counts  # type: ignore[attr-defined]
+        counts = app.state.service.runtime.reconciler.counts  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
         while not counts and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.ledger import open_store
 from app.settings import Settings
 from app.ledger.verify import verify
+from app.runtime import Runtime
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
 from tests.oia_calls import call, change
@@ -22,11 +22,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def run_verify(wallet: Wallet, settings: Settings) -> list[str]:
-    store = open_store(settings.storage_url)
+    runtime = Runtime(settings, settings.redis.url, ledger=True)
     try:
-        return await verify(wallet.redis, store, wallet.keys, settings.flusher)
+        assert runtime.flusher is not None
+        return await verify(runtime.flusher)
     finally:
-        store.close()
+        await runtime.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from redis.asyncio import Redis
 from app.ledger.flusher import Flusher
 from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
-from app.settings import FlusherSettings
 
 SCAN_BATCH = 500
 INTEGER = re.compile(r"-?[0-9]{1,20}")
@@ -86,18 +85,16 @@ def compare_balances(balances: dict[str, int], sums: dict[str, int]) -> list[str
     return problems
 
 
-async def verify(redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings) -> list[str]:
-    """Drains the streams into the store, then lists every difference found."""
+async def verify(flusher: Flusher) -> list[str]:
+    """Drains the streams into the flusher's store, then lists every difference found."""
+    redis, store, keys = flusher.redis, flusher.store, flusher.keys
     behind = await redis_behind_store(redis, keys, store)
     if behind:  # draining would only meet ids the store holds with other content
         return [f"Redis is behind the ledger store: {problem}" for problem in behind]
-    flusher = Flusher(redis, store, keys, settings)
     try:
         await flusher.drain()
     except LedgerConflict as exc:
         return [str(exc)]
-    finally:
-        flusher.close()
     problems = await check_sequences(redis, keys, store.partition_stats())
     balances, unreadable = await redis_balances(redis, keys)
     problems += unreadable

@@ -106,15 +106,14 @@ class StoreReader:
 
 
 class OiaWallet:
-    def __init__(self, wallet: Wallet, settings: OiaSettings, store_url: str) -> None:
+    """The OIA calls on the shared Wallet: its Redis client, keys and scripts are the
+    Wallet's (never copied here, so a runtime that swaps or closes them is seen)."""
+
+    def __init__(self, wallet: Wallet, settings: OiaSettings, store: StoreReader) -> None:
         self.wallet = wallet
-        self.redis = wallet.redis
-        self.keys = wallet.keys
-        self.scripts = wallet.scripts
         self.retention_ms = settings.retention_s * 1000
         self.idle_ms = settings.session_idle_s * 1000
-        self.backlog_max = wallet.settings.backlog_max
-        self.store = StoreReader(store_url)
+        self.store = store  # the runtime's: it closes it
         # Accounts without an owner (made before ownership) belong to the only
         # operator; with several, to nobody: refused to all (README "Operator ownership").
         self.implied_owner = settings.operators[0].id if len(settings.operators) == 1 else ""
@@ -127,20 +126,20 @@ class OiaWallet:
 
     async def start(self) -> None:
         """Learn since when every booking is in the late-retry filter (README "Late retries")."""
-        meta = self.keys.meta()
+        meta = self.wallet.keys.meta()
         layout = f"{self.horizon.generation_s}:{self.filter_bits}"
-        stored_since, stored_layout = await self.redis.hmget(meta, [META_FILTER_SINCE, META_FILTER_LAYOUT])
+        stored_since, stored_layout = await self.wallet.redis.hmget(meta, [META_FILTER_SINCE, META_FILTER_LAYOUT])
         if (stored_since is None or stored_layout not in (None, layout)
                 or (stored_since == "0" and stored_layout is None and await self.store_holds_entries())):
             # A walletd without the filter booked here, or the layout changed, or this
             # Redis is new but the ledger store is not (Redis's data was lost): those
             # bookings left no bits that can be read now.
             since = int(time.time())
-            await self.redis.hset(meta, mapping={META_FILTER_SINCE: since, META_FILTER_LAYOUT: layout})
+            await self.wallet.redis.hset(meta, mapping={META_FILTER_SINCE: since, META_FILTER_LAYOUT: layout})
         else:
             since = int(stored_since)
             if stored_layout is None:
-                await self.redis.hset(meta, META_FILTER_LAYOUT, layout)
+                await self.wallet.redis.hset(meta, META_FILTER_LAYOUT, layout)
         self.horizon.start(since)
 
     async def store_holds_entries(self) -> bool:
@@ -154,46 +153,47 @@ class OiaWallet:
             return True
 
     def booking_keys(self, partition: int, player_id: str) -> list[str]:
-        return [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
+        keys = self.wallet.keys
+        return [keys.account_at(partition, player_id), keys.seq(partition), keys.ledger(partition)]
 
     def tx_key(self, partition: int, operator_id: str, player_id: str, transaction_id: int) -> str:
-        return self.keys.tx(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(transaction_id))
+        return self.wallet.keys.tx(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(transaction_id))
 
     def round_key(self, partition: int, operator_id: str, player_id: str, round_id: int) -> str:
-        return self.keys.round(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(round_id))
+        return self.wallet.keys.round(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(round_id))
 
     def session_key(self, partition: int, token: str | None) -> str:
         """The session key to check; a token from another partition (so not this
         player's) or none at all names a key that never exists."""
-        valid = token is not None and token_partition(token, self.keys.partitions) == partition
-        return self.keys.session(partition, token if valid else "")
+        valid = token is not None and token_partition(token, self.wallet.keys.partitions) == partition
+        return self.wallet.keys.session(partition, token if valid else "")
 
     async def authenticate(self, operator_id: str, token: str) -> Authenticated:
-        partition = token_partition(token, self.keys.partitions)
+        partition = token_partition(token, self.wallet.keys.partitions)
         if partition is None:
             return Authenticated("OP_21")
-        session = self.keys.session(partition, token)
+        session = self.wallet.keys.session(partition, token)
         # The session names the player; only then is the account key known.
-        player_id = await self.redis.hget(session, "player")
+        player_id = await self.wallet.redis.hget(session, "player")
         if player_id is None:
             return Authenticated("OP_21")
-        keys = [self.keys.account_at(partition, player_id), session]
+        keys = [self.wallet.keys.account_at(partition, player_id), session]
         args = [player_id, operator_id, self.idle_ms, self.implied_owner]
-        reply = await self.scripts.oia_authenticate(keys=keys, args=args)
+        reply = await self.wallet.scripts.oia_authenticate(keys=keys, args=args)
         return Authenticated(reply[0], player_id, int(reply[1]), reply[2], reply[3], reply[4])
 
     async def balance(self, operator_id: str, player_id: str, token: str, currency: str,
                       currency_allowed: bool) -> Outcome:
-        partition = self.keys.partition(player_id)
-        keys = [self.keys.account_at(partition, player_id), self.session_key(partition, token)]
+        partition = self.wallet.keys.partition(player_id)
+        keys = [self.wallet.keys.account_at(partition, player_id), self.session_key(partition, token)]
         args = [player_id, operator_id, currency, flag(currency_allowed), self.idle_ms, self.implied_owner]
-        reply = await self.scripts.oia_balance(keys=keys, args=args)
+        reply = await self.wallet.scripts.oia_balance(keys=keys, args=args)
         return Outcome(reply[0], int(reply[1]), reply[2])
 
     async def change(self, c: Change) -> Outcome:
         """One script call; a second one, after a ledger store lookup, only for an id
         that may have been booked before its record expired (README "Late retries")."""
-        partition = self.keys.partition(c.player_id)
+        partition = self.wallet.keys.partition(c.player_id)
         now_s = time.time()
         generation = self.horizon.generation(now_s)
         keys = [
@@ -201,19 +201,19 @@ class OiaWallet:
             self.tx_key(partition, c.operator_id, c.player_id, c.transaction_id),
             self.session_key(partition, c.token),
             self.round_key(partition, c.operator_id, c.player_id, c.round_id),
-            self.keys.seen(partition, generation),
-            self.keys.seen(partition, generation - 1),
+            self.wallet.keys.seen(partition, generation),
+            self.wallet.keys.seen(partition, generation - 1),
         ]
         ref = ledger_ref(c.operator_id, c.transaction_id)
         bits = word_and_mask(c.operator_id, c.player_id, c.transaction_id, self.filter_bits)
         args = [
             c.player_id, partition, c.kind, c.amount_minor, c.currency, c.fingerprint(), c.operator_id,
             c.game_id, flag(c.round_finished), flag(c.currency_allowed), flag(c.game_disabled),
-            c.deadline_ms, self.backlog_max, self.retention_ms, self.idle_ms, ref, c.round_id, self.implied_owner,
-            self.horizon.expire_at_ms(generation),
+            c.deadline_ms, self.wallet.settings.backlog_max, self.retention_ms, self.idle_ms, ref, c.round_id,
+            self.implied_owner, self.horizon.expire_at_ms(generation),
         ]
         mode = "new" if self.horizon.young(c.transaction_timestamp, now_s) else "old"
-        reply = await self.scripts.oia_change(keys=keys, args=[*args, mode, *bits])
+        reply = await self.wallet.scripts.oia_change(keys=keys, args=[*args, mode, *bits])
         if reply[0] != "CHECK":
             return Outcome(reply[0], int(reply[1]), reply[2])
         store_may_be_behind = int(reply[1]) == 1
@@ -226,23 +226,23 @@ class OiaWallet:
             return Outcome("BEHIND")
         answer = ["absent"] if found is None else ["found"]
         stored = [] if found is None else found.change_args()
-        reply = await self.scripts.oia_change(keys=keys, args=[*args, *answer, *bits, *stored])
+        reply = await self.wallet.scripts.oia_change(keys=keys, args=[*args, *answer, *bits, *stored])
         assert reply[0] != "CHECK", "the script asked the store twice"
         return Outcome(reply[0], int(reply[1]), reply[2])
 
     async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
                      game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
         """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG, OVERFLOW or BEHIND."""
-        partition = self.keys.partition(player_id)
+        partition = self.wallet.keys.partition(player_id)
         ref = ledger_ref(operator_id, transaction_id)
         keys = [
             *self.booking_keys(partition, player_id),
             self.tx_key(partition, operator_id, player_id, transaction_id),
             self.round_key(partition, operator_id, player_id, round_id),
         ]
-        args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.backlog_max,
+        args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.wallet.settings.backlog_max,
                 self.retention_ms, ref, round_id, operator_id, self.implied_owner]
-        reply = await self.scripts.oia_cancel(keys=keys, args=[*args, "check"])
+        reply = await self.wallet.scripts.oia_cancel(keys=keys, args=[*args, "check"])
         if reply[0] != "MISSING":
             return reply[0]
         # Not in Redis: past the retention (look in the ledger store) or never seen.
@@ -251,15 +251,16 @@ class OiaWallet:
         if store_may_be_behind and not final(found):
             return "BEHIND"
         mode = ["tombstone"] if found is None else ["restore", *found.cancel_args()]
-        reply = await self.scripts.oia_cancel(keys=keys, args=[*args, *mode])
+        reply = await self.wallet.scripts.oia_cancel(keys=keys, args=[*args, *mode])
         return reply[0]
 
     async def status(self, operator_id: str, player_id: str, transaction_id: int) -> str:
         """OK, ERROR, CANCELED, NOT_FOUND, NO_PLAYER, OP_34 or BEHIND."""
-        partition = self.keys.partition(player_id)
-        keys = [self.keys.account_at(partition, player_id),
-                self.tx_key(partition, operator_id, player_id, transaction_id), self.keys.ledger(partition)]
-        reply = await self.scripts.oia_status(keys=keys, args=[operator_id, self.implied_owner, self.retention_ms])
+        partition = self.wallet.keys.partition(player_id)
+        keys = [self.wallet.keys.account_at(partition, player_id),
+                self.tx_key(partition, operator_id, player_id, transaction_id), self.wallet.keys.ledger(partition)]
+        args = [operator_id, self.implied_owner, self.retention_ms]
+        reply = await self.wallet.scripts.oia_status(keys=keys, args=args)
         state = reply[0]
         if state == "TOMB":
             return "NOT_FOUND"
@@ -276,21 +277,21 @@ class OiaWallet:
 
     async def finish_round(self, operator_id: str, player_id: str, round_id: int) -> str:
         """OK, NOT_FOUND, NO_PLAYER or OP_34."""
-        partition = self.keys.partition(player_id)
-        keys = [self.keys.account_at(partition, player_id),
+        partition = self.wallet.keys.partition(player_id)
+        keys = [self.wallet.keys.account_at(partition, player_id),
                 self.round_key(partition, operator_id, player_id, round_id)]
         args = [self.retention_ms, operator_id, self.implied_owner]
-        return (await self.scripts.oia_finish(keys=keys, args=args))[0]
+        return (await self.wallet.scripts.oia_finish(keys=keys, args=args))[0]
 
     async def open_session(self, operator_id: str, player_id: str, game_id: str, lobby_id: str) -> tuple[str, str, str]:
         """A new live session: (token, currency, language). NO_PLAYER raises KeyError,
         a player of another operator (or an ownerless one nobody owns) PermissionError."""
         assert bool(game_id) != bool(lobby_id), "a session is for a game or for a lobby"
-        partition = self.keys.partition(player_id)
+        partition = self.wallet.keys.partition(player_id)
         for _ in range(NEW_TOKEN_ATTEMPTS_MAX):
             token = new_token(partition)
-            keys = [self.keys.account_at(partition, player_id), self.keys.session(partition, token)]
-            reply = await self.scripts.oia_session(keys=keys, args=[player_id, operator_id, game_id,
+            keys = [self.wallet.keys.account_at(partition, player_id), self.wallet.keys.session(partition, token)]
+            reply = await self.wallet.scripts.oia_session(keys=keys, args=[player_id, operator_id, game_id,
                                                                      lobby_id, self.idle_ms, self.implied_owner])
             if reply[0] == "NO_PLAYER":
                 raise KeyError(player_id)

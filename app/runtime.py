@@ -1,0 +1,118 @@
+"""What one walletd process holds, built from settings in one place and closed in reverse.
+
+Every process (the HTTP server, a CLI command, `walletd flush`, verify, serve's
+preflight, the bench's player set-up, the test fixtures) builds a Runtime and asks
+only for the parts it uses:
+
+    always        the redis-py client, the Wallet (its keys and scripts), the OIA
+                  wallet, a read-only ledger store reader (opened on first lookup)
+    serving       the hot path's script client (redis.script_client), the StarGame
+                  journal, the OIA late-retry filter's start
+    ledger        the ledger store, the flusher and the StarGame reconciler
+
+Building opens no connection (redis-py and the pipelined client connect on first
+use, the store reader on first lookup) except the ledger store's file; `start()`
+talks to Redis; `close()` undoes everything built, in reverse, whether or not
+`start()` ran or succeeded. Metrics belong here too, when they come: built with
+the other parts, pushed onto the same exit stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+from redis.exceptions import RedisError
+
+from app.ledger import LedgerStore, open_store
+from app.ledger.flusher import Flusher
+from app.protocols.oia.wallet import OiaWallet, StoreReader
+from app.protocols.stargame.journal import Journal, directory_of
+from app.protocols.stargame.reconciler import Reconciler
+from app.redis_client import connect, script_client
+from app.settings import Settings
+from app.wallet import Wallet
+
+# A background task asked to stop gets this long to finish its round (serve's shutdown).
+BACKGROUND_STOP_S = 10
+
+
+class Runtime:
+    def __init__(self, settings: Settings, redis_url: str, *, serving: bool = False, ledger: bool = False) -> None:
+        self.settings = settings
+        self.serving = serving
+        self.exit = contextlib.AsyncExitStack()  # every closer, pushed as its part is built
+        self.redis = connect(redis_url, settings.redis)
+        self.exit.push_async_callback(self.redis.aclose)
+        # Only the HTTP server's bookings take redis.script_client; a command's few go through redis-py.
+        self.script_client = script_client(redis_url, settings.redis, self.redis) if serving else self.redis
+        if self.script_client is not self.redis:
+            self.exit.push_async_callback(self.script_client.aclose)
+        self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
+        self.store_reader = StoreReader(settings.storage_url)
+        self.exit.callback(self.store_reader.close)
+        self.oia_wallet = OiaWallet(self.wallet, settings.oia, self.store_reader)
+        self.journal: Journal | None = None
+        if serving:
+            sg = settings.stargame
+            self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
+            self.exit.callback(self.journal.close)
+        self.store: LedgerStore | None = None
+        self.flusher: Flusher | None = None
+        self.reconciler: Reconciler | None = None
+        if ledger:
+            self.build_ledger()
+        self.flusher_task: asyncio.Task | None = None
+
+    def build_ledger(self) -> None:
+        store = self.store = open_store(self.settings.storage_url)
+        self.exit.callback(store.close)
+        flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
+        self.exit.callback(flusher.close)
+        # The reconciler lives with the flusher: one per deployment's data_dir.
+        self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
+                                     directory_of(self.settings.data_path))
+
+    async def start(self) -> None:
+        """Check and prepare Redis: the partition count, the scripts, and when serving
+        since when every booking is in the OIA late-retry filter."""
+        await self.wallet.start()
+        if self.serving:
+            await self.oia_wallet.start()
+
+    def start_background(self) -> None:
+        """Run the flusher and the reconciler as tasks of this event loop until close()."""
+        assert self.flusher is not None and self.reconciler is not None, "built with ledger=True"
+        assert self.flusher_task is None, "start_background() once"
+        flusher, reconciler = self.flusher, self.reconciler
+        self.flusher_task = asyncio.create_task(flusher.run(), name="flusher")
+        reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
+
+        async def stop_flusher() -> None:
+            flusher.request_exit()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await asyncio.wait_for(self.flusher_task, timeout=BACKGROUND_STOP_S)
+
+        async def stop_reconciler() -> None:
+            reconciler.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(reconciler_task, timeout=BACKGROUND_STOP_S)
+
+        self.exit.push_async_callback(stop_flusher)
+        self.exit.push_async_callback(stop_reconciler)  # stopped first: it books reversals
+
+    async def close(self) -> None:
+        await self.exit.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
