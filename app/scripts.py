@@ -12,12 +12,21 @@ conservatively: redis-py cannot always tell a failure before the write from
 one after it, so only errors that can only happen before anything is sent
 (connecting, authenticating, no free pool connection) are WalletUnavailable;
 every other connection error or time-out is OutcomeUnknown.
+
+Each script's header declares how many KEYS and ARGV it takes ("-- KEYS: 8",
+"-- ARGV: 22 | 27": one of these counts); every call is checked against it
+before anything is sent, since a wrong count is a programmer error that Lua
+would only notice as a nil deep inside the script.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +38,15 @@ from redis.exceptions import (
 
 from app.errors import OutcomeUnknown, WalletCallError, WalletUnavailable
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+
+def lua_dir() -> Traversable:
+    """lua/ inside the installed package (pyproject.toml maps it to app/lua), else the
+    source checkout's top-level lua/ (tests, an editable install)."""
+    packaged = files("app") / "lua"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "lua"
+
+
+LUA_DIR = lua_dir()
 LEDGER = "lib/ledger.lua"
 OIA = "lib/oia.lua"
 OWNER = "lib/owner.lua"
@@ -50,13 +67,39 @@ PRELUDES: dict[str, tuple[str, ...]] = {
     "oia_session": (OWNER,),
 }
 
+# A header line declaring a count, or alternative counts separated by " | ".
+COUNT_LINE = re.compile(r"^-- (KEYS|ARGV): (\d+(?: \| \d+)*)(?:\s|$)", re.MULTILINE)
 
-def source(name: str) -> str:
-    assert name in PRELUDES, name
+
+@dataclass(frozen=True)
+class Arity:
+    """The KEYS and ARGV counts a script's header allows."""
+
+    name: str
+    keys: frozenset[int]
+    args: frozenset[int]
+
+
+def read(path: str) -> str:
     if not LUA_DIR.is_dir():
-        raise RuntimeError(f"Lua scripts not found at {LUA_DIR}: install walletd with 'pip install -e .'")
-    parts = [(LUA_DIR / prelude).read_text() for prelude in PRELUDES[name]]
-    return "\n".join([*parts, (LUA_DIR / f"{name}.lua").read_text()])
+        raise RuntimeError(f"Lua scripts not found at {LUA_DIR}: a broken install (lua/ is package data)")
+    return (LUA_DIR / path).read_text()
+
+
+def arity(name: str, header: str) -> Arity:
+    found = {what: counts for what, counts in COUNT_LINE.findall(header)}
+    assert len(COUNT_LINE.findall(header)) == 2 and found.keys() == {"KEYS", "ARGV"}, \
+        f"lua/{name}.lua must declare '-- KEYS: n' and '-- ARGV: n' once each"
+    keys, args = (frozenset(int(n) for n in found[what].split("|")) for what in ("KEYS", "ARGV"))
+    return Arity(name, keys, args)
+
+
+def source(name: str) -> tuple[str, Arity]:
+    """The script's text (its preludes prepended) and the counts its header declares."""
+    assert name in PRELUDES, name
+    own = read(f"{name}.lua")
+    parts = [read(prelude) for prelude in PRELUDES[name]]
+    return "\n".join([*parts, own]), arity(name, own)
 
 
 class ScriptClient(Protocol):
@@ -70,12 +113,20 @@ class ScriptClient(Protocol):
 
 
 class Script:
-    def __init__(self, client: ScriptClient, text: str) -> None:
+    """arity None: counts unchecked (an ad-hoc script without a header, in tests)."""
+
+    def __init__(self, client: ScriptClient, text: str, arity: Arity | None = None) -> None:
         self.client = client
         self.script = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+        self.arity = arity
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        declared = self.arity
+        if declared is not None:
+            assert len(keys) in declared.keys and len(args) in declared.args, \
+                (f"{declared.name}: called with {len(keys)} KEYS and {len(args)} ARGV, its header declares "
+                 f"KEYS {sorted(declared.keys)} and ARGV {sorted(declared.args)}")
         try:
             try:
                 return await self.client.evalsha(self.sha, len(keys), *keys, *args)
@@ -121,7 +172,7 @@ class Scripts:
 
     def __init__(self, client: ScriptClient) -> None:
         for name in PRELUDES:
-            setattr(self, name, Script(client, source(name)))
+            setattr(self, name, Script(client, *source(name)))
 
     def all(self) -> list[Script]:
         return [getattr(self, name) for name in PRELUDES]

@@ -1,4 +1,6 @@
 -- admin_adjust.lua: operator deposit or withdrawal, idempotent by a caller reference.
+-- KEYS: 4
+-- ARGV: 6
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record for (player, ref)
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] kind: 'deposit' | 'withdraw'

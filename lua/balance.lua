@@ -1,4 +1,6 @@
 -- balance.lua: read a player's balance and profile.
+-- KEYS: 1
+-- ARGV: 0
 -- KEYS[1] account hash
 -- Returns {balance_minor, currency, language} or {} when the player is unknown.
 local v = redis.call('HMGET', KEYS[1], 'bal', 'cur', 'lang')

@@ -1,5 +1,7 @@
 -- oia_cancel.lua: cancel one transaction, once. A booked BET is credited back, a
 -- booked WIN or REFUND debited back (even below zero: the platform has decided).
+-- KEYS: 5
+-- ARGV: 12 | 17   (17 in mode 'restore')
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record   KEYS[5] round record
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] game id   ARGV[4] round_finished: 1 | 0 | ''

@@ -1,6 +1,8 @@
 -- oia_change.lua: one changebalance (BET debits; WIN and REFUND credit), idempotent
 -- by transaction id, also after the transaction record's retention (README "Late
 -- retries"). Every refusal is decided before the first write.
+-- KEYS: 8
+-- ARGV: 22 | 27   (27 in mode 'found')
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record   KEYS[5] session (may not exist)   KEYS[6] round record
 -- KEYS[7] late-retry filter, current generation (bitmap)   KEYS[8] the previous generation

@@ -1,4 +1,6 @@
 -- oia_finish.lua: mark a known round finished (idempotent).
+-- KEYS: 2
+-- ARGV: 3
 -- KEYS[1] account hash   KEYS[2] round record
 -- ARGV[1] retention_ms   ARGV[2] operator id   ARGV[3] owner of accounts without one ('' = nobody)
 -- Returns {code}: OK, NO_PLAYER, OP_34 (the player belongs to another operator),

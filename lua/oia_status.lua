@@ -1,4 +1,6 @@
 -- oia_status.lua: the state of one transaction.
+-- KEYS: 3
+-- ARGV: 3
 -- KEYS[1] account hash   KEYS[2] transaction record   KEYS[3] partition ledger stream
 -- ARGV[1] operator id   ARGV[2] owner of accounts without one ('' = nobody)
 -- ARGV[3] retention_ms (records)

@@ -1,5 +1,7 @@
 -- stargame_reconcile.lua: settle one StarGame writeBet answered 'fail' with its outcome unknown.
 -- Idempotent: the first call decides and records; any later call returns DONE and writes nothing.
+-- KEYS: 4
+-- ARGV: 3
 -- KEYS[1] the request's record   KEYS[2] account hash   KEYS[3] partition seq counter
 -- KEYS[4] partition ledger stream
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] retention_ms (record lifetime, integer >= 1)
