@@ -86,13 +86,13 @@ class Runtime:
         assert self.flusher is not None and self.reconciler is not None, "built with ledger=True"
         assert self.flusher_task is None, "start_background() once"
         flusher, reconciler = self.flusher, self.reconciler
-        self.flusher_task = asyncio.create_task(flusher.run(), name="flusher")
+        flusher_task = self.flusher_task = asyncio.create_task(flusher.run(), name="flusher")
         reconciler_task = asyncio.create_task(reconciler.run(), name="reconciler")
 
         async def stop_flusher() -> None:
             flusher.request_exit()
             with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await asyncio.wait_for(self.flusher_task, timeout=BACKGROUND_STOP_S)
+                await asyncio.wait_for(flusher_task, timeout=BACKGROUND_STOP_S)
 
         async def stop_reconciler() -> None:
             reconciler.should_exit = True
