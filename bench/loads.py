@@ -4,6 +4,7 @@ rates) and locust (the platforms' realistic scenarios)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -22,6 +24,7 @@ import redis
 from app.keys import Keys
 from app.settings import WalletSettings
 from bench import fixtures
+from bench.floor import Episode, Floor, Monitor, episodes
 from bench.openloop import OpenLoop
 from bench.servers import BENCH_DIR, Process
 
@@ -44,6 +47,9 @@ class Saturation(msgspec.Struct):
     server_cpu: float  # share of one core
     redis_cpu: float
     command: str
+    closed_p999_ms: float = 0.0
+    closed_max_ms: float = 0.0
+    floor: Floor | None = None  # walletd's steps only
 
 
 class Latency(msgspec.Struct):
@@ -59,6 +65,9 @@ class Latency(msgspec.Struct):
     backlog_max: int  # ledger entries in Redis not yet in the ledger store
     drained_s: float  # after the load stopped, until the backlog was empty
     curve: list[tuple[float, float]]  # (percentile, ms) for the plot
+    floor: Floor
+    episodes: list[Episode]  # answers over 50 ms, grouped, each with the disk stalls it met
+    label: str = ""  # what was special about the step
 
 
 class Scenario(msgspec.Struct):
@@ -96,12 +105,14 @@ def wrk_command(port: int, kind: str, target: str, players: Path, connections: i
 
 
 def wrk(port: int, kind: str, target: str, players: Path, connections: int, seconds: float,
-        redis_process: Process, server: Process | None) -> Saturation:
+        redis_process: Process, server: Process | None, monitor: Monitor | None = None) -> Saturation:
+    """monitor: the floor is measured during the step (walletd's steps; the bare endpoint has no disk)."""
     subprocess.run(wrk_command(port, kind, target, players, connections, WARMUP_S), check=True,
                    capture_output=True)
     command = wrk_command(port, kind, target, players, connections, seconds)
     meter = CpuMeter(server, redis_process)
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    with monitor.step(None) if monitor else contextlib.nullcontext() as watch:
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     server_cpu, redis_cpu = meter.shares()
     found = json.loads(re.search(r"WRK_JSON (\{.*\})", out)[1])
     first_bad = re.search(r"WRK_FIRST_BAD (.*)", out)
@@ -113,7 +124,8 @@ def wrk(port: int, kind: str, target: str, players: Path, connections: int, seco
     return Saturation(f"{target} {kind}", round(rate), found["requests"],
                       found["socket_errors"] + found["bad_answers"], found["p50_us"] / 1000,
                       found["p99_us"] / 1000, server_cpu, redis_cpu,
-                      " ".join(command[:6]) + " http://… -- players " + kind + " …")
+                      " ".join(command[:6]) + " http://… -- players " + kind + " …",
+                      found["p999_us"] / 1000, found["max_us"] / 1000, watch.floor if watch else None)
 
 
 def percentile(ordered: list[int], q: float) -> float:
@@ -153,17 +165,27 @@ class BacklogSampler(threading.Thread):
 
 
 async def open_loop(port: int, players: list[tuple[str, str, bool]], rate: float, share: float, seconds: float,
-                    redis_process: Process, server: Process | None, redis_url: str) -> Latency:
+                    redis_process: Process, server: Process | None, redis_url: str, monitor: Monitor,
+                    label: str = "", during: Callable[[], None] | None = None) -> Latency:
+    """during: called (in a thread) halfway through the measured part, e.g. to start an AOF rewrite."""
     load = OpenLoop("127.0.0.1", port, fixtures.oia_bet_requests(players, next(TX_IDS)), b'"status":"OK"',
                     OPEN_LOOP_CONNECTIONS)
     await load.open()
     sampler = BacklogSampler(redis_url)
     sampler.start()
     meter = CpuMeter(server, redis_process)
+    timer = threading.Timer(WARMUP_S + seconds / 2, during) if during else None
     try:
-        result = await load.run(rate, seconds, WARMUP_S)
+        with monitor.step(rate) as watch:
+            if timer:
+                timer.start()
+            result = await load.run(rate, seconds, WARMUP_S)
+            watch.window = result.window
     finally:
         load.close()
+        if timer:
+            timer.join()
+    assert watch.floor is not None
     server_cpu, redis_cpu = meter.shares()
     drained = sampler.drain_seconds()
     ordered = sorted(result.latencies_us)
@@ -175,7 +197,7 @@ async def open_loop(port: int, players: list[tuple[str, str, bool]], rate: float
     print(f"open loop {rate:,.0f}/s: p99 {percentiles['p99']:.2f} ms, errors {result.errors}", file=sys.stderr)
     return Latency(share, round(rate), result.sent, result.errors, percentiles, over,
                    percentile(sorted(result.send_lag_us), 0.99), server_cpu, redis_cpu, sampler.highest, drained,
-                   curve)
+                   curve, watch.floor, episodes(result.slow, watch.floor), label)
 
 
 def locust(port: int, players: Path, work: Path, users: int, seconds: float) -> Scenario:

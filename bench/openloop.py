@@ -20,6 +20,8 @@ import msgspec
 
 SETTLE_TIMEOUT_S = 5.0  # answers still missing this long after the last send count as errors
 PUMP_EVERY_S = 0.001
+SLOW_S = 0.050  # answers slower than the platforms' budget are kept with their times
+SLOW_KEPT_MAX = 200_000  # bounded: an overloaded step has as many slow answers as answers
 
 
 class Result(msgspec.Struct):
@@ -29,6 +31,8 @@ class Result(msgspec.Struct):
     errors: int
     latencies_us: list[int]  # of answered, measured (warm-up excluded)
     send_lag_us: list[int]
+    window: tuple[float, float]  # CLOCK_MONOTONIC: first and last measured request's due time
+    slow: list[tuple[float, float]]  # (due, answered) of measured answers over SLOW_S
 
 
 def content_length(head: bytes) -> int:
@@ -88,6 +92,7 @@ class OpenLoop:
         self.waiting: collections.deque[tuple[float, bool]] = collections.deque()
         self.latencies: list[int] = []
         self.lags: list[int] = []
+        self.slow: list[tuple[float, float]] = []
         self.errors = 0
         self.in_flight = 0
         self.next_index = 0
@@ -107,6 +112,8 @@ class OpenLoop:
         if conn.measured:
             if ok:
                 self.latencies.append(int((now - conn.due) * 1e6))
+                if now - conn.due > SLOW_S and len(self.slow) < SLOW_KEPT_MAX:
+                    self.slow.append((conn.due, now))
             else:
                 self.errors += 1
         conn.due = 0.0
@@ -133,7 +140,7 @@ class OpenLoop:
 
     async def run(self, rate: float, duration_s: float, warmup_s: float) -> Result:
         assert rate > 0 and duration_s > 0
-        self.latencies, self.lags, self.errors = [], [], 0
+        self.latencies, self.lags, self.slow, self.errors = [], [], [], 0
         self.interval = 1.0 / rate
         self.warmup = int(warmup_s * rate)
         self.total = self.warmup + int(duration_s * rate)
@@ -150,7 +157,9 @@ class OpenLoop:
             await asyncio.sleep(PUMP_EVERY_S)
         lost = self.in_flight + len(self.waiting)
         measured = self.total - self.warmup
-        return Result(rate, measured, len(self.latencies), self.errors + lost, self.latencies, self.lags)
+        window = (self.start + self.warmup * self.interval, self.start + (self.total - 1) * self.interval)
+        return Result(rate, measured, len(self.latencies), self.errors + lost, self.latencies, self.lags, window,
+                      self.slow)
 
     def close(self) -> None:
         for conn in self.idle:

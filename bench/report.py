@@ -10,15 +10,19 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
 matplotlib.use("Agg")  # no screen
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
 
-from app.redis_server import binary_version, find_binary  # noqa: E402
+from app.redis_server import AOF_REWRITE_MIN_SIZE, binary_version, find_binary  # noqa: E402
+from bench.floor import EPISODE_GAP_S, EPISODES_LISTED, LATENCY_THRESHOLD_MS, Floor, quantiles  # noqa: E402
 from bench.loads import Latency, Saturation, Scenario  # noqa: E402
 
+GOAL_SHARE = 0.5  # the issue's goal is stated at 50 % of saturation
+GOAL_MARGIN_MS = 5.0  # walletd's p99.9 at most this much above the disk's
 PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "redis", "hiredis", "msgspec", "locust")
 
 
@@ -53,10 +57,124 @@ def latency_table(lat: list[Latency]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in lat:
         p = r.percentiles_ms
-        rows.append(f"| {r.share:.0%} of saturation | {r.rate:,} | {p['p50']:.2f} | {p['p90']:.2f} | {p['p99']:.2f} | "
+        rows.append(f"| {share(r)[2:]} | {r.rate:,} | {p['p50']:.2f} | {p['p90']:.2f} | {p['p99']:.2f} | "
                     f"{p['p99.9']:.2f} | {p['max']:.2f} | {r.errors} | {r.over_50ms} | {r.send_lag_p99_ms:.2f} | "
                     f"{r.server_cpu:.0%} | {r.redis_cpu:.0%} | {r.backlog_max:,} entries | {r.drained_s} s |")
     return "\n".join(rows)
+
+
+class Step(NamedTuple):
+    name: str
+    walletd_ms: dict[str, float]  # p50, p99, p99.9, max
+    floor: Floor
+    open_loop: bool  # latency from when each request was due (the floor's records are comparable)
+
+
+def closed_loop_steps(sat: dict[str, Saturation]) -> list[Step]:
+    return [Step(f"{name} (wrk)", {"p50": s.closed_p50_ms, "p99": s.closed_p99_ms, "p99.9": s.closed_p999_ms,
+                                   "max": s.closed_max_ms}, s.floor, False)
+            for name, s in sat.items() if s.floor is not None]
+
+
+def open_loop_steps(lat: list[Latency]) -> list[Step]:
+    return [Step(f"{r.rate:,} req/s{share(r)}", r.percentiles_ms, r.floor, True) for r in lat]
+
+
+def share(r: Latency) -> str:
+    """', 50 % of saturation, LABEL' as far as the step has them."""
+    return (f", {r.share:.0%} of saturation" if r.share else "") + (f", {r.label}" if r.label else "")
+
+
+def ms(values: dict[str, float]) -> str:
+    return " / ".join(f"{values[k]:.1f}" for k in ("p50", "p99", "p99.9", "max"))
+
+
+def events_text(floor: Floor) -> str:
+    worst: dict[str, list[int]] = {}
+    for e in floor.events:
+        worst.setdefault(e.name, []).append(e.ms)
+    return ", ".join(f"{name} {len(v)}× ≤ {max(v)}" for name, v in sorted(worst.items())) or "none"
+
+
+def tail_table(steps: list[Step]) -> str:
+    rows = ["| step | walletd p50 / p99 / p99.9 / max | disk sync p50 / p99 / p99.9 / max | durable append at "
+            "the step's rate p50 / p99 / p99.9 / max | walletd p99.9 over the floor's | Redis LATENCY events "
+            "≥ 5 ms (seconds × worst ms) | AOF growth, forks |", "|---|---|---|---|---|---|---|"]
+    for step in steps:
+        f = step.floor
+        sync = quantiles([d * 1000 for _, d in f.calls()])
+        records = quantiles([us / 1000 for us in f.records_us()]) if step.open_loop else None
+        append = ms(records) if records else f"– (probe at {f.probe.rate:,.0f}/s)"
+        over = f"{step.walletd_ms['p99.9'] - records['p99.9']:+.1f}" if records else "–"
+        rows.append(f"| {step.name} | {ms(step.walletd_ms)} | {ms(sync)} | {append} | {over} | {events_text(f)} | "
+                    f"{f.aof_bytes / 1e6:,.1f} MB, {f.forks} |")
+    return "\n".join(rows)
+
+
+def episodes_text(lat: list[Latency]) -> str:
+    """Every open-loop step's answers over 50 ms, by episode, with what the disk did meanwhile."""
+    parts = []
+    for r in lat:
+        slow = sum(e.answers for e in r.episodes)
+        caused = sum(e.disk_caused for e in r.episodes)
+        head = f"{r.rate:,} req/s{share(r)}"
+        if not slow:
+            parts.append(f"- {head}: no answer over 50 ms.")
+            continue
+        parts.append(f"- {head}: {slow} answers over 50 ms in {len(r.episodes)} episodes; a disk stall explains "
+                     f"{caused}, **{slow - caused} the disk did not cause**.")
+        start = r.floor.window[0]
+        for e in r.episodes[:EPISODES_LISTED]:
+            met = "; ".join(e.stalls[:4]) + (f"; {len(e.stalls) - 4} more" if len(e.stalls) > 4 else "")
+            parts.append(f"  - {e.start - start:.2f}–{e.end - start:.2f} s: {e.answers} answers, worst "
+                         f"{e.worst_ms:.0f} ms, disk-caused {e.disk_caused}; met: {met or 'no stall'}")
+        if len(r.episodes) > EPISODES_LISTED:
+            parts.append(f"  - and {len(r.episodes) - EPISODES_LISTED} more episodes")
+    return "\n".join(parts)
+
+
+def goal_text(lat: list[Latency]) -> str:
+    """The issue's goal at 50 % of saturation, checked on the plain step (no rewrite)."""
+    step = next((r for r in lat if r.share == GOAL_SHARE and not r.label), None)
+    if step is None:
+        return "No plain step at 50 % of saturation in this run."
+    floor = quantiles([us / 1000 for us in step.floor.records_us()])["p99.9"]
+    over = step.percentiles_ms["p99.9"] - floor
+    slow = sum(e.answers for e in step.episodes)
+    not_disk = slow - sum(e.disk_caused for e in step.episodes)
+    met = over <= GOAL_MARGIN_MS and not_disk == 0
+    return (f"Goal at 50 % of saturation ({step.rate:,} req/s): walletd's p99.9 at most {GOAL_MARGIN_MS:g} ms "
+            f"above the disk's (a durable append at the same rate, measured in the same step), and no answer "
+            f"over 50 ms the disk did not cause. This run: p99.9 {step.percentiles_ms['p99.9']:.1f} ms against "
+            f"the disk's {floor:.1f} ms ({over:+.1f} ms); {slow} answers over 50 ms, {not_disk} of them without "
+            f"a disk stall to explain them: **{'met' if met else 'not met'}**.")
+
+
+def rewrite_text(lat: list[Latency], bytes_per_booking: int) -> str:
+    """What an AOF rewrite does to the 50 % step, and how often each threshold starts one."""
+    plain = next((r for r in lat if r.share == GOAL_SHARE and not r.label), None)
+    rewrite = next((r for r in lat if r.label), None)
+    if plain is None or rewrite is None or not bytes_per_booking:
+        return ""
+    growth = plain.rate * bytes_per_booking  # bytes/s
+    every = lambda size: size / growth  # noqa: E731 - seconds between rewrites at this rate
+    row = lambda r: (f"| {share(r)[2:]} | {ms(r.percentiles_ms)} | {r.over_50ms} | {r.floor.forks} | "  # noqa: E731
+                     f"{events_text(r.floor)} |")
+    return f"""An OIA booking appended {bytes_per_booking:,} bytes to the AOF in this run (AOF growth over the
+walletd oia wrk step / its requests). At {plain.rate:,} bookings/s the AOF grows {growth / 1e6:.1f} MB/s: Redis's
+default (`auto-aof-rewrite-min-size 64mb`) starts a rewrite every {every(64 * 2**20):.0f} s, walletd's
+embedded Redis (`{AOF_REWRITE_MIN_SIZE}`) every {every(parse_size(AOF_REWRITE_MIN_SIZE)) / 60:.0f} min.
+The same rate with and without a rewrite (BGREWRITEAOF halfway through the step):
+
+| step | walletd p50 / p99 / p99.9 / max ms | answers > 50 ms | forks | Redis LATENCY events ≥ 5 ms |
+|---|---|---|---|---|
+{row(plain)}
+{row(rewrite)}"""
+
+
+def parse_size(size: str) -> int:
+    units = {"kb": 2**10, "mb": 2**20, "gb": 2**30}
+    return int(size[:-2]) * units[size[-2:].lower()]
 
 
 def locust_table(s: Scenario) -> str:
@@ -73,7 +191,7 @@ def plot(lat: list[Latency], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for r in lat:
         xs = [1 / (1 - q / 100) for q, _ in r.curve]  # 1, 2, 10, 100, 1000 ...: the tail spread out
-        axes.plot(xs, [ms for _, ms in r.curve], marker="o", label=f"{r.rate:,} req/s ({r.share:.0%} of saturation)")
+        axes.plot(xs, [ms for _, ms in r.curve], marker="o", label=f"{r.rate:,} req/s ({share(r)[2:]})")
     axes.set_xscale("log")
     axes.set_yscale("log")
     ticks = [0, 50, 90, 99, 99.9, 99.99]
@@ -91,6 +209,12 @@ def plot(lat: list[Latency], path: Path) -> None:
 def write(results: Path, args: argparse.Namespace, sat: dict[str, Saturation], lat: list[Latency],
           scenario: Scenario) -> Path:
     results.mkdir(parents=True, exist_ok=True)
+    floors = [s.floor for s in sat.values() if s.floor] + [r.floor for r in lat]
+    probe_cpu = max(f.probe.cpu_seconds / max(1e-9, f.window[1] - f.window[0]) for f in floors)
+    record_bytes = floors[-1].probe.record_bytes if floors else 0
+    walletd_oia = sat.get("walletd oia")
+    bytes_per_booking = walletd_oia.floor.aof_bytes // walletd_oia.requests if walletd_oia and walletd_oia.floor else 0
+    threshold, gap = LATENCY_THRESHOLD_MS, EPISODE_GAP_S
     plot(lat, results / "latency.png")
     text = f"""# walletd benchmark, {time.strftime("%Y-%m-%d %H:%M")} UTC
 
@@ -121,6 +245,36 @@ due, so queueing shows. {args.latency_seconds:g} s per rate after a 2 s warm-up,
 {latency_table(lat)}
 
 ![latency](latency.png)
+
+## The tail next to the disk (`bench/floor.py`, `bench/fsyncprobe.py`)
+
+Measured during every walletd step, in the same run:
+- **disk sync**: a probe process appends records of an OIA booking's AOF size ({record_bytes:,} bytes) to a file
+  beside the AOF and fdatasyncs it, as Redis does with `appendfsync always`, group-committing all records due
+  by then; "disk sync" is each write + fdatasync. It runs during the step, not beside it, so a slow answer can
+  be matched with a slow disk at the same moment. Its CPU on the load core: {probe_cpu:.0%} of a core at most.
+- **durable append at the step's rate**: the probe's records are due at the step's offered rate (open loop,
+  like the load; 1,000/s under wrk), and each one's latency runs from when it was due until its fdatasync
+  returned: what any server that fsyncs before answering gets from this disk at this rate. It is the floor
+  walletd's open-loop latencies are compared with.
+- **Redis LATENCY events**: `latency-monitor-threshold {threshold}` ms, `LATENCY RESET` before each step,
+  `LATENCY HISTORY` of every event after it (Redis keeps the worst per second).
+
+{tail_table(closed_loop_steps(sat) + open_loop_steps(lat))}
+
+{goal_text(lat)}
+
+Answers over 50 ms, by episode (answers less than {gap:g} s apart), with the disk stalls over {threshold} ms
+that overlapped each, longest first (probe syncs, Redis AOF events; Redis forks are shown but are not the
+disk). An answer counts as caused by the disk when a disk stall overlapped its wait and lasted at least half
+of it (queueing behind a stall at half load drains in about the stall's own length; Redis stamps an event
+with the second it ended in, so one counts for any answer in that second):
+
+{episodes_text(lat)}
+
+## AOF rewrites
+
+{rewrite_text(lat, bytes_per_booking)}
 
 ## Realistic scenarios (locust, `bench/locustfile.py`)
 

@@ -23,11 +23,17 @@ import uvloop
 from app import settings as config
 from app.redis_server import free_port
 from bench import fixtures, loads, report
+from bench.floor import Monitor
 from bench.servers import Process, start_bare, start_redis, start_walletd, walletd_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LATENCY_SHARES = (0.25, 0.5, 0.8)
-SMOKE_P99_MAX_MS = 50.0
+REWRITE_SHARE = 0.5  # the step with an AOF rewrite in it runs at the goal's rate
+# The CI guard (see smoke_run): a modest rate, a few per cent of one worker's saturation.
+SMOKE_RATE = 200.0
+SMOKE_SECONDS = 20.0
+SMOKE_LOCUST_SECONDS = 15.0
+SMOKE_OVER_BUDGET_MAX = 0.01
 
 
 class Bench:
@@ -37,6 +43,7 @@ class Bench:
         self.work = work
         self.args = args
         self.redis, self.redis_url = start_redis(work / "redis", args.load_cpus)
+        self.monitor = Monitor(self.redis_url, work / "redis", work, args.load_cpus)
         self.walletd: Process | None = None
         self.walletd_port = 0
         self.players_file = work / "players.txt"
@@ -64,8 +71,11 @@ def saturation(bench: Bench, bare_port: int) -> dict[str, loads.Saturation]:
     for target, port in (("bare", bare_port), ("walletd", bench.walletd_port)):
         for kind in ("oia", "stargame"):
             server = bench.walletd if target == "walletd" else None
-            measured[f"{target} {kind}"] = loads.wrk(port, kind, target, bench.players_file, args.connections,
-                                                      args.seconds, bench.redis, server)
+            monitor = bench.monitor if target == "walletd" else None
+            measured[f"{target} {kind}"] = step = loads.wrk(port, kind, target, bench.players_file, args.connections,
+                                                             args.seconds, bench.redis, server, monitor)
+            if step.floor is not None and kind == "oia" and step.floor.aof_bytes > 0:
+                bench.monitor.set_record_bytes(step.floor.aof_bytes // step.requests)
     return measured
 
 
@@ -73,9 +83,15 @@ def latency(bench: Bench, saturated: float) -> list[loads.Latency]:
     players = fixtures.read_players(bench.players_file)
     results = []
     for share in LATENCY_SHARES:
-        rate = max(1.0, saturated * share)
-        results.append(uvloop.run(loads.open_loop(bench.walletd_port, players, rate, share, bench.args.latency_seconds,
-                                                  bench.redis, bench.walletd, bench.redis_url)))
+        results.append(uvloop.run(loads.open_loop(bench.walletd_port, players, max(1.0, saturated * share), share,
+                                                  bench.args.latency_seconds, bench.redis, bench.walletd,
+                                                  bench.redis_url, bench.monitor)))
+    # What an AOF rewrite does to bookings: Redis's default threshold (64 MB) starts
+    # one every few seconds at these rates; walletd's (README "Durability") none in a step.
+    results.append(uvloop.run(loads.open_loop(
+        bench.walletd_port, players, max(1.0, saturated * REWRITE_SHARE), REWRITE_SHARE, bench.args.latency_seconds,
+        bench.redis, bench.walletd, bench.redis_url, bench.monitor, label="BGREWRITEAOF halfway",
+        during=bench.monitor.client.bgrewriteaof)))
     return results
 
 
@@ -90,11 +106,13 @@ def full_run(bench: Bench) -> int:
                                 args.locust_seconds)
         bench.start_walletd(script_client="redis-py")
         sat["walletd oia, redis-py"] = loads.wrk(bench.walletd_port, "oia", "walletd", bench.players_file,
-                                                 args.connections, args.seconds, bench.redis, bench.walletd)
+                                                 args.connections, args.seconds, bench.redis, bench.walletd,
+                                                 bench.monitor)
         both = f"{args.server_cpus},{args.load_cpus}"
         bench.start_walletd(workers=2, cpus=both)
         sat["walletd oia, 2 workers"] = loads.wrk(bench.walletd_port, "oia", "walletd", bench.players_file,
-                                                  args.connections, args.seconds, bench.redis, bench.walletd)
+                                                  args.connections, args.seconds, bench.redis, bench.walletd,
+                                                  bench.monitor)
     finally:
         bare.stop()
     written = report.write(RESULTS, args, sat, lat, scenario)
@@ -103,27 +121,48 @@ def full_run(bench: Bench) -> int:
 
 
 def smoke_run(bench: Bench) -> int:
-    """Fails (exit 1) on any failed request or a p99 over the platform's 50 ms."""
+    """CI's budget guard, on a shared machine. Fails (exit 1) on any error, or when
+    more than SMOKE_OVER_BUDGET_MAX of the answers at SMOKE_RATE took over 50 ms.
+
+    A share, not a percentile: walletd's own work is a millisecond or two a booking,
+    so what a regression does (a blocking call, a lock, a scan per request) puts a
+    large share of answers over budget, while a shared machine's stalls (CPU taken
+    by other jobs, the disk's own slow syncs, shown beside) put a few answers there
+    now and then. 1 % of 4,000 answers is 40: about a second's worth of queueing
+    at this rate, more than a neighbour's burst, far less than any regression."""
     bench.start_walletd()
-    result = loads.locust(bench.walletd_port, bench.players_file, bench.work, bench.args.locust_users,
-                          bench.args.locust_seconds)
-    print(report.locust_table(result))
+    players = fixtures.read_players(bench.players_file)
+    steady = uvloop.run(loads.open_loop(bench.walletd_port, players, SMOKE_RATE, 0.0, SMOKE_SECONDS, bench.redis,
+                                        bench.walletd, bench.redis_url, bench.monitor))
+    scenario = loads.locust(bench.walletd_port, bench.players_file, bench.work, bench.args.locust_users,
+                            SMOKE_LOCUST_SECONDS)
+    print(report.tail_table(report.open_loop_steps([steady])))
+    print(report.episodes_text([steady]))
+    print(report.locust_table(scenario))
+    answered = steady.sent - steady.errors
+    share = steady.over_50ms / max(1, answered)
     problems = []
-    if result.failures or result.requests == 0:
-        problems.append(f"{result.failures} of {result.requests} requests failed")
-    if result.p99_ms > SMOKE_P99_MAX_MS:
-        problems.append(f"p99 {result.p99_ms} ms is over the {SMOKE_P99_MAX_MS} ms budget")
+    if steady.errors or scenario.failures or scenario.requests == 0:
+        problems.append(f"{steady.errors} of {steady.sent} open-loop requests and {scenario.failures} of "
+                        f"{scenario.requests} locust requests failed")
+    if share > SMOKE_OVER_BUDGET_MAX:
+        disk = sum(e.disk_caused for e in steady.episodes)
+        problems.append(f"{steady.over_50ms} of {answered} answers ({share:.1%}) took over 50 ms at "
+                        f"{SMOKE_RATE:g} req/s (allowed {SMOKE_OVER_BUDGET_MAX:.0%}); a disk stall overlapped {disk}")
     for problem in problems:
         print(f"bench smoke: FAIL: {problem}")
     if not problems:
-        print(f"bench smoke: OK: {result.requests} requests, no failure, p99 {result.p99_ms} ms")
+        print(f"bench smoke: OK: no error in {steady.sent + scenario.requests} requests; {share:.2%} of answers "
+              f"over 50 ms at {SMOKE_RATE:g} req/s (allowed {SMOKE_OVER_BUDGET_MAX:.0%}), "
+              f"p99.9 {steady.percentiles_ms['p99.9']:.1f} ms")
     return 1 if problems else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="CI guard: short locust run, fail on error or p99")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI guard: a modest fixed rate; fail on an error or too many answers over 50 ms")
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for walletd and the bare endpoint")
     parser.add_argument("--load-cpus", default="1", help="taskset CPU list for load generators and Redis")
     parser.add_argument("--seconds", type=float, default=10.0, help="each wrk saturation run")

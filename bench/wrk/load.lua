@@ -68,7 +68,7 @@ function done(summary, latency, _)
   local e = summary.errors
   io.write(string.format(
     'WRK_JSON {"requests":%d,"duration_us":%d,"socket_errors":%d,"bad_answers":%d,"checked":%d,'
-    .. '"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    .. '"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, total_bad, total_checked,
-    latency:percentile(50), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
 end
