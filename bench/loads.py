@@ -32,6 +32,7 @@ WARMUP_S = 2.0
 DRAIN_WAIT_S = 30.0
 SAMPLE_EVERY_S = 0.25
 OPEN_LOOP_CONNECTIONS = 64
+DEADLINE_REFUSAL = "deadline passed before"  # StarGame and OIA refusing, unbooked, what waited too long
 TX_IDS = itertools.count(1_000_000, 100_000_000)  # each load's first transaction id: ranges never meet
 EXPECT = {("walletd", "oia"): '"status":"OK"', ("walletd", "stargame"): '"status":"success"',
           ("bare", "oia"): '"status":"OK"', ("bare", "stargame"): '"status":"OK"'}
@@ -81,6 +82,12 @@ class Scenario(msgspec.Struct):
     max_ms: float
     by_name: list[dict[str, str]]
     command: str
+    failed: list[tuple[str, str, int]] = []  # (request, what, how many): locust's failures file
+
+    def deadline_refusals(self) -> int:
+        """Requests refused unbooked because they waited past the budget (stargame.budget_ms, OIA's):
+        walletd keeping the budget, not a fault (README "Benchmarks", CI guard)."""
+        return sum(n for _, what, n in self.failed if DEADLINE_REFUSAL in what)
 
 
 class CpuMeter:
@@ -214,7 +221,9 @@ def locust(port: int, players: Path, work: Path, users: int, seconds: float) -> 
     total = next(r for r in rows if r["Name"] == "Aggregated")
     by_name = [{k: r[k] for k in ("Type", "Name", "Request Count", "Failure Count", "50%", "99%", "Max Response Time")}
                for r in rows if r["Name"] != "Aggregated"]
+    with open(f"{prefix}_failures.csv") as failures:
+        failed = [(f"{r['Method']} {r['Name']}", r["Error"], int(r["Occurrences"])) for r in csv.DictReader(failures)]
     return Scenario(users, seconds, int(total["Request Count"]), int(total["Failure Count"]),
                     round(float(total["Requests/s"]), 1), float(total["50%"]), float(total["99%"]),
                     round(float(total["Max Response Time"]), 1), by_name,
-                    " ".join(command[3:5] + ["--headless", "-u", str(users), "-t", f"{seconds:g}s"]))
+                    " ".join(command[3:5] + ["--headless", "-u", str(users), "-t", f"{seconds:g}s"]), failed)

@@ -184,6 +184,7 @@ def locust_table(s: Scenario) -> str:
     for r in s.by_name:
         rows.append(f"| {r['Type']} {r['Name']} | {r['Request Count']} | {r['Failure Count']} | {r['50%']} | "
                     f"{r['99%']} | {float(r['Max Response Time']):.1f} |")
+    rows += ["", *(f"- failed: {n} × {name}: {what[:200]}" for name, what, n in s.failed)]
     return "\n".join(rows)
 
 
