@@ -1,9 +1,7 @@
-"""The callbacks' raw ASGI path: platform callbacks skip Starlette's middleware,
-routing, Request and Response objects (measured: README "Benchmarks"); every
-other route is Starlette's.
+"""Raw ASGI helpers: the request's headers and client, a bounded body reader, a response.
 
-A hot handler never lets an exception out: it answers in its protocol's own
-way (OP_50, {"status":"fail"}) itself.
+Used by the protocols' raw handlers (routed by app/callbacks.py) and, for the
+bounded body, by the admin API on Starlette's side.
 """
 
 from __future__ import annotations
@@ -60,28 +58,3 @@ async def respond(send: Send, body: bytes, status: int = 200, content_type: tupl
     headers = [content_type, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class HotPaths:
-    """Exact (method, path) routes, plus one POST prefix (the OIA commands),
-    in front of the Starlette app that serves everything else."""
-
-    def __init__(self, app: Handler, exact: dict[tuple[str, str], Handler], prefix: str, prefixed: Handler) -> None:
-        assert prefix.endswith("/")
-        self.app = app
-        self.exact = exact
-        self.prefix = prefix
-        self.prefixed = prefixed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)  # app.state, app.router: the Starlette app's
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            handler = self.exact.get((scope["method"], path))
-            if handler is not None:
-                return await handler(scope, receive, send)
-            if scope["method"] == "POST" and path.startswith(self.prefix) and "/" not in path[len(self.prefix):]:
-                return await self.prefixed(scope, receive, send)
-        return await self.app(scope, receive, send)

@@ -1,9 +1,9 @@
-"""Wallet operations: each is one Lua script call on the player's partition."""
+"""The wallet every protocol shares: accounts, players, aliases, balances, admin
+adjustments. Each protocol's own calls live in its package (app/protocols/*/wallet.py)."""
 
 from __future__ import annotations
 
 import time
-import uuid
 
 import msgspec
 from redis.asyncio import Redis
@@ -34,11 +34,6 @@ class Account(msgspec.Struct):
     balance_minor: int
     currency: str
     language: str
-
-
-class Booking(msgspec.Struct):
-    code: str  # OK, CURRENCY, SETTLED, FUNDS, BLOCKED, LATE, OVERFLOW, BACKLOG, NO_PLAYER
-    account: Account | None
 
 
 class Adjustment(msgspec.Struct):
@@ -123,7 +118,8 @@ class Wallet:
                 f"{self.settings.partitions}; partitions cannot change in place"
             )
 
-    def _book_keys(self, player_id: str) -> tuple[list[str], int]:
+    def booking_keys(self, player_id: str) -> tuple[list[str], int]:
+        """KEYS[1..3] of every money-moving script (account, seq, ledger), and the partition."""
         partition = self.keys.partition(player_id)
         keys = [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
         return keys, partition
@@ -144,29 +140,12 @@ class Wallet:
             return None
         return Account(player_id, int(reply[0]), reply[1], reply[2])
 
-    async def stargame_book(
-        self, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str,
-        currency_code: str = "", request_id: str | None = None, retention_s: int = 3600,
-    ) -> Booking:
-        """currency_code: the currency the amounts were converted for; the script
-        refuses (CURRENCY) if the account's differs. '' books minor units as given.
-        request_id (hex; a fresh one if None) is recorded with what the booking moved,
-        for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost."""
-        keys, partition = self._book_keys(player_id)
-        keys.append(self.keys.stargame_request(partition, request_id or uuid.uuid4().hex))
-        args = [player_id, partition, bet_minor, win_minor, deadline_ms, self.settings.backlog_max, ref,
-                currency_code, retention_s * 1000]
-        reply = await self.scripts.stargame_book(keys=keys, args=args)
-        if reply[0] == "NO_PLAYER":
-            return Booking("NO_PLAYER", None)
-        return Booking(reply[0], Account(player_id, int(reply[1]), reply[2], reply[3]))
-
     async def adjust(self, player_id: str, kind: str, amount_minor: int, ref: str) -> Adjustment:
         assert kind in ("deposit", "withdraw")
         check_text(ref, "--ref")
         if amount_minor <= 0:
             raise WalletError("amount must be positive")
-        keys, partition = self._book_keys(player_id)
+        keys, partition = self.booking_keys(player_id)
         keys.append(self.keys.tx(partition, "admin", player_id, ref))
         args = [player_id, partition, kind, amount_minor, ref, self.settings.backlog_max]
         reply = await self.scripts.admin_adjust(keys=keys, args=args)
@@ -188,7 +167,7 @@ class Wallet:
             check_text(value, field, required=False)
         wanted = list(dict.fromkeys(parse_alias(alias) for alias in aliases))
         claimed = await self._claim_names(player_id, wanted)
-        keys, partition = self._book_keys(player_id)
+        keys, partition = self.booking_keys(player_id)
         args = [player_id, partition, currency_code, balance_minor, country, language, name,
                 " ".join(f"{kind}:{external_id}" for kind, external_id in wanted), operator_id]
         # No clean-up if this call fails: the account may exist (outcome unknown), and

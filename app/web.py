@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from app import settings as config
 from app.admin import Admin
-from app.asgi import HotPaths
+from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.logsafe import limit_server_logs
 from app.protocols.oia.handler import Oia
@@ -101,7 +101,7 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def create_app(settings: Settings, redis_url: str) -> HotPaths:
+def create_app(settings: Settings, redis_url: str) -> Callbacks:
     limit_server_logs()  # any client can make uvicorn log: one line per kind per minute
     service = Service(settings, redis_url)
 
@@ -115,18 +115,17 @@ def create_app(settings: Settings, redis_url: str) -> HotPaths:
 
     routes = [
         Route("/healthz", service.healthz, methods=["GET"]),
-        Route(settings.stargame.path, service.stargame.endpoint, methods=["GET"]),
         Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"]),
         Route("/admin/players", service.admin.players, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
-    # POST <oia.path>/<command> is served by the raw path only (app/asgi.py).
-    return HotPaths(app, {}, f"{settings.oia.path}/", service.oia.handle)
+    # The platforms' callbacks are served by the raw path only (app/callbacks.py).
+    return Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()])
 
 
-def worker_app() -> HotPaths:
+def worker_app() -> Callbacks:
     """One of several server processes (server.workers > 1): settings from the
     environment the supervisor set; the supervisor runs the one flusher."""
     settings = config.load(None)

@@ -17,6 +17,7 @@ from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.ledger.sqlite import SqliteStore
+from app.protocols.stargame.wallet import book as stargame_book
 from app.wallet import Wallet
 from tests.conftest import OPERATOR, drain, ledger_rows
 
@@ -30,7 +31,7 @@ async def book_many(wallet: Wallet) -> None:
     for i in range(PLAYERS):
         await wallet.create_player(f"pl{i}", "EUR", 100_000, "", "en", "", [], operator_id=OPERATOR)
     await asyncio.gather(*[
-        wallet.stargame_book(f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0, "t")
+        stargame_book(wallet, f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0, "t")
         for i in range(PLAYERS) for n in range(BETS_EACH)
     ])
 
@@ -111,7 +112,7 @@ async def test_unacknowledged_entries_are_never_trimmed(
     stream = wallet.keys.ledger(partition)
     await drain(settings)
     for _ in range(4):
-        await wallet.stargame_book("solo", 1, 0, 0, "t")
+        await stargame_book(wallet, "solo", 1, 0, 0, "t")
     # Another consumer holds the first two entries un-acked.
     await wallet.redis.xreadgroup(GROUP, "slow", {stream: ">"}, count=2)
     settings.flusher.claim_idle_ms = 3_600_000
@@ -186,7 +187,7 @@ async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
         server.stop()
         await asyncio.sleep(1.0)
         server.start()  # same port and AOF
-        await wallet.stargame_book("a", 1, 0, 0, "t")
+        await stargame_book(wallet, "a", 1, 0, 0, "t")
         await wait_for_rows(settings, 2)
     finally:
         flusher.request_exit()

@@ -24,6 +24,7 @@ from app.redis_server import free_port
 from app.settings import ConfigError, Settings, check
 from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
 from app.ledger.verify import verify
+from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
 from app.wallet import Wallet
 from app.web import create_app
@@ -175,7 +176,7 @@ async def test_a_request_that_never_reached_redis_is_tombstoned_and_can_never_la
     assert reconciler.counts == {"tombstoned": 1}
     assert journal_files(directory_of(settings.data_path), 10) == []  # settled, writer gone: deleted
     # The booking, still in flight somewhere, arrives now: refused, nothing moves.
-    booking = await wallet.stargame_book(eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
     assert booking.code == "SETTLED"
     assert await balance_of(wallet, eur) == 5000
     state = redis_state(sync_redis)
@@ -253,7 +254,7 @@ async def test_booking_records_the_request_for_the_retention(
     eur: str, wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     request_id = uuid.uuid4().hex
-    booking = await wallet.stargame_book(eur, 100, 0, 0, request_id, "EUR", request_id=request_id, retention_s=120)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id, retention_s=120)
     assert booking.code == "OK"
     key = wallet.keys.stargame_request(wallet.keys.partition(eur), request_id)
     assert sync_redis.get(key).startswith("booked|100|0|")
@@ -339,7 +340,7 @@ async def test_walletd_flush_runs_the_reconciler(
 ) -> None:
     config = write_config(tmp_path, free_port(), redis_url, budget_ms=40)
     request_id = uuid.uuid4().hex
-    booking = await wallet.stargame_book(eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
     assert booking.code == "OK"  # it landed, but say its answer was lost and the note taken:
     directory = directory_of(tmp_path / "var")
     journal = Journal(directory, 10, 10)

@@ -12,6 +12,7 @@ import redis
 from app.keys import Keys
 from app.settings import Settings
 from app.ledger.verify import verify
+from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
@@ -34,8 +35,8 @@ async def run_verify(wallet: Wallet, settings: Settings) -> list[str]:
 async def booked(wallet: Wallet) -> Wallet:
     await wallet.create_player("a", "EUR", 10_000, "", "en", "", [], operator_id=OPERATOR)
     await wallet.create_player("b", "JPY", 500, "", "en", "", [], operator_id=OPERATOR)
-    await wallet.stargame_book("a", 250, 1000, 0, "t")
-    await wallet.stargame_book("b", 500, 0, 0, "t")
+    await stargame_book(wallet, "a", 250, 1000, 0, "t")
+    await stargame_book(wallet, "b", 500, 0, 0, "t")
     await wallet.adjust("a", "deposit", 99, "dep-1")
     return wallet
 

@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app import currency
 from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
+from app.callbacks import Callback
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
@@ -203,11 +204,15 @@ class Oia:
             "finishround": self.finishround,
         }
 
+    def callbacks(self) -> list[Callback]:
+        """POST <path>/<command>; GET <path>/ping stays Starlette's (web.py)."""
+        return [Callback(f"{self.settings.path}/", self.handle, frozenset({"POST"}))]
+
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("PONG")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST <path>/<command>: a raw ASGI handler (app/asgi.py)."""
+        """POST <path>/<command>: a raw ASGI handler (app/callbacks.py)."""
         deadline_ms = now_ms() + self.settings.budget_ms
         command = scope["path"].rsplit("/", 1)[1]
         headers = headers_of(scope)

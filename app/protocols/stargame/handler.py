@@ -6,23 +6,24 @@ import asyncio
 import logging
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 import msgspec
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
-from starlette.requests import Request
-from starlette.responses import Response
 
 from app import currency
 from app.allowlist import AllowList
+from app.asgi import JSON_TYPE, Receive, Scope, Send, client_host
+from app.callbacks import Callback
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
-from app.responses import JSON
 from app.settings import StarGameSettings
 from app.protocols.stargame.journal import Journal, JournalFull, Note
-from app.wallet import Account, Booking, Wallet
+from app.protocols.stargame.wallet import Booking, book
+from app.wallet import Account, Wallet
 
 log = logging.getLogger("walletd.stargame")
 # For what a caller can provoke at will (403s) or an outage repeats per request.
@@ -47,6 +48,9 @@ REFUSALS = {
     "SETTLED": "request already settled; nothing booked",
 }
 ANSWER_UNKNOWN = "wallet timeout: outcome unknown; a booking that landed will be reversed"
+ENCODER = msgspec.json.Encoder()
+# The headers Starlette's JSONResponse sent, in its order (answers stay byte for byte).
+ALLOW_GET = (b"allow", b"GET")
 
 
 class Reply(msgspec.Struct):
@@ -72,12 +76,20 @@ class Unanswerable(Exception):
     """A booking's outcome is unknown: noted for the reconciler, answered fail."""
 
 
-def fail(error: str, status_code: int = 200) -> Response:
-    return JSON(Fail("fail", error), status_code=status_code)
+def fail(error: str) -> bytes:
+    return ENCODER.encode(Fail("fail", error))
 
 
-def method_not_allowed() -> Response:
-    return JSON(Fail("fail", "method not allowed: use GET"), status_code=405, headers={"Allow": "GET"})
+FORBIDDEN = fail("forbidden")
+METHOD_NOT_ALLOWED = fail("method not allowed: use GET")
+
+
+async def respond(send: Send, body: bytes, status: int = 200, allow: bool = False) -> None:
+    headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE]
+    if allow:
+        headers.insert(0, ALLOW_GET)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def to_cents(balance_minor: int, currency_code: str) -> int:
@@ -98,15 +110,23 @@ def to_minor(cents: int, currency_code: str, field: str) -> int:
     return minor
 
 
-def reply(status: str, error: str, uid: str, account: Account) -> Response:
+def reply(status: str, error: str, uid: str, account: Account) -> bytes:
     language = "RUS" if account.language.lower() in RUSSIAN else "ENG"
     body = Reply(status, error, uid, to_cents(account.balance_minor, account.currency), account.currency,
                  currency.numeric(account.currency), language)
-    return JSON(body)
+    return ENCODER.encode(body)
 
 
-def single(request: Request, name: str, required: bool = True) -> str | None:
-    values = request.query_params.getlist(name)
+Query = list[tuple[str, str]]
+
+
+def query_of(scope: Scope) -> Query:
+    """The query's (name, value) pairs, parsed as Starlette's query_params were."""
+    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+
+
+def single(query: Query, name: str, required: bool = True) -> str | None:
+    values = [value for key, value in query if key == name]
     if len(values) > 1:
         raise Refused(f"parameter {name} given more than once")
     if not values:
@@ -116,17 +136,17 @@ def single(request: Request, name: str, required: bool = True) -> str | None:
     return values[0]
 
 
-def uid_of(request: Request) -> str:
-    uid = single(request, "uid")
+def uid_of(query: Query) -> str:
+    uid = single(query, "uid")
     assert uid is not None
     if not is_player_id(uid):  # it becomes part of a key name (alias or account)
         raise Refused(UID_RULE)
     return uid
 
 
-def amount(request: Request, name: str) -> int:
+def amount(query: Query, name: str) -> int:
     try:
-        return parse_minor(single(request, name), name)
+        return parse_minor(single(query, name), name)
     except AmountError as exc:
         raise Refused(str(exc)) from exc
 
@@ -139,22 +159,30 @@ class StarGame:
         self.allowed = AllowList(settings.allowed_ips)
         self.currencies: dict[str, str] = {}  # player id -> ISO code
 
-    async def endpoint(self, request: Request) -> Response:
+    def callbacks(self) -> list[Callback]:
+        """GET <path>?cmd=...; every method comes here: a HEAD writeBet must not book."""
+        return [Callback(self.settings.path, self.handle)]
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A raw ASGI handler (app/callbacks.py); the request's body, if any, is never read."""
         arrived_ms = int(time.time() * 1000)
-        # Starlette routes HEAD to GET endpoints: a HEAD writeBet must not book.
-        if request.method != "GET":
-            return method_not_allowed()
-        client = request.client.host if request.client else None
+        if scope["method"] != "GET":
+            return await respond(send, METHOD_NOT_ALLOWED, 405, allow=True)
+        client = client_host(scope)
         if not self.allowed.allows(client):
             limited_log.warning("forbidden", "stargame call from %s refused: not in stargame.allowed_ips",
                                 quoted(client))
-            return fail("forbidden", status_code=403)
+            return await respond(send, FORBIDDEN, 403)
+        await respond(send, await self.answer(scope, arrived_ms))
+
+    async def answer(self, scope: Scope, arrived_ms: int) -> bytes:
         try:
-            cmd = single(request, "cmd")
+            query = query_of(scope)
+            cmd = single(query, "cmd")
             if cmd == "getBalance":
-                return await self.get_balance(request)
+                return await self.get_balance(query)
             if cmd == "writeBet":
-                return await self.write_bet(request, arrived_ms + self.settings.budget_ms)
+                return await self.write_bet(query, arrived_ms + self.settings.budget_ms)
             raise Refused(f"unknown cmd {cmd!r}")
         except Refused as exc:
             return fail(str(exc))
@@ -162,7 +190,8 @@ class StarGame:
             return fail(ANSWER_UNKNOWN)
         except (RedisTimeout, OutcomeUnknown):
             # Only reads get here (a booking's time-out is Unanswerable): nothing booked.
-            limited_log.error("timeout", "stargame %s: Redis timed out", quoted(request.url.query))
+            limited_log.error("timeout", "stargame %s: Redis timed out",
+                              quoted(scope["query_string"].decode(errors="replace")))
             return fail("wallet timeout")
         except (RedisError, OSError, WalletUnavailable) as exc:
             # An outage fails every call the same way: one line a minute, not one per call.
@@ -172,9 +201,9 @@ class StarGame:
             log.exception("stargame: internal error")
             return fail("internal error")
 
-    async def get_balance(self, request: Request) -> Response:
-        uid = uid_of(request)
-        single(request, "foo", required=False)  # cache buster: present or not, unused
+    async def get_balance(self, query: Query) -> bytes:
+        uid = uid_of(query)
+        single(query, "foo", required=False)  # cache buster: present or not, unused
         player_id = await self.player_of(uid)
         account = await self.wallet.account(player_id)
         if account is None:
@@ -195,9 +224,9 @@ class StarGame:
             self.currencies.clear()
         self.currencies[player_id] = currency_code
 
-    async def write_bet(self, request: Request, deadline_ms: int) -> Response:
-        uid = uid_of(request)
-        bet_cents, win_cents = amount(request, "bet"), amount(request, "win")
+    async def write_bet(self, query: Query, deadline_ms: int) -> bytes:
+        uid = uid_of(query)
+        bet_cents, win_cents = amount(query, "bet"), amount(query, "win")
         player_id = await self.player_of(uid)
         if not self.journal.has_room():
             limited_log.error("journal", "stargame: the reconciliation journal cannot take a note (%s; is the "
@@ -231,8 +260,8 @@ class StarGame:
         """One booking call; if its outcome is unknown, the request is noted durably
         (before the answer) for the reconciler, and Unanswerable raised."""
         try:
-            return await self.wallet.stargame_book(
-                note.player_id, bet, win, deadline_ms, note.request_id, currency_code,
+            return await book(
+                self.wallet, note.player_id, bet, win, deadline_ms, note.request_id, currency_code,
                 request_id=note.request_id, retention_s=self.settings.request_retention_s)
         except OutcomeUnknown as exc:
             await self.note_unknown(msgspec.structs.replace(note, ts_ms=int(time.time() * 1000)), exc)

@@ -1,0 +1,73 @@
+"""The one front for every platform protocol: a registry of paths to raw ASGI
+handlers, in front of the Starlette app that serves everything else (/healthz,
+ping, the admin API, start-up and shutdown).
+
+Callbacks skip Starlette's middleware, routing, Request and Response objects
+(measured: README "Benchmarks"). Each protocol package names its own paths
+(`callbacks()` on its handler); adding a protocol adds its entries here, nothing
+else. A callback handler never lets an exception out: it answers in its
+protocol's own way (OP_50, {"status":"fail"}) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from app.asgi import Handler, Receive, Scope, Send
+
+
+@dataclass(frozen=True)
+class Callback:
+    """path: an exact path, or (ending in '/') a prefix followed by one path
+    segment (OIA's POST <path>/<command>). methods: those the handler takes;
+    None for all, when the protocol answers a wrong method itself."""
+
+    path: str
+    handler: Handler
+    methods: frozenset[str] | None = None
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.path.endswith("/")
+
+    def takes(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+
+class Callbacks:
+    def __init__(self, app: Handler, callbacks: Iterable[Callback]) -> None:
+        self.app = app
+        self.exact: dict[str, Callback] = {}
+        prefixes: list[Callback] = []
+        for callback in callbacks:
+            assert callback.path.startswith("/"), callback.path
+            taken = [c.path for c in (*self.exact.values(), *prefixes)]
+            assert callback.path not in taken, f"two protocols claim {callback.path}"
+            if callback.is_prefix:
+                prefixes.append(callback)
+            else:
+                self.exact[callback.path] = callback
+        self.prefixes = tuple(prefixes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)  # app.state, app.router: the Starlette app's
+
+    def find(self, method: str, path: str) -> Handler | None:
+        callback = self.exact.get(path)
+        if callback is None:
+            for prefixed in self.prefixes:
+                if path.startswith(prefixed.path) and "/" not in path[len(prefixed.path):]:
+                    callback = prefixed
+                    break
+        if callback is None or not callback.takes(method):
+            return None
+        return callback.handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.find(scope["method"], scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
+        return await self.app(scope, receive, send)

@@ -1,0 +1,32 @@
+"""StarGame's wallet call: a writeBet booked by one script on the player's partition."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from app.wallet import Account, Wallet
+
+
+class Booking(msgspec.Struct):
+    code: str  # OK, CURRENCY, SETTLED, FUNDS, BLOCKED, LATE, OVERFLOW, BACKLOG, NO_PLAYER
+    account: Account | None
+
+
+async def book(
+    wallet: Wallet, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str,
+    currency_code: str = "", request_id: str | None = None, retention_s: int = 3600,
+) -> Booking:
+    """currency_code: the currency the amounts were converted for; the script
+    refuses (CURRENCY) if the account's differs. '' books minor units as given.
+    request_id (hex; a fresh one if None) is recorded with what the booking moved,
+    for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost."""
+    keys, partition = wallet.booking_keys(player_id)
+    keys.append(wallet.keys.stargame_request(partition, request_id or uuid.uuid4().hex))
+    args = [player_id, partition, bet_minor, win_minor, deadline_ms, wallet.settings.backlog_max, ref,
+            currency_code, retention_s * 1000]
+    reply = await wallet.scripts.stargame_book(keys=keys, args=args)
+    if reply[0] == "NO_PLAYER":
+        return Booking("NO_PLAYER", None)
+    return Booking(reply[0], Account(player_id, int(reply[1]), reply[2], reply[3]))
