@@ -13,8 +13,8 @@ import redis
 from app.ledger.flusher import GROUP, Flusher
 from app.keys import Keys
 from app.ledger import from_stream, open_store
-from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
+from app.runtime import Runtime
 from app.settings import Settings
 from app.ledger.sqlite import SqliteStore
 from app.protocols.stargame.wallet import book as stargame_book
@@ -175,10 +175,10 @@ async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
     settings.redis.url = url
     settings.flusher.tick_ms = 10
     settings.flusher.retry_backoff_max_ms = 100
-    client = connect(url, settings.redis)
-    wallet = Wallet(client, settings.wallet)
-    await wallet.start()
-    flusher = Flusher(client, open_store(settings.storage_url), wallet.keys, settings.flusher)
+    runtime = Runtime(settings, url, ledger=True)
+    await runtime.start()
+    wallet, flusher = runtime.wallet, runtime.flusher
+    assert flusher is not None
     caplog.set_level(logging.INFO, logger="walletd.flusher")
     task = asyncio.create_task(flusher.run())
     try:
@@ -192,8 +192,7 @@ async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
     finally:
         flusher.request_exit()
         await asyncio.wait_for(task, 5)
-        stop(flusher)
-        await client.aclose()
+        await runtime.close()
         server.stop()
     lines = [r for r in caplog.records if r.name == "walletd.flusher"]
     assert [r.levelname for r in lines] == ["INFO", "ERROR", "INFO"], [r.getMessage() for r in lines]

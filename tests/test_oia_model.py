@@ -54,8 +54,7 @@ from hypothesis.stateful import (
 
 from app.ledger.flusher import Flusher
 from app.keys import Keys
-from app.ledger import open_store
-from app.redis_client import connect
+from app.runtime import Runtime
 from app.settings import Settings
 from app.wallet import Wallet
 from tests.conftest import OPERATOR
@@ -392,9 +391,9 @@ def ledger_of(settings: Settings, player: str) -> list[Row]:
 async def test_one_players_oia_life_agrees_with_the_model(
     client: httpx.AsyncClient, wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
-    redis_client = connect(settings.redis.url, settings.redis)
-    store = open_store(settings.storage_url)
-    flusher = Flusher(redis_client, store, Keys(settings.wallet.partitions), settings.flusher)
+    runtime = Runtime(settings, settings.redis.url, ledger=True)  # for its flusher; the client fixture serves
+    flusher = runtime.flusher
+    assert flusher is not None
     await flusher.setup()
     OiaLife.env = Env(client, wallet, settings, sync_redis, flusher)
     machine_settings = hsettings(max_examples=EXAMPLES_MAX, stateful_step_count=STEPS_MAX, deadline=None,
@@ -402,6 +401,4 @@ async def test_one_players_oia_life_agrees_with_the_model(
     try:
         await anyio.to_thread.run_sync(lambda: run_state_machine_as_test(OiaLife, settings=machine_settings))
     finally:
-        flusher.close()
-        store.close()
-        await redis_client.aclose()
+        await runtime.close()

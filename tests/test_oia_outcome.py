@@ -15,10 +15,9 @@ import redis
 
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.protocols.oia.handler import wallet_error
-from app.redis_client import connect
 from app.redis_server import EmbeddedRedis
+from app.runtime import Runtime
 from app.settings import Settings
-from app.wallet import Wallet
 from app.web import create_app
 from tests.conftest import OPERATOR
 from tests.oia_calls import call, change, error_code, new_session
@@ -70,9 +69,8 @@ async def test_a_connection_lost_after_a_booking_was_sent_is_op_47(
 ) -> None:
     settings.redis.script_client = script_client
     settings.redis.socket_timeout_ms = 10_000  # the loss, not a time-out, ends the call
-    redis_client = connect(private_redis.url, settings.redis)
-    await Wallet(redis_client, settings.wallet).create_player("611", "EUR", 10000, "DE", "en", "", [], operator_id=OPERATOR)
-    await redis_client.aclose()
+    async with Runtime(settings, private_redis.url) as runtime:
+        await runtime.wallet.create_player("611", "EUR", 10000, "DE", "en", "", [], operator_id=OPERATOR)
     async with app_client(settings, private_redis.url) as client:
         token = await new_session(client, "611")
         data = {"changebalance": change("611", 1, "BET", 5, token=token),
