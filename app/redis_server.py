@@ -40,10 +40,16 @@ OWNER_WAIT_S = 30.0
 
 # An AOF rewrite forks and writes the whole dataset beside the AOF's fsyncs: bookings
 # stall while it runs. A booking appends about 1.5 KB to the AOF, so Redis's default
-# (rewrite once it grew 64 MB) rewrites every ~11 s at 4,000 bookings/s; at 1 GB it is
-# every ~3 min at that rate and every ~2 h at 100/s, and a restart replays at most
-# this much more than the dataset (README "Durability").
+# (rewrite once it grew 64 MB) rewrites every ~11 s at 4,000 bookings/s. walletd
+# rewrites when bookings are few (QuietRewriter); Redis's own rewrite is the backstop
+# for a load with no quiet moment: at 1 GB, every ~3 min at 4,000/s, every ~2 h at
+# 100/s, and a restart replays at most this much more than the dataset.
 AOF_REWRITE_MIN_SIZE = "1gb"
+QUIET_CHECK_S = 10.0  # how often serve looks at the embedded server's AOF and load
+# Quiet: under this many Redis commands a second (a booking is one script call plus
+# the flusher's share), at two checks in a row.
+QUIET_OPS_PER_S = 50
+QUIET_REWRITE_GROWTH = 64 * 2**20  # worth a rewrite: the AOF grew this much since the last one
 
 
 def binary_version(path: str) -> tuple[int, int]:
@@ -161,6 +167,7 @@ class EmbeddedRedis:
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # between stop() and a restart by the supervisor
         self.supervisor: threading.Thread | None = None
+        self.rewriter: threading.Thread | None = None
 
     def start(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -189,10 +196,14 @@ class EmbeddedRedis:
         log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
 
     def supervise(self) -> None:
-        """Restart the server on the same data whenever it dies, until stop()."""
+        """Restart the server on the same data whenever it dies, and rewrite its AOF
+        when bookings are few (QuietRewriter), until stop()."""
         assert self.process is not None and self.supervisor is None, "supervise() after start(), once"
         self.supervisor = threading.Thread(target=self.watch, name="redis-supervisor", daemon=True)
         self.supervisor.start()
+        self.rewriter = threading.Thread(target=QuietRewriter(self.url).run, args=(self.stopping,),
+                                         name="redis-aof-rewriter", daemon=True)
+        self.rewriter.start()
 
     def watch(self) -> None:
         # PR_SET_PDEATHSIG of a child started here fires when this thread ends:
@@ -213,6 +224,44 @@ class EmbeddedRedis:
         end(process, STOP_TIMEOUT_S)  # SIGTERM: a clean shutdown, AOF fsynced
         if self.supervisor is not None:
             self.supervisor.join(STOP_TIMEOUT_S)
+        if self.rewriter is not None:
+            self.rewriter.join(STOP_TIMEOUT_S)
+
+
+class QuietRewriter:
+    """Starts an AOF rewrite (BGREWRITEAOF) when the AOF has grown enough to be worth
+    one and Redis has been quiet at two checks in a row, so rewrites, which stall
+    bookings while they run, come between loads rather than in them."""
+
+    def __init__(self, url: str, growth_min: int = QUIET_REWRITE_GROWTH, ops_max: int = QUIET_OPS_PER_S) -> None:
+        self.url = url
+        self.growth_min = growth_min
+        self.ops_max = ops_max
+        self.quiet_before = False
+
+    def run(self, stopping: threading.Event, every_s: float = QUIET_CHECK_S) -> None:
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            while not stopping.wait(every_s):
+                try:
+                    self.check(client)
+                except redis.RedisError as exc:  # restarting, loading: the next check tries again
+                    log.debug("AOF rewrite check skipped: %s", exc)
+        finally:
+            client.close()
+
+    def check(self, client: redis.Redis) -> bool:
+        """One look; True when it started a rewrite."""
+        info = client.info()
+        quiet = int(info["instantaneous_ops_per_sec"]) <= self.ops_max
+        was_quiet, self.quiet_before = self.quiet_before, quiet
+        grown = int(info.get("aof_current_size", 0)) - int(info.get("aof_base_size", 0))
+        busy = int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
+        if not (quiet and was_quiet) or busy or grown < self.growth_min:
+            return False
+        client.bgrewriteaof()
+        log.info("AOF rewrite started at a quiet moment: the AOF grew %d MB since the last one", grown // 2**20)
+        return True
 
 
 @contextlib.contextmanager

@@ -1,14 +1,10 @@
-"""The bench's floor machinery (bench/floor.py, bench/fsyncprobe.py) and the embedded
-Redis's AOF rewrite setting it reports on. No timing is asserted: speed is measured
-by `make bench`, these check that the attribution and the probe say what they claim."""
+"""The bench's floor machinery (bench/floor.py, bench/fsyncprobe.py). No timing is
+asserted: speed is measured by `make bench`; these check that the attribution and
+the probe say what they claim."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import redis
-
-from app.redis_server import AOF_REWRITE_MIN_SIZE
 from bench.floor import Event, Floor, episodes, explained
 from bench.fsyncprobe import Probe, run
 
@@ -47,13 +43,3 @@ def test_the_probe_syncs_every_due_record_and_removes_its_file(tmp_path: Path) -
     assert all(latency >= 0 for latency in probe.record_latency_us)
     assert all(seconds > 0 for seconds in probe.call_seconds)
     assert not (tmp_path / "probe.dat").exists()
-
-
-def test_the_embedded_redis_rewrites_its_aof_only_after_walletds_threshold(redis_server: str) -> None:
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    try:
-        assert client.config_get("auto-aof-rewrite-min-size")["auto-aof-rewrite-min-size"] == str(2**30)
-        assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "100"
-    finally:
-        client.close()
-    assert AOF_REWRITE_MIN_SIZE == "1gb"
