@@ -25,7 +25,7 @@ from app.keys import Keys
 from app.settings import WalletSettings
 from bench import fixtures
 from bench.floor import Episode, Floor, Monitor, episodes
-from bench.openloop import OpenLoop
+from bench.openloop import SLOW_US, OpenLoop
 from bench.servers import BENCH_DIR, Process
 
 WARMUP_S = 2.0
@@ -200,7 +200,7 @@ async def open_loop(port: int, players: list[tuple[str, str, bool]], rate: float
     percentiles = {name: percentile(ordered, q) for name, q in marks.items()}
     percentiles["max"] = ordered[-1] / 1000 if ordered else 0.0
     curve = [(q, percentile(ordered, q / 100)) for q in (0, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99)]
-    over = sum(1 for v in ordered if v > 50_000)
+    over = sum(1 for v in ordered if v > SLOW_US)
     print(f"open loop {rate:,.0f}/s: p99 {percentiles['p99']:.2f} ms, errors {result.errors}", file=sys.stderr)
     return Latency(share, round(rate), result.sent, result.errors, percentiles, over,
                    percentile(sorted(result.send_lag_us), 0.99), server_cpu, redis_cpu, sampler.highest, drained,

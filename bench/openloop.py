@@ -20,7 +20,7 @@ import msgspec
 
 SETTLE_TIMEOUT_S = 5.0  # answers still missing this long after the last send count as errors
 PUMP_EVERY_S = 0.001
-SLOW_S = 0.050  # answers slower than the platforms' budget are kept with their times
+SLOW_US = 50_000  # answers slower than the platforms' budget are kept with their times
 SLOW_KEPT_MAX = 200_000  # bounded: an overloaded step has as many slow answers as answers
 
 
@@ -32,7 +32,7 @@ class Result(msgspec.Struct):
     latencies_us: list[int]  # of answered, measured (warm-up excluded)
     send_lag_us: list[int]
     window: tuple[float, float]  # CLOCK_MONOTONIC: first and last measured request's due time
-    slow: list[tuple[float, float]]  # (due, answered) of measured answers over SLOW_S
+    slow: list[tuple[float, float]]  # (due, answered) of measured answers over SLOW_US
 
 
 def content_length(head: bytes) -> int:
@@ -111,8 +111,9 @@ class OpenLoop:
         now = time.perf_counter()
         if conn.measured:
             if ok:
-                self.latencies.append(int((now - conn.due) * 1e6))
-                if now - conn.due > SLOW_S and len(self.slow) < SLOW_KEPT_MAX:
+                latency_us = int((now - conn.due) * 1e6)
+                self.latencies.append(latency_us)
+                if latency_us > SLOW_US and len(self.slow) < SLOW_KEPT_MAX:
                     self.slow.append((conn.due, now))
             else:
                 self.errors += 1
