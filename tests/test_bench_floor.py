@@ -5,6 +5,7 @@ the probe say what they claim."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from bench.floor import Event, Floor, episodes, explained
 from bench.fsyncprobe import Probe, run
 
