@@ -1,10 +1,9 @@
-"""Fixtures: one private redis-server per session (AOF always), flushed per test."""
+"""Fixtures only: one private redis-server per session (AOF always), flushed per test.
+Shared helpers and constants live in tests/support.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,13 +15,9 @@ from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
-from app.web import create_app
+from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, serving
 
 os.environ.pop("WALLETD_CONFIG", None)
-
-OPERATOR, SECRET = "testcasino", "test-secret"
-OTHER_OPERATOR, OTHER_SECRET = "othercasino", "other-secret"
-ADMIN_TOKEN = "admin-token-for-tests"
 
 
 @pytest.fixture(scope="session")
@@ -79,40 +74,6 @@ async def player(wallet: Wallet) -> str:
     """Player 611 with EUR 100.00, as in the OIA seed's examples."""
     await wallet.create_player("611", "EUR", 10000, "DE", "en", "John Doe", [], operator_id=OPERATOR)
     return "611"
-
-
-async def balance_of(wallet: Wallet, player_id: str) -> int:
-    account = await wallet.account(player_id)
-    assert account is not None
-    return account.balance_minor
-
-
-async def drain(settings: Settings) -> int:
-    runtime = Runtime(settings, settings.redis.url, ledger=True)  # not started: Redis is left as it is
-    try:
-        assert runtime.flusher is not None
-        return await runtime.flusher.drain()
-    finally:
-        await runtime.close()
-
-
-def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> list[sqlite3.Row]:
-    db = sqlite3.connect(settings.storage_url.removeprefix("sqlite:///"))
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(f"SELECT * FROM ledger WHERE {where} ORDER BY partition, seq", params).fetchall()
-    finally:
-        db.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in process (lifespan run), called from 127.0.0.1: for tests that serve
-    more than once, or after changing Redis underneath."""
-    app = create_app(settings, settings.redis.url)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
-        yield c
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, OPERATOR, SECRET
+from tests.support import ADMIN_TOKEN, OPERATOR, SECRET
 
 TIMESTAMP = "2026-11-21 10:00:00"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from app.redis_server import free_port
-from tests.conftest import ADMIN_TOKEN, OPERATOR, SECRET
+from tests.support import ADMIN_TOKEN, OPERATOR, SECRET
 
 READY_TIMEOUT_S = 30.0
 REFUSAL_TIMEOUT_S = 20.0  # a refused start takes a second; past this it did not refuse

@@ -10,8 +10,8 @@ import pytest
 
 from app import cli
 
-from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET
 from tests.process import Server, walletd
+from tests.support import OPERATOR, OTHER_OPERATOR, OTHER_SECRET
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import drain, ledger_rows
 from tests.process import Server, walletd
+from tests.support import drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

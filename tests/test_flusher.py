@@ -19,7 +19,7 @@ from app.settings import Settings
 from app.ledger.sqlite import SqliteStore
 from app.protocols.stargame.wallet import book as stargame_book
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, drain, ledger_rows
+from tests.support import OPERATOR, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, error_code, new_session, redis_state
+from tests.support import balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

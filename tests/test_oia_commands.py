@@ -11,8 +11,8 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, envelope, error_code, new_session, post, redis_state
+from tests.support import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

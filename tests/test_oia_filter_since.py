@@ -13,8 +13,8 @@ import redis
 from app.keys import META_FILTER_SINCE, Keys
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, balance_of, drain, serving
 from tests.oia_calls import call, change, now_stamp
+from tests.support import OPERATOR, balance_of, drain, serving
 
 pytestmark = pytest.mark.anyio
 

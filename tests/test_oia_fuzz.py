@@ -11,8 +11,8 @@ import redis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, SECRET
 from tests.oia_calls import change, envelope, new_session, post, redis_state, sha1
+from tests.support import OPERATOR, SECRET
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,8 @@ from app.ledger import StoredEntry
 from app.settings import Settings
 from app.ledger.sqlite import SqliteStore
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, balance_of, drain, ledger_rows, serving
 from tests.oia_calls import call, change, error_code, new_session, now_stamp
+from tests.support import OPERATOR, balance_of, drain, ledger_rows, serving
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from app.protocols.oia import handler as oia
 from app.logsafe import RateLimitedLog
 from app.settings import Settings
 from tests.oia_calls import call, change, envelope, error_code, new_session, post
-from tests.test_oia_transactions import BUSY_LUA
+from tests.support import BUSY_LUA
 
 pytestmark = pytest.mark.anyio
 

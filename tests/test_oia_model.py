@@ -57,8 +57,8 @@ from app.keys import Keys
 from app.runtime import Runtime
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OPERATOR
 from tests.oia_calls import call, error_code, new_session
+from tests.support import OPERATOR
 
 pytestmark = pytest.mark.anyio
 

@@ -19,9 +19,8 @@ from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import Settings
 from app.web import create_app
-from tests.conftest import OPERATOR
 from tests.oia_calls import call, change, error_code, new_session
-from tests.test_oia_transactions import BUSY_LUA
+from tests.support import BUSY_LUA, OPERATOR
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, OTHER_OPERATOR
 from tests.oia_calls import call, change, error_code, redis_state
+from tests.support import OPERATOR, OTHER_OPERATOR
 
 pytestmark = pytest.mark.anyio
 

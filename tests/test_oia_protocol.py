@@ -13,8 +13,8 @@ import redis
 
 from app.settings import OperatorSettings, Settings
 from app.web import create_app
-from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET
 from tests.oia_calls import call, envelope, error_code, new_session, post, redis_state, sha1
+from tests.support import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET
 
 pytestmark = pytest.mark.anyio
 

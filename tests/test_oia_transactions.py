@@ -11,21 +11,10 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 from tests.oia_calls import call, change, error_code, new_session
+from tests.support import BUSY_LUA, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
-
-
-# Keeps Redis busy (scripts run alone) for ARGV[1] microseconds.
-BUSY_LUA = """
-local t0 = redis.call('TIME')
-local start = tonumber(t0[1]) * 1000000 + tonumber(t0[2])
-repeat
-  local t = redis.call('TIME')
-until tonumber(t[1]) * 1000000 + tonumber(t[2]) - start > tonumber(ARGV[1])
-return 1
-"""
 
 
 def cancel(player: str, tx: int, round_id: int = 1, finished: bool | None = None) -> dict:

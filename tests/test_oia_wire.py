@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, balance_of
 from tests.oia_calls import call, change, envelope, error_code, new_session, post, redis_state, sha1
+from tests.support import OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, balance_of
 
 pytestmark = pytest.mark.anyio
 

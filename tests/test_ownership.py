@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import httpx
@@ -10,14 +11,8 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import (
-    ADMIN_TOKEN,
-    OPERATOR,
-    OTHER_OPERATOR,
-    OTHER_SECRET,
-    balance_of,
-)
 from tests.oia_calls import call, change, error_code, new_session, redis_state
+from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -115,10 +110,6 @@ async def test_ownerless_account_belongs_to_the_only_operator(
 async def test_owner_is_on_the_account_and_the_open_entry(
     wallet: Wallet, settings: Settings, player: str, sync_redis: redis.Redis,
 ) -> None:
-    import sqlite3
-
-    from tests.conftest import drain, ledger_rows
-
     assert sync_redis.hget(wallet.keys.account(player), "op") == OPERATOR
     (entry,) = sync_redis.xrange(wallet.keys.ledger(wallet.keys.partition(player)))
     assert entry[1]["op"] == OPERATOR

@@ -11,9 +11,9 @@ import redis
 
 from app import wallet as wallet_module
 from app.wallet import Wallet, WalletError
-from tests.conftest import ADMIN_TOKEN, OPERATOR
 from tests.oia_calls import redis_state
 from tests.process import Server, walletd
+from tests.support import ADMIN_TOKEN, OPERATOR
 
 pytestmark = pytest.mark.anyio
 

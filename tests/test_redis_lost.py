@@ -14,8 +14,8 @@ from app import cli, serve
 from app.ledger import LedgerConflict, LedgerEntry, open_store
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.conftest import OPERATOR, drain, ledger_rows
 from tests.process import walletd
+from tests.support import OPERATOR, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

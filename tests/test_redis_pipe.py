@@ -20,7 +20,7 @@ from app.errors import OutcomeUnknown, WalletUnavailable
 from app.redis_pipe import PipelinedRedis, encode_command
 from app.scripts import Script
 from tests.redis_servers import Proxy, private_redis
-from tests.test_oia_transactions import BUSY_LUA
+from tests.support import BUSY_LUA, port_of
 
 pytestmark = pytest.mark.anyio
 
@@ -89,10 +89,6 @@ async def test_unreachable_redis_is_wallet_unavailable() -> None:
     with pytest.raises(WalletUnavailable, match="cannot connect to Redis at 127.0.0.1:1"):
         await client.execute("PING")
     await client.aclose()
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 @pytest.fixture

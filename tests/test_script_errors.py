@@ -19,8 +19,7 @@ from app.redis_pipe import PipelinedRedis
 from app.scripts import Script
 from app.settings import RedisSettings
 from tests.redis_servers import Proxy, private_redis
-from tests.test_oia_transactions import BUSY_LUA
-from tests.test_redis_pipe import port_of
+from tests.support import BUSY_LUA, port_of
 
 pytestmark = pytest.mark.anyio
 

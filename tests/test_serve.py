@@ -12,7 +12,7 @@ import httpx
 import redis
 
 from tests.process import Server, walletd
-from tests.test_oia_transactions import BUSY_LUA
+from tests.support import BUSY_LUA
 
 EXIT_STARTUP, EXIT_RUNNING = 2, 3
 HOLD_US = 600_000  # a script holding Redis this long: a callback is in flight when Ctrl-C comes

@@ -12,9 +12,9 @@ import pytest
 
 from app.sessions import token_partition
 from app.wallet import Wallet
-from tests.conftest import ADMIN_TOKEN, OPERATOR
 from tests.oia_calls import call, change, error_code
 from tests.process import Server, walletd
+from tests.support import ADMIN_TOKEN, OPERATOR
 
 pytestmark = pytest.mark.anyio
 

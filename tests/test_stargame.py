@@ -9,7 +9,7 @@ import redis
 from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
-from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
+from tests.support import OPERATOR, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import redis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from app.wallet import Wallet
-from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
+from tests.support import OPERATOR
 
 pytestmark = pytest.mark.anyio
 

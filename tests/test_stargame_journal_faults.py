@@ -21,10 +21,9 @@ from app.logsafe import RateLimitedLog
 from app.settings import ConfigError, Settings, check
 from app.protocols.stargame.journal import ENCODER, Journal, Note, directory_of, journal_files
 from app.wallet import Wallet
-from tests.conftest import OPERATOR
 from tests.oia_calls import redis_state
 from tests.redis_servers import private_redis
-from tests.test_stargame_reconcile import open_client, reconciler_for, sg
+from tests.support import OPERATOR, open_client, reconciler_for, sg
 
 pytestmark = pytest.mark.anyio
 

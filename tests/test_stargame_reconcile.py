@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from app.protocols.stargame.reconciler import Reconciler, done_path
+from app.protocols.stargame.reconciler import done_path
 from app.redis_server import free_port
 from app.settings import ConfigError, Settings, check
 from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
@@ -27,13 +27,20 @@ from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
 from app.wallet import Wallet
-from app.web import create_app
-from tests.conftest import OPERATOR, balance_of, drain, ledger_rows
 from tests.oia_calls import redis_state
 from tests.process import write_config
 from tests.redis_servers import Proxy
-from tests.test_oia_transactions import BUSY_LUA
-from tests.test_redis_pipe import port_of
+from tests.support import (
+    BUSY_LUA,
+    OPERATOR,
+    balance_of,
+    drain,
+    ledger_rows,
+    open_client,
+    port_of,
+    reconciler_for,
+    sg,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -55,23 +62,11 @@ async def eur(slow: Settings, wallet: Wallet) -> str:
     return "sg1"
 
 
-async def open_client(settings: Settings, redis_url: str = "") -> tuple[httpx.AsyncClient, object]:
-    app = create_app(settings, redis_url or settings.redis.url)
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://w"), app
-
-
 @pytest.fixture
 async def client(slow: Settings) -> AsyncIterator[httpx.AsyncClient]:
     c, app = await open_client(slow)
     async with app.router.lifespan_context(app), c:  # type: ignore[attr-defined]
         yield c
-
-
-async def sg(client: httpx.AsyncClient, **params: str) -> dict:
-    r = await client.get("/stargame", params=params)
-    assert r.status_code == 200
-    return r.json()
 
 
 async def write_bet_while_redis_is_busy(
@@ -90,10 +85,6 @@ async def wait_for_balance(wallet: Wallet, player: str, expected: int, timeout_s
     while await balance_of(wallet, player) != expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert await balance_of(wallet, player) == expected
-
-
-def reconciler_for(settings: Settings, wallet: Wallet) -> Reconciler:
-    return Reconciler(wallet.scripts, wallet.keys, settings.stargame, directory_of(settings.data_path))
 
 
 async def verify_ok(settings: Settings, wallet: Wallet) -> None:

@@ -15,9 +15,9 @@ from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
 from app.wallet import Wallet
-from tests.conftest import OPERATOR
 from tests.oia_calls import call, change
 from tests.process import Server, walletd
+from tests.support import OPERATOR
 
 pytestmark = pytest.mark.anyio
 

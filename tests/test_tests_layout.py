@@ -1,0 +1,64 @@
+"""The test suite's own layout: shared helpers live in support.py and the helper modules,
+conftest.py holds fixtures only, and no module imports conftest or a test file (pytest
+imports those itself; importing them again runs their module code twice and hides
+which helpers are shared)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+MODULES = sorted(TESTS.glob("*.py"))
+
+
+def imported_modules(tree: ast.AST) -> list[str]:
+    """Every module an import statement names, anywhere in the file (inline imports too);
+    `from tests import x` and `from . import x` count as importing tests.x."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ("tests" if node.level else "") + ("." if node.level and node.module else "") + (node.module or "")
+            names.append(base)
+            if base == "tests":
+                names += [f"tests.{alias.name}" for alias in node.names]
+    return names
+
+
+def forbidden(module: str) -> bool:
+    last = module.rsplit(".", 1)[-1]
+    return last == "conftest" or last.startswith("test_")
+
+
+def test_the_rule_sees_every_way_of_importing_a_test_file() -> None:
+    source = ("import tests.test_a\nfrom tests.conftest import X\nfrom tests import test_b\n"
+              "from .test_c import y\ndef f():\n    from conftest import Z\n"
+              "from tests.support import OPERATOR\nimport pytest\n")
+    assert [m for m in imported_modules(ast.parse(source)) if forbidden(m)] == [
+        "tests.test_a", "tests.conftest", "tests.test_b", "tests.test_c", "conftest"]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_no_module_imports_conftest_or_a_test_file(path: Path) -> None:
+    imports = imported_modules(ast.parse(path.read_text(), str(path)))
+    assert [m for m in imports if forbidden(m)] == [], f"{path.name}: import it from tests/support.py instead"
+
+
+def test_conftest_holds_fixtures_only() -> None:
+    tree = ast.parse((TESTS / "conftest.py").read_text())
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.name.startswith("pytest_") or any(is_fixture(d) for d in node.decorator_list), (
+                f"conftest.py: {node.name} is not a fixture; shared helpers go in tests/support.py")
+        else:
+            assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr)), (
+                f"conftest.py line {node.lineno}: only imports and fixtures; constants go in tests/support.py")
+
+
+def is_fixture(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return ast.unparse(target) in ("pytest.fixture", "fixture")
