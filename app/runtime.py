@@ -64,6 +64,7 @@ class Runtime:
         if ledger:
             self.build_ledger()
         self.flusher_task: asyncio.Task | None = None
+        # Metrics, when they come: built here from settings, their closer pushed on self.exit.
 
     def build_ledger(self) -> None:
         store = self.store = open_store(self.settings.storage_url)
