@@ -13,15 +13,15 @@ import msgspec
 from redis.exceptions import RedisError
 
 from app import currency, serve, settings as config
-from app.errors import WalletCallError
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
+from app.errors import WalletCallError
 from app.instance import AlreadyRunning
+from app.ledger.verify import verify
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_server import redis_url
 from app.runtime import Runtime
 from app.sessions import DEVICES
 from app.settings import Settings
-from app.ledger.verify import verify
 from app.wallet import Wallet, WalletError
 
 # Exit codes (README "Command line"): 0 done or stopped by SIGINT/SIGTERM.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 PLAYER_ID_MAX_LEN = 64
-PLAYER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,%d}" % PLAYER_ID_MAX_LEN)
+PLAYER_ID = re.compile(rf"[A-Za-z0-9_.@-]{{1,{PLAYER_ID_MAX_LEN}}}")
 
 
 def is_player_id(text: str) -> bool:

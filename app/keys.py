@@ -11,10 +11,17 @@ import zlib
 
 from app.ids import PLAYER_ID
 
+# Every key starts with it, so walletd's keys can share a Redis with others' and be found by SCAN.
 PREFIX = "w"
+# As many partitions as Redis Cluster has hash slots: more could not spread further.
+PARTITIONS_MAX = 16384
+# Decimal digits of the largest partition number (16383: 5).
+PARTITION_DIGITS_MAX = len(str(PARTITIONS_MAX - 1))
 # An account key exactly: "w:{p<partition>}:acct:<player id>". Transaction and round
 # keys of a hostile id (say 'x}:acct:y') match the SCAN glob too; this never does.
-ACCOUNT_KEY = re.compile(r"%s:\{p(0|[1-9][0-9]{0,5})\}:acct:(%s)" % (re.escape(PREFIX), PLAYER_ID.pattern))
+ACCOUNT_KEY = re.compile(
+    rf"{re.escape(PREFIX)}:\{{p(0|[1-9][0-9]{{0,{PARTITION_DIGITS_MAX - 1}}})\}}:acct:({PLAYER_ID.pattern})"
+)
 
 
 def partition_of(player_id: str, partitions: int) -> int:

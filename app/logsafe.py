@@ -23,6 +23,8 @@ TEXT_CHARS_MAX = 120
 INTERVAL_S = 60.0
 # Kinds are code-chosen constants; the cap only guards against a caller passing request text.
 KINDS_MAX = 256
+# One slot for a kind and one for OVERFLOW_KIND, which all kinds beyond the cap share.
+KINDS_MIN = 2
 OVERFLOW_KIND = "(other)"
 REDACTED = "<redacted>"
 # Members and parameters whose values are secrets or sign something.
@@ -77,7 +79,7 @@ class Limiter:
     between. Memory is bounded by kinds_max."""
 
     def __init__(self, interval_s: float = INTERVAL_S, kinds_max: int = KINDS_MAX) -> None:
-        assert interval_s >= 0 and kinds_max >= 2
+        assert interval_s >= 0 and kinds_max >= KINDS_MIN
         self.interval_s = interval_s
         self.kinds_max = kinds_max
         self.kinds: dict[str, list[float | int]] = {}  # kind -> [last admitted (monotonic s), suppressed]

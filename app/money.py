@@ -5,10 +5,16 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-# Lua numbers are doubles: integers are exact below 2**53 only.
+# Lua numbers are doubles: integers are exact below 2**53 only (lua/lib/ledger.lua
+# checks the same limit; tests/test_constants.py holds the two together).
 AMOUNT_MINOR_LIMIT = 2**53
-_DIGITS = re.compile(r"[0-9]{1,16}")
-_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,4})?")
+# The most decimals an ISO 4217 currency has (CLF, UYW): 4.
+EXPONENT_MAX = 4
+# The limit's digits (16): a longer digit string is out of range before it is parsed.
+AMOUNT_DIGITS_MAX = len(str(AMOUNT_MINOR_LIMIT))
+_DIGITS = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS_MAX}}}")
+# An admin's decimal amount: no more decimals than any currency has.
+_DECIMAL = re.compile(rf"[0-9]{{1,{AMOUNT_DIGITS_MAX}}}(\.[0-9]{{1,{EXPONENT_MAX}}})?")
 
 
 class AmountError(ValueError):
@@ -29,7 +35,7 @@ def parse_minor(text: str | None, field: str) -> int:
 
 def decimal_to_minor(text: str, exponent: int, field: str = "amount") -> int:
     """'100.00' with exponent 2 -> 10000; refuses more decimals than the currency has."""
-    assert 0 <= exponent <= 4
+    assert 0 <= exponent <= EXPONENT_MAX
     if not _DECIMAL.fullmatch(text):
         raise AmountError(f"{field} must be a non-negative decimal like 100.00")
     # The regex admits only plain decimals.
@@ -63,12 +69,13 @@ _WIRE_DECIMAL = re.compile(r"[0-9]{1,16}(\.[0-9]{1,10})?")
 # The usual shape ("17", "17.2", "17.25") in a 2-decimal currency, scaled in
 # integers without Decimal; anything else takes the general path below.
 _WIRE_CENTS = re.compile(r"([0-9]{1,16})(?:\.([0-9]{1,2}))?")
+# The protocol's DECIMAL(18,2): 2 decimals on the wire.
 WIRE_DECIMALS = 2
 
 
 def wire_to_minor(text: str, exponent: int, field: str) -> int:
     """A DECIMAL(18,2) from the wire in the currency's minor units, exactly."""
-    assert 0 <= exponent <= 4
+    assert 0 <= exponent <= EXPONENT_MAX
     cents = _WIRE_CENTS.fullmatch(text) if exponent == WIRE_DECIMALS else None
     if cents is not None:
         minor = int(cents[1]) * 100 + int((cents[2] or "0").ljust(2, "0"))

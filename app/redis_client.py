@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -40,3 +42,18 @@ def script_client(url: str, settings: RedisSettings, redis: Redis) -> ScriptClie
     if settings.script_client == "redis-py":
         return redis
     return PipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000)
+
+
+# redis-py types every reply as bytes | str: it cannot know that connect() sets
+# decode_responses=True. These narrow a reply of such a client, checking it.
+def text(reply: bytes | str) -> str:
+    assert isinstance(reply, str), "a client made by connect() decodes replies"
+    return reply
+
+
+def optional_text(reply: bytes | str | None) -> str | None:
+    return None if reply is None else text(reply)
+
+
+def text_map(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    return {text(key): text(value) for key, value in reply.items()}

@@ -60,11 +60,13 @@ def encode_command(args: tuple[Any, ...]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):
-            arg = arg.encode()
+            data = arg.encode()
         elif isinstance(arg, int):
-            arg = b"%d" % arg
-        assert isinstance(arg, bytes), f"Redis arguments are str, int or bytes, not {type(arg).__name__}"
-        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+            data = b"%d" % arg
+        else:
+            data = arg
+        assert isinstance(data, bytes), f"Redis arguments are str, int or bytes, not {type(arg).__name__}"
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 

@@ -53,7 +53,7 @@ QUIET_REWRITE_GROWTH = 64 * 2**20  # worth a rewrite: the AOF grew this much sin
 
 
 def binary_version(path: str) -> tuple[int, int]:
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
     match = re.search(r"v=(\d+)\.(\d+)", out)
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
@@ -144,9 +144,9 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float) -> 
 
 def shutdown_orphan(url: str, directory: Path) -> None:
     """A server left by a walletd killed with -9 still holds our AOF: stop it first."""
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1)
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1, decode_responses=True)
     try:
-        if client.config_get("dir").get(b"dir", b"").decode() != str(directory):
+        if client.config_get("dir").get("dir", "") != str(directory):
             return
         log.warning("stopping orphaned embedded redis-server at %s", url)
         with contextlib.suppress(redis.ConnectionError):

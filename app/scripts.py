@@ -32,7 +32,12 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import (
-    AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError, NoScriptError, RedisError,
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    MaxConnectionsError,
+    NoScriptError,
+    RedisError,
     ResponseError,
 )
 
@@ -88,7 +93,7 @@ def read(path: str) -> str:
 
 def arity(name: str, header: str) -> Arity:
     found = {what: counts for what, counts in COUNT_LINE.findall(header)}
-    assert len(COUNT_LINE.findall(header)) == 2 and found.keys() == {"KEYS", "ARGV"}, \
+    assert len(COUNT_LINE.findall(header)) == len(found) and found.keys() == {"KEYS", "ARGV"}, \
         f"lua/{name}.lua must declare '-- KEYS: n' and '-- ARGV: n' once each"
     keys, args = (frozenset(int(n) for n in found[what].split("|")) for what in ("KEYS", "ARGV"))
     return Arity(name, keys, args)

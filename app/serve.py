@@ -16,21 +16,21 @@ import re
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app import redis_durability
-from app import settings as config
-from app.ledger.flush_process import FlushProcess
+from app import redis_durability, settings as config
 from app.instance import single_instance
 from app.keys import Keys
 from app.ledger import LedgerStore, open_store
+from app.ledger.flush_process import FlushProcess
+from app.ledger.verify import redis_behind_store
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
 from app.runtime import Runtime
 from app.settings import Settings
-from app.ledger.verify import redis_behind_store
 
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
 # one answers within its budget (oia.budget_ms), so this is plenty.
@@ -97,15 +97,17 @@ async def require_redis_not_behind(redis: Redis, keys: Keys, store: LedgerStore)
 
 
 def run_http(settings: Settings, config_path: str | None, url: str) -> None:
-    import uvicorn
+    # Only `walletd serve` loads the HTTP stack; the other commands start without it.
+    import uvicorn  # noqa: PLC0415
 
-    from app.web import create_app
+    from app.web import create_app  # noqa: PLC0415
 
     # proxy_headers off: the StarGame allow-list must see the socket's peer,
     # not an X-Forwarded-For header anyone can write.
-    options = {"host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
-               "proxy_headers": False, "access_log": False, "lifespan": "on",
-               "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
+    options: dict[str, Any] = {
+        "host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
+        "proxy_headers": False, "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
     try:
         if settings.server.workers == 1:
             uvicorn.run(create_app(settings, url), **options)
@@ -118,9 +120,9 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         raise
 
 
-def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict) -> None:
+def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict[str, Any]) -> None:
     """uvicorn's supervisor forks the workers; one `walletd flush` process serves them all."""
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - as in run_http
 
     os.environ["WALLETD_REDIS_URL"] = url
     if config_path:

@@ -10,19 +10,25 @@ import secrets
 import string
 from urllib.parse import urlencode
 
+from app.keys import PARTITION_DIGITS_MAX
+from app.protocols.oia.messages import TOKEN_MAX_LEN, TOKEN_MIN_LEN
 from app.settings import OiaSettings
 
+# The spec's token alphabet: [A-Za-z0-9].
 ALPHABET = string.ascii_letters + string.digits
-PARTITION_DIGITS = 5  # wallet.partitions is at most 16384
+PARTITION_DIGITS = 5  # every partition number (app/keys.py PARTITIONS_MAX) fits
 RANDOM_CHARS = 27  # 27 of 62 symbols: about 160 bits, not guessable
 TOKEN_LEN = PARTITION_DIGITS + RANDOM_CHARS
+# The OIA game launch's device parameter.
 DEVICES = ("desktop", "mobile")
+assert PARTITION_DIGITS >= PARTITION_DIGITS_MAX, "a partition number would not fit a token's prefix"
+assert TOKEN_MIN_LEN <= TOKEN_LEN <= TOKEN_MAX_LEN, "tokens must be as long as the spec allows"
 
 
 def new_token(partition: int) -> str:
     assert 0 <= partition < 10**PARTITION_DIGITS
     token = f"{partition:0{PARTITION_DIGITS}d}" + "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_CHARS))
-    assert 20 <= len(token) <= 50
+    assert len(token) == TOKEN_LEN
     return token
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import msgspec
 from redis.connection import parse_url
 
+from app.keys import PARTITIONS_MAX
 from app.redis_pipe import redacted, tls_context
 
 ENV_CONFIG = "WALLETD_CONFIG"
@@ -206,6 +207,8 @@ SCRIPT_CLIENTS = ("pipelined", "redis-py")
 # The horizon is the generation less 5 minutes of clock skew: an hour keeps it meaningful.
 FILTER_GENERATION_MIN_S = 3600
 WORKERS_MAX = 64
+# One flusher batch is one store transaction held in memory: bounded so neither grows unchecked.
+FLUSHER_BATCH_MAX = 10_000
 
 
 def check(settings: Settings) -> None:
@@ -213,10 +216,10 @@ def check(settings: Settings) -> None:
         raise ConfigError(f"server.workers must be 1..{WORKERS_MAX}")
     if settings.redis.script_client not in SCRIPT_CLIENTS:
         raise ConfigError(f"redis.script_client must be one of {', '.join(SCRIPT_CLIENTS)}")
-    if not 1 <= settings.wallet.partitions <= 16384:
-        raise ConfigError("wallet.partitions must be 1..16384")
-    if not 1 <= settings.flusher.batch_max <= 10_000:
-        raise ConfigError("flusher.batch_max must be 1..10000")
+    if not 1 <= settings.wallet.partitions <= PARTITIONS_MAX:
+        raise ConfigError(f"wallet.partitions must be 1..{PARTITIONS_MAX}")
+    if not 1 <= settings.flusher.batch_max <= FLUSHER_BATCH_MAX:
+        raise ConfigError(f"flusher.batch_max must be 1..{FLUSHER_BATCH_MAX}")
     flusher = settings.flusher
     if min(flusher.tick_ms, flusher.retry_backoff_max_ms) < 1 or flusher.claim_interval_ms < 0:
         raise ConfigError("flusher.tick_ms and flusher.retry_backoff_max_ms must be positive, "

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from app import currency
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import META_FILTER_SINCE, Keys
+from app.redis_client import optional_text, text, text_map
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
@@ -53,7 +54,7 @@ class WalletConflict(WalletError):
 def check_text(value: str, field: str, max_len: int = TEXT_MAX_LEN, required: bool = True) -> str:
     if required and not value:
         raise WalletError(f"{field} is required")
-    if len(value) > max_len or any(ord(c) < 32 for c in value):
+    if len(value) > max_len or any(c < " " for c in value):  # control characters
         raise WalletError(f"{field} must be at most {max_len} printable characters")
     return value
 
@@ -111,7 +112,9 @@ class Wallet:
         if await self.redis.hsetnx(meta, "partitions", self.settings.partitions):
             # A Redis that never held walletd data: no booking predates the late-retry filter.
             await self.redis.hsetnx(meta, META_FILTER_SINCE, 0)
-        stored = int(await self.redis.hget(meta, "partitions"))
+        stored_text = await self.redis.hget(meta, "partitions")
+        assert stored_text is not None, "set by HSETNX above"
+        stored = int(text(stored_text))
         if stored != self.settings.partitions:
             raise WalletError(
                 f"Redis holds data for {stored} partitions but wallet.partitions is "
@@ -130,7 +133,7 @@ class Wallet:
         cached = self.aliases.get(alias)
         if cached is not None:
             return cached
-        player_id = await self.redis.get(alias)
+        player_id = optional_text(await self.redis.get(alias))
         self.aliases.put(alias, player_id or external_id, found=player_id is not None)
         return player_id or external_id
 
@@ -176,7 +179,7 @@ class Wallet:
         if reply[0] == "EXISTS":
             # Keep what the existing account owns (its own names, and aliases a
             # concurrent create of the same id may have claimed for it).
-            owned = (await self.redis.hget(keys[0], "aliases") or "").split()
+            owned = text(await self.redis.hget(keys[0], "aliases") or "").split()
             kept = {Keys.alias(*alias.split(":", 1)) for alias in owned}
             kept.update(Keys.alias(kind, player_id) for kind in ALIAS_KINDS)
             await self._release(player_id, [key for key in claimed if key not in kept])
@@ -214,7 +217,7 @@ class Wallet:
             if await self.redis.set(key, player_id, nx=True):
                 claimed.append(key)
                 return player_id
-            holder = await self.redis.get(key)
+            holder = optional_text(await self.redis.get(key))
             if holder is not None:
                 return holder
         raise WalletConflict(f"alias {key} keeps changing; try again")
@@ -230,5 +233,5 @@ class Wallet:
             raise WalletError(f"unknown player {player_id}")
 
     async def profile(self, player_id: str) -> dict[str, str] | None:
-        fields = await self.redis.hgetall(self.keys.account(player_id))
+        fields = text_map(await self.redis.hgetall(self.keys.account(player_id)))
         return fields or None

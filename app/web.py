@@ -19,9 +19,9 @@ from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.logsafe import limit_server_logs
 from app.protocols.oia.handler import Oia
+from app.protocols.stargame.handler import StarGame
 from app.runtime import Runtime
 from app.settings import Settings
-from app.protocols.stargame.handler import StarGame
 
 log = logging.getLogger("walletd.web")
 

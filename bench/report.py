@@ -15,11 +15,11 @@ from typing import NamedTuple
 import matplotlib
 
 matplotlib.use("Agg")  # no screen
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+import matplotlib.pyplot as plt  # after the backend is chosen
 
-from app.redis_server import AOF_REWRITE_MIN_SIZE, binary_version, find_binary  # noqa: E402
-from bench.floor import EPISODE_GAP_S, EPISODES_LISTED, LATENCY_THRESHOLD_MS, Floor, quantiles  # noqa: E402
-from bench.loads import Latency, Saturation, Scenario  # noqa: E402
+from app.redis_server import AOF_REWRITE_MIN_SIZE, binary_version, find_binary
+from bench.floor import EPISODE_GAP_S, EPISODES_LISTED, LATENCY_THRESHOLD_MS, Floor, quantiles
+from bench.loads import Latency, Saturation, Scenario
 
 GOAL_SHARE = 0.5  # the goal is stated at 50 % of saturation
 GOAL_MARGIN_MS = 5.0  # walletd's p99.9 at most this much above the disk's
@@ -34,7 +34,8 @@ def cpu_model() -> str:
 
 
 def versions() -> str:
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    # `wrk -v` exits 1 after printing its version.
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
     redis = ".".join(map(str, binary_version(find_binary())))
     packages = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in PACKAGES)
     return f"Python {platform.python_version()}, redis-server {redis}, {wrk.strip()}; {packages}"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import functools
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path

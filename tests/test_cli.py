@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from app import cli
-
 from tests.process import Server, walletd
 from tests.support import OPERATOR, OTHER_OPERATOR, OTHER_SECRET
 

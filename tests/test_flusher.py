@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.ledger.flusher import GROUP, Flusher
 from app.keys import Keys
 from app.ledger import from_stream, open_store
+from app.ledger.flusher import GROUP, Flusher
+from app.ledger.sqlite import SqliteStore
+from app.protocols.stargame.wallet import book as stargame_book
 from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import Settings
-from app.ledger.sqlite import SqliteStore
-from app.protocols.stargame.wallet import book as stargame_book
 from app.wallet import Wallet
 from tests.support import OPERATOR, drain, ledger_rows
 

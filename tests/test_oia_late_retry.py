@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, Keys
-from app.protocols.oia.late_retry import CLOCK_SKEW_S, FILTER_HASHES, Horizon, offsets
 from app.ledger import StoredEntry
-from app.settings import Settings
 from app.ledger.sqlite import SqliteStore
+from app.protocols.oia.late_retry import CLOCK_SKEW_S, FILTER_HASHES, Horizon, offsets
+from app.settings import Settings
 from app.wallet import Wallet
 from tests.oia_calls import call, change, error_code, new_session, now_stamp
 from tests.support import OPERATOR, balance_of, drain, ledger_rows, serving

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
-from app.protocols.oia import handler as oia
 from app.logsafe import RateLimitedLog
+from app.protocols.oia import handler as oia
 from app.settings import Settings
 from tests.oia_calls import call, change, envelope, error_code, new_session, post
 from tests.support import BUSY_LUA

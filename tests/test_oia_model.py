@@ -40,9 +40,7 @@ import anyio.to_thread
 import httpx
 import pytest
 import redis
-from hypothesis import HealthCheck
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, settings as hsettings, strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -52,8 +50,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app.ledger.flusher import Flusher
 from app.keys import Keys
+from app.ledger.flusher import Flusher
 from app.runtime import Runtime
 from app.settings import Settings
 from app.wallet import Wallet

@@ -75,7 +75,7 @@ def test_cli_refuses_ids_outside_the_alphabet(tmp_path: Path, redis_url: str, sy
 async def test_alias_equal_to_an_existing_player_id_is_refused(wallet: Wallet, sync_redis: redis.Redis) -> None:
     await wallet.create_player("117", "EUR", 100, "", "en", "", [], operator_id=OPERATOR)
     before = redis_state(sync_redis)
-    with pytest.raises(WalletError, match="stargame:117 .*player 117"):
+    with pytest.raises(WalletError, match=r"stargame:117 .*player 117"):
         await wallet.create_player("alice", "EUR", 0, "", "en", "", ["stargame:117"], operator_id=OPERATOR)
     assert redis_state(sync_redis) == before
     assert await wallet.resolve("stargame", "117") == "117"
@@ -86,7 +86,7 @@ async def test_alias_of_a_player_created_before_reservations_is_refused(wallet: 
     await wallet.create_player("117", "EUR", 100, "", "en", "", [], operator_id=OPERATOR)
     sync_redis.delete(*sync_redis.keys("w:alias:*"))  # as made by an older walletd
     before = redis_state(sync_redis)
-    with pytest.raises(WalletError, match="stargame:117 .*player 117"):
+    with pytest.raises(WalletError, match=r"stargame:117 .*player 117"):
         await wallet.create_player("alice", "EUR", 0, "", "en", "", ["stargame:117"], operator_id=OPERATOR)
     assert redis_state(sync_redis) == before
 

@@ -161,7 +161,7 @@ async def test_a_password_with_url_escapes_is_sent_unescaped(tmp_path: Path) -> 
 def tls_urls(server: PrivateRedis) -> tuple[str, str]:
     cert = server.directory / "cert.pem"
     good = f"rediss://booker:booker-pw@127.0.0.1:{server.port}/4?ssl_ca_certs={cert}"
-    return good, good.split("?")[0]  # the second trusts only the system CAs
+    return good, good.split("?", maxsplit=1)[0]  # the second trusts only the system CAs
 
 
 @pytest.mark.skipif(not tls_supported(), reason="needs a redis-server built with TLS and openssl")
@@ -187,7 +187,7 @@ async def test_tls_works_for_both_clients_and_an_untrusted_certificate_is_refuse
                 await client.aclose()
             client = client_for(untrusted)
             try:
-                with pytest.raises(WalletUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                with pytest.raises(WalletUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
                     await Script(client, INCR)(keys=["n"])
             finally:
                 await client.aclose()
@@ -236,7 +236,8 @@ async def test_the_handshake_time_out_is_bounded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
 async def test_a_unix_socket_with_password_and_db(tmp_path: Path, kind: str) -> None:
     sock = tmp_path / "redis.sock"
-    with private_redis(tmp_path, password=PASSWORD, extra=("--unixsocket", str(sock), "--unixsocketperm", "700")) as running:
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    with private_redis(tmp_path, password=PASSWORD, extra=extra) as running:
         url = f"unix://{sock}?db=7&password={PASSWORD}"
         client = PipelinedRedis(url, 2.0, 2.0) if kind == "pipelined" else connect(url, RedisSettings())
         try:

@@ -86,7 +86,7 @@ async def test_a_lost_connection_fails_calls_in_flight_and_reconnects(pipe: Pipe
 
 async def test_unreachable_redis_is_wallet_unavailable() -> None:
     client = PipelinedRedis("redis://127.0.0.1:1/0", timeout_s=0.3, connect_timeout_s=0.5)
-    with pytest.raises(WalletUnavailable, match="cannot connect to Redis at 127.0.0.1:1"):
+    with pytest.raises(WalletUnavailable, match=r"cannot connect to Redis at 127\.0\.0\.1:1"):
         await client.execute("PING")
     await client.aclose()
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.protocols.stargame import handler as stargame
 from app.logsafe import RateLimitedLog
-from app.settings import ConfigError, Settings, check
+from app.protocols.stargame import handler as stargame
 from app.protocols.stargame.journal import ENCODER, Journal, Note, directory_of, journal_files
+from app.settings import ConfigError, Settings, check
 from app.wallet import Wallet
 from tests.oia_calls import redis_state
 from tests.redis_servers import private_redis
@@ -119,7 +119,7 @@ def test_every_worker_gets_a_journal_file(tmp_path: Path) -> None:
     first.close()
     settings = Settings()
     settings.server.workers, settings.stargame.journal_files_max = 4, 2
-    with pytest.raises(ConfigError, match="journal_files_max must be at least server.workers"):
+    with pytest.raises(ConfigError, match=r"journal_files_max must be at least server\.workers"):
         check(settings)
 
 

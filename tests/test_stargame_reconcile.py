@@ -19,13 +19,13 @@ import httpx
 import pytest
 import redis
 
-from app.protocols.stargame.reconciler import done_path
-from app.redis_server import free_port
-from app.settings import ConfigError, Settings, check
-from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
 from app.ledger.verify import verify
+from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
+from app.protocols.stargame.reconciler import done_path
 from app.protocols.stargame.wallet import book as stargame_book
+from app.redis_server import free_port
 from app.runtime import Runtime
+from app.settings import ConfigError, Settings, check
 from app.wallet import Wallet
 from tests.oia_calls import redis_state
 from tests.process import write_config

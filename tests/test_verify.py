@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.settings import Settings
 from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
+from app.settings import Settings
 from app.wallet import Wallet
 from tests.oia_calls import call, change
 from tests.process import Server, walletd

@@ -32,6 +32,19 @@ DRAIN_ROUNDS_MAX = 100_000
 BACKOFF_DOUBLINGS_MAX = 20
 
 
+# A delivered stream message: its id and fields (None once XDEL/XTRIM removed it).
+StreamMessage = tuple[str, dict[str, str] | None]
+
+
+def delivered(reply: object) -> list[StreamMessage]:
+    """The messages of a one-stream XREADGROUP reply, RESP2-shaped: [[stream, messages]]."""
+    if not reply:
+        return []
+    assert isinstance(reply, list), "connect() speaks RESP2"
+    messages: list[StreamMessage] = reply[0][1]
+    return messages
+
+
 class FailureStreak:
     """One log line when a run of failed ticks starts and one when it ends,
     whatever the failure rate (a Redis outage fails every tick)."""
@@ -99,7 +112,7 @@ class Flusher:
         stream = self.keys.ledger(partition)
         for _ in range(RECOVERY_ROUNDS_MAX):
             reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self.settings.batch_max)
-            messages = reply[0][1] if reply else []
+            messages = delivered(reply)
             if not messages:
                 return
             await self.store_batch(partition, messages)
@@ -122,7 +135,7 @@ class Flusher:
             if start == "0-0":
                 return
 
-    async def store_batch(self, partition: int, messages: list) -> int:
+    async def store_batch(self, partition: int, messages: list[StreamMessage]) -> int:
         ids = [message_id for message_id, _ in messages]
         present = [(mid, fields) for mid, fields in messages if fields]
         if len(present) != len(messages):
@@ -158,7 +171,7 @@ class Flusher:
         reply = await self.redis.xreadgroup(
             GROUP, self.consumer, {self.keys.ledger(partition): ">"}, count=self.settings.batch_max
         )
-        messages = reply[0][1] if reply else []
+        messages = delivered(reply)
         if not messages:
             return 0
         return await self.store_batch(partition, messages)

@@ -6,9 +6,9 @@ import re
 
 from redis.asyncio import Redis
 
-from app.ledger.flusher import Flusher
 from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
+from app.ledger.flusher import Flusher
 
 SCAN_BATCH = 500
 INTEGER = re.compile(r"-?[0-9]{1,20}")

@@ -9,9 +9,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from msgspec import Raw
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeout
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    RedisError,
+    ResponseError,
+    TimeoutError as RedisTimeout,
+)
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
@@ -23,9 +26,30 @@ from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.protocols.oia.messages import (
-    DATA, AuthenticateData, invalid, AuthenticateReply, BalanceData, BalanceReply, CancelData, ChangeData,
-    ErrorReply, FinishData, FinishReply, Incoming, Refusal, StatusData, TransactionReply,
-    command_data, duplicate_member, echo_of, envelope, refusal_reply, reply, sha1_hex, text_member, utf8_problem,
+    DATA,
+    AuthenticateData,
+    AuthenticateReply,
+    BalanceData,
+    BalanceReply,
+    CancelData,
+    ChangeData,
+    ErrorReply,
+    FinishData,
+    FinishReply,
+    Incoming,
+    Refusal,
+    StatusData,
+    TransactionReply,
+    command_data,
+    duplicate_member,
+    echo_of,
+    envelope,
+    invalid,
+    refusal_reply,
+    reply,
+    sha1_hex,
+    text_member,
+    utf8_problem,
     well_formed,
 )
 from app.protocols.oia.wallet import Change, OiaWallet

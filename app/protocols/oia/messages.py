@@ -16,18 +16,25 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Raw
 
+from app.ids import PLAYER_ID_MAX_LEN
+
+# An echo of a missing member, without re-encoding.
 NULL = Raw(b"null")
 NO_PIPE = r"^[^|]*$"  # Important Note 5: no string parameter contains '|'
 
 ID_DIGITS_MAX = 20  # the spec's INT 20 (transaction_id, round_id)
 ID_MAX = 10**ID_DIGITS_MAX - 1
 GAME_ID_MAX = 999_999  # the spec's INT 6
+TOKEN_MIN_LEN = 20  # the spec's token: 20-50 of [A-Za-z0-9]
+TOKEN_MAX_LEN = 50
+USER_ID_MAX_LEN = 70  # the spec's STRING 70: every player id must fit
+assert PLAYER_ID_MAX_LEN <= USER_ID_MAX_LEN, "a player id walletd accepts could not be an OIA user_id"
 
 Text = Annotated[str, Meta(max_length=255, pattern=NO_PIPE)]
 # Any text or integer here: one outside the player id alphabet (app/ids.py) is
 # answered OP_34 ("no such player"), not OP_50, by app/protocols/oia/handler.py.
 UserId = str | int
-TokenText = Annotated[str, Meta(max_length=50, pattern=NO_PIPE)]
+TokenText = Annotated[str, Meta(max_length=TOKEN_MAX_LEN, pattern=NO_PIPE)]
 CurrencyCode = Annotated[str, Meta(min_length=1, max_length=4, pattern=NO_PIPE)]
 # An INT 20 beyond int64 cannot be bounded by msgspec: check_id() bounds it after decoding.
 Id = Annotated[int, Meta(ge=0)]
@@ -193,12 +200,15 @@ COMMAND_DATA: dict[str, type[msgspec.Struct]] = {
 INCOMING = msgspec.json.Decoder(Incoming)
 TEXT = msgspec.json.Decoder(Text)
 DATA = {command: msgspec.json.Decoder(kind) for command, kind in COMMAND_DATA.items()}
-ENVELOPES = {command: msgspec.json.Decoder(typed_envelope(kind)) for command, kind in COMMAND_DATA.items()}
+# Envelope types are made at run time (typed_envelope), so their decoders decode Any.
+ENVELOPES: dict[str, msgspec.json.Decoder[Any]] = {
+    command: msgspec.json.Decoder(typed_envelope(kind)) for command, kind in COMMAND_DATA.items()
+}
 ENCODER = msgspec.json.Encoder()
 
 
 def sha1_hex(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - the protocol signs with SHA-1
 
 
 def field_error(exc: msgspec.ValidationError, prefix: str) -> str:

@@ -15,8 +15,9 @@ import time
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
-from app.protocols.oia.late_retry import Horizon, word_and_mask
 from app.ledger import LedgerStore, StoredEntry, open_store
+from app.protocols.oia.late_retry import Horizon, word_and_mask
+from app.redis_client import optional_text
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
@@ -165,8 +166,9 @@ class OiaWallet:
     def session_key(self, partition: int, token: str | None) -> str:
         """The session key to check; a token from another partition (so not this
         player's) or none at all names a key that never exists."""
-        valid = token is not None and token_partition(token, self.wallet.keys.partitions) == partition
-        return self.wallet.keys.session(partition, token if valid else "")
+        if token is None or token_partition(token, self.wallet.keys.partitions) != partition:
+            token = ""
+        return self.wallet.keys.session(partition, token)
 
     async def authenticate(self, operator_id: str, token: str) -> Authenticated:
         partition = token_partition(token, self.wallet.keys.partitions)
@@ -174,7 +176,7 @@ class OiaWallet:
             return Authenticated("OP_21")
         session = self.wallet.keys.session(partition, token)
         # The session names the player; only then is the account key known.
-        player_id = await self.wallet.redis.hget(session, "player")
+        player_id = optional_text(await self.wallet.redis.hget(session, "player"))
         if player_id is None:
             return Authenticated("OP_21")
         keys = [self.wallet.keys.account_at(partition, player_id), session]

@@ -9,8 +9,7 @@ import uuid
 from urllib.parse import parse_qsl
 
 import msgspec
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeout
+from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
 from app import currency
 from app.allowlist import AllowList
@@ -20,9 +19,9 @@ from app.errors import OutcomeUnknown, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
-from app.settings import StarGameSettings
 from app.protocols.stargame.journal import Journal, JournalFull, Note
 from app.protocols.stargame.wallet import Booking, book
+from app.settings import StarGameSettings
 from app.wallet import Account, Wallet
 
 log = logging.getLogger("walletd.stargame")

@@ -22,9 +22,9 @@ from pathlib import Path
 from app.ids import is_player_id
 from app.keys import Keys
 from app.logsafe import quoted
+from app.protocols.stargame.journal import SUFFIX, JournalFile, Note, journal_files
 from app.scripts import Scripts
 from app.settings import StarGameSettings
-from app.protocols.stargame.journal import SUFFIX, JournalFile, Note, journal_files
 
 log = logging.getLogger("walletd.reconciler")
 
@@ -37,10 +37,12 @@ STALE_MARGIN_MS = 60_000
 DONE_SUFFIX = ".done"
 # After a failed pass (Redis down) the next waits up to this long; one log line per streak.
 BACKOFF_MAX_S = 5.0
+# A request id is uuid4().hex (app/wallet.py stargame_book): 32 hex digits.
+REQUEST_ID_LEN = 32
 
 
 def is_request_id(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+    return len(text) == REQUEST_ID_LEN and all(c in "0123456789abcdef" for c in text)
 
 
 class Reconciler:
