@@ -129,8 +129,9 @@ def smoke_run(bench: Bench) -> int:
     so what a regression does (a blocking call, a lock, a scan per request) puts a
     large share of answers over budget, while a shared machine's stalls (CPU taken
     by other jobs, the disk's own slow syncs, shown beside) put a few answers there
-    now and then. 1 % of 4,000 answers is 40: about a second's worth of queueing
-    at this rate, more than a neighbour's burst, far less than any regression."""
+    now and then. 1 % of the ~6,000 answers is 60, the open-loop arrivals of 0.3 s:
+    one stall of up to about a third of a second passes (the worst seen here: a
+    113 ms aof-fsync-always, 15 answers over), a slowdown of every request fails."""
     bench.start_walletd()
     players = fixtures.read_players(bench.players_file)
     steady = uvloop.run(loads.open_loop(bench.walletd_port, players, SMOKE_RATE, 0.0, SMOKE_SECONDS, bench.redis,
