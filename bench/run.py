@@ -1,8 +1,8 @@
 """walletd's benchmark: saturation against a bare endpoint, open-loop latency,
 the realistic locust scenarios; a Markdown report and a plot in bench/results/.
 
-    python3 -m bench.run            # the full run (make bench), about 5 minutes
-    python3 -m bench.run --smoke    # CI's budget guard: locust at a modest rate
+    python3 -m bench.run            # the full run (make bench), about 3 minutes
+    python3 -m bench.run --smoke    # CI's budget guard: a modest fixed rate, under a minute
 
 Placement: walletd and the bare endpoint on --server-cpus; this runner, wrk,
 the open-loop client, locust and redis-server on --load-cpus.
