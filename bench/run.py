@@ -1,5 +1,7 @@
 """walletd's benchmark: saturation against a bare endpoint, open-loop latency,
-the realistic locust scenarios; a Markdown report and a plot in bench/results/.
+the disk's fsync floor and Redis's latency events beside every walletd step (an
+AOF rewrite's effect included), the realistic locust scenarios; a Markdown
+report and a plot in bench/results/.
 
     python3 -m bench.run            # the full run (make bench), about 3 minutes
     python3 -m bench.run --smoke    # CI's budget guard: a modest fixed rate, under a minute
