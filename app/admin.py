@@ -25,6 +25,7 @@ from app.wallet import WalletConflict, WalletError
 
 log = logging.getLogger("walletd.admin")
 
+# An admin request is a few short fields; a larger body is refused, not read on.
 BODY_BYTES_MAX = 16 * 1024
 LaunchText = Annotated[str, Meta(max_length=500, pattern=r"^[^|]*$")]
 PlayerId = Annotated[str, Meta(pattern=f"^{PLAYER_ID.pattern}$")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+# Decisions cached per caller address; cleared when full, so a scan of many addresses stays bounded.
 DECISIONS_MAX = 4096
 
 

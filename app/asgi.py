@@ -18,6 +18,7 @@ class BodyTooLarge(ValueError):
     pass
 
 
+# Content-type headers, built once: every raw answer carries one of them.
 JSON_TYPE = (b"content-type", b"application/json")
 TEXT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
 

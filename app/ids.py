@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
+# Room for e-mail addresses and UUIDs; within OIA's user_id (STRING 70, asserted in its messages).
 PLAYER_ID_MAX_LEN = 64
+# Never '{', '}', ':', '|' or spaces: player ids become part of key names (app/keys.py).
 PLAYER_ID = re.compile(rf"[A-Za-z0-9_.@-]{{1,{PLAYER_ID_MAX_LEN}}}")
 
 

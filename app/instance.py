@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# Under data_dir: one `walletd serve` per data directory (an flock, released when it dies).
 LOCK_FILE = "serve.lock"
 
 

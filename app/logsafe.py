@@ -52,6 +52,7 @@ def _secret_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
     )
 
 
+# Built once for redacted(); secret_pattern() makes one with a protocol's extra names.
 SECRETS = _secret_pattern(SECRET_NAMES)
 
 

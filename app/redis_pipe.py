@@ -45,6 +45,7 @@ from app.errors import OutcomeUnknown, WalletUnavailable
 # Calls in flight on the one connection. Past it callers get an error at once
 # instead of queueing without bound behind a stalled Redis.
 PENDING_MAX = 10_000
+# How often calls past their time-out are failed: 50 ms late at most, cheap between.
 WATCHDOG_INTERVAL_S = 0.05
 # Error replies that Redis gives before running a command: nothing ran.
 NOT_RUN_PREFIXES = ("LOADING ", "BUSY ", "NOAUTH ", "MASTERDOWN ", "ERR max number of clients reached")

@@ -29,6 +29,7 @@ from app.supervision import end, keep_running
 
 log = logging.getLogger("walletd.redis")
 
+# Before 7.0 appendfsync always gives weaker fsync-before-reply guarantees (see find_binary).
 MIN_VERSION = (7, 0)
 START_TIMEOUT_S = 120.0  # replaying a large AOF takes a while
 STOP_TIMEOUT_S = 30.0
@@ -92,6 +93,7 @@ def _load_prctl() -> object | None:
         return None
 
 
+# Linux only: elsewhere the child is not tied to its parent's death.
 _PRCTL = _load_prctl() if sys.platform == "linux" else None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
+# One encoder for every JSON response: reused, not built per call.
 ENCODER = msgspec.json.Encoder()
 
 

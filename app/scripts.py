@@ -51,7 +51,9 @@ def lua_dir() -> Traversable:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "lua"
 
 
+# Located once at import; read() names a broken install instead of a missing file.
 LUA_DIR = lua_dir()
+# Shared Lua preludes (lua/lib/), prepended to the scripts that use them.
 LEDGER = "lib/ledger.lua"
 OIA = "lib/oia.lua"
 OWNER = "lib/owner.lua"

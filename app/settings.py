@@ -15,7 +15,9 @@ from redis.connection import parse_url
 from app.keys import PARTITIONS_MAX
 from app.redis_pipe import redacted, tls_context
 
+# The config file's path when --config is not given (uvicorn's workers find it here too).
 ENV_CONFIG = "WALLETD_CONFIG"
+# Read from the working directory when neither --config nor WALLETD_CONFIG names one.
 DEFAULT_CONFIG_FILE = "walletd.toml"
 
 
@@ -203,6 +205,7 @@ def apply_env(settings: Settings) -> None:
             raise ConfigError("WALLETD_PORT must be an integer") from exc
 
 
+# redis.script_client's choices (app/redis_client.py script_client).
 SCRIPT_CLIENTS = ("pipelined", "redis-py")
 # The horizon is the generation less 5 minutes of clock skew: an hour keeps it meaningful.
 FILTER_GENERATION_MIN_S = 3600
@@ -255,6 +258,7 @@ def check_stargame(stargame: StarGameSettings) -> None:
                           "must be positive")
 
 
+# The refusal text for a redis.url walletd cannot use.
 REDIS_URL_FORMS = ("'embedded', redis://[[user]:password@]host[:port][/db], rediss://... (TLS, "
                    "?ssl_ca_certs=FILE) or unix:///path[?db=N&password=...]")
 

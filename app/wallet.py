@@ -15,6 +15,7 @@ from app.redis_client import optional_text, text, text_map
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
+# Aliases cached per process; cleared when full, so memory stays bounded.
 ALIAS_CACHE_MAX = 100_000
 # A uid with no alias is re-checked this often, so a new alias is seen soon.
 ALIAS_MISS_TTL_S = 2.0

@@ -23,6 +23,7 @@ from app.settings import FlusherSettings
 
 log = logging.getLogger("walletd.flusher")
 
+# The consumer group every flusher reads through: an entry is delivered to one of them.
 GROUP = "flusher"
 # Bounds on the recovery loops: enough for any backlog the bookings allow
 # (wallet.backlog_max), then the normal ticks carry on.

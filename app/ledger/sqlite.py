@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.ledger import LedgerConflict, LedgerEntry, PartitionStats, StoredEntry
 
+# entry_id is unique: a batch stored again after a crash inserts nothing twice.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
     entry_id TEXT PRIMARY KEY,
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS players (
 );
 """
 
+# An entry already stored is skipped here and compared (SAME_ENTRY) by the caller.
 INSERT_ENTRY = """
 INSERT INTO ledger (entry_id, partition, seq, player_id, kind, amount_minor,
                     balance_after_minor, source, ref, ts_ms, fp)
@@ -48,6 +50,7 @@ ON CONFLICT DO NOTHING
 # Files written before the fp column existed get it in place (their rows read as '').
 ADD_FP = "ALTER TABLE ledger ADD COLUMN fp TEXT NOT NULL DEFAULT ''"
 
+# A player is stored once; storing it again (a batch after a crash) changes nothing.
 INSERT_PLAYER = """
 INSERT INTO players (player_id, currency, country, language, name, aliases, created_ms, operator)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)

@@ -10,7 +10,9 @@ from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.ledger.flusher import Flusher
 
+# Accounts read per SCAN step and per pipelined HGET round: bounded memory, few round trips.
 SCAN_BATCH = 500
+# A balance as the scripts store it: an integer; anything else is reported.
 INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 

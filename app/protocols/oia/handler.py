@@ -60,9 +60,13 @@ log = logging.getLogger("walletd.oia")
 # for every call (wallet errors): one log line per kind per interval.
 limited_log = RateLimitedLog(log)
 
+# A callback is a few hundred bytes; a larger body is refused, not read on.
 BODY_BYTES_MAX = 64 * 1024
+# The echo of a request that could not be read at all.
 NO_REQUEST = echo_of(Incoming())
+# The 403 body for a caller outside the operator's allow-list.
 ACCESS_DENIED = b"Access denied"
+# What exactly went wrong, after the spec's message, per OP_xx code.
 DETAILS = {
     "OP_21": "no live session for this token, player, operator and game",
     "OP_22": "player blocked or unknown",

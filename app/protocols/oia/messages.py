@@ -45,6 +45,7 @@ else:
     # A transaction_id sent as a JSON string of 1-20 ASCII digits is the same id as the number.
     TransactionId = Id | Annotated[str, Meta(pattern=rf"^[0-9]{{1,{ID_DIGITS_MAX}}}\Z")]
 
+# The spec's wording of each OP_xx code, sent as the ERROR answer's message.
 MESSAGES = {
     "OP_20": "Invalid hash",
     "OP_21": "Invalid token",
@@ -189,6 +190,7 @@ def typed_envelope(data: type) -> type:
         ("command", Text), ("request_timestamp", Text), ("hash", Text), ("data", data)])
 
 
+# The commands walletd answers, each with the shape of its data member.
 COMMAND_DATA: dict[str, type[msgspec.Struct]] = {
     "authenticate": AuthenticateData,
     "balance": BalanceData,
@@ -197,6 +199,7 @@ COMMAND_DATA: dict[str, type[msgspec.Struct]] = {
     "cancel": CancelData,
     "finishround": FinishData,
 }
+# Decoders are built once per type: msgspec compiles each on creation.
 INCOMING = msgspec.json.Decoder(Incoming)
 TEXT = msgspec.json.Decoder(Text)
 DATA = {command: msgspec.json.Decoder(kind) for command, kind in COMMAND_DATA.items()}
@@ -204,6 +207,7 @@ DATA = {command: msgspec.json.Decoder(kind) for command, kind in COMMAND_DATA.it
 ENVELOPES: dict[str, msgspec.json.Decoder[Any]] = {
     command: msgspec.json.Decoder(typed_envelope(kind)) for command, kind in COMMAND_DATA.items()
 }
+# One encoder for every reply: reused, not built per call.
 ENCODER = msgspec.json.Encoder()
 
 
@@ -222,6 +226,7 @@ def member_names(command: str) -> re.Pattern[bytes]:
     return re.compile(b'"(?:%b)"' % b"|".join(re.escape(name.encode()) for name in names))
 
 
+# Per command, the member names whose repetition well_formed() must notice.
 MEMBER_NAMES = {command: member_names(command) for command in COMMAND_DATA}
 
 
@@ -368,6 +373,7 @@ class ReplyHeads:
         return head
 
 
+# Shared by every reply: its cache is per operator secret and status, renewed each second.
 HEADS = ReplyHeads()
 
 

@@ -24,8 +24,11 @@ from app.wallet import Wallet
 
 log = logging.getLogger("walletd.oia")
 
+# The ledger's source of OIA entries (and of their keys, with the operator id).
 LEDGER_SOURCE = "oia"
+# Ledger entry kinds of a changebalance, to the spec's transaction_type.
 BOOKED_KINDS = {"bet": "BET", "win": "WIN", "refund": "REFUND"}
+# A fresh random token colliding even once is all but impossible; four tries bound the loop.
 NEW_TOKEN_ATTEMPTS_MAX = 4
 
 

@@ -28,7 +28,9 @@ log = logging.getLogger("walletd.stargame")
 # For what a caller can provoke at will (403s) or an outage repeats per request.
 limited_log = RateLimitedLog(log)
 
+# A StarGame uid is looked up as a stargame alias first (app/wallet.py resolve).
 ALIAS_KIND = "stargame"
+# The refusal text for a uid that cannot be a player id.
 UID_RULE = f"uid must be 1-{PLAYER_ID_MAX_LEN} characters of A-Z a-z 0-9 _ . @ -"
 # StarGame counts money in hundredths of the currency unit ("cents").
 CENTS_PER_UNIT = 100
@@ -36,7 +38,9 @@ CENTS_PER_UNIT = 100
 CURRENCY_CACHE_MAX = 100_000
 # Names no currency: the script answers CURRENCY with the account's, books nothing.
 CURRENCY_NOT_KNOWN = "?"
+# Account languages answered as "RUS"; StarGame knows only RUS and ENG.
 RUSSIAN = frozenset({"ru", "rus", "russian"})
+# The booking script's refusal codes, in the words the fail answer gives.
 REFUSALS = {
     "FUNDS": "insufficient funds",
     "BLOCKED": "player is blocked",
@@ -46,7 +50,9 @@ REFUSALS = {
     "CURRENCY": "player's currency changed during the request; nothing booked",
     "SETTLED": "request already settled; nothing booked",
 }
+# A lost reply: the reconciler reverses a booking that did land (app/protocols/stargame/reconciler.py).
 ANSWER_UNKNOWN = "wallet timeout: outcome unknown; a booking that landed will be reversed"
+# One encoder for every answer: reused, not built per call.
 ENCODER = msgspec.json.Encoder()
 # The headers Starlette's JSONResponse sent, in its order (answers stay byte for byte).
 ALLOW_GET = (b"allow", b"GET")
@@ -79,6 +85,7 @@ def fail(error: str) -> bytes:
     return ENCODER.encode(Fail("fail", error))
 
 
+# Constant answers, encoded once.
 FORBIDDEN = fail("forbidden")
 METHOD_NOT_ALLOWED = fail("method not allowed: use GET")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 
+# Under data_dir: notes in files named <pid>-<random>.journal.
 DIRECTORY = "stargame-journal"
 SUFFIX = ".journal"
 # While the directory is full it is listed again at most this often, not per request.
@@ -42,6 +43,7 @@ class Note(msgspec.Struct, frozen=True):
     ts_ms: int  # when walletd gave up waiting (unix ms)
 
 
+# One JSON line per note; built once, reused.
 ENCODER = msgspec.json.Encoder()
 DECODER = msgspec.json.Decoder(Note)
 
