@@ -3,8 +3,8 @@
 Order on the way in: the data_dir lock, Redis (the embedded one started and
 supervised), checks (ledger store, Redis reachable and durable, partitions);
 only then the HTTP server. On SIGINT or SIGTERM, the way out is the reverse:
-uvicorn stops accepting and lets in-flight callbacks finish, the lifespan stops
-the flusher, then the embedded Redis is shut down (AOF fsynced).
+uvicorn stops accepting and lets in-flight callbacks finish, then the flush
+process is stopped, then the embedded Redis is shut down (AOF fsynced).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -108,30 +109,27 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         "host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
         "proxy_headers": False, "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
+    # Children (the flush process, uvicorn's workers) read the same settings and this Redis.
+    os.environ["WALLETD_REDIS_URL"] = url
+    if config_path:
+        os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
+    # The flusher and the StarGame reconciler run in one supervised `walletd flush`
+    # process, whatever the number of workers: in the request process they took
+    # its GIL and event loop from the callbacks (README "Benchmarks").
+    flusher = FlushProcess() if settings.flusher.enabled else None
+    if flusher is not None:
+        flusher.start()  # supervised: restarted whenever it dies, stopped after the HTTP server
     try:
         if settings.server.workers == 1:
-            uvicorn.run(create_app(settings, url), **options)
+            served = msgspec.structs.replace(settings, flusher=msgspec.structs.replace(settings.flusher, enabled=False))
+            uvicorn.run(create_app(served, url, flush_process=flusher), **options)
         else:
-            serve_workers(settings, config_path, url, options)
+            uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
     except SystemExit as exc:
         if exc.code not in (0, None):  # uvicorn: 1 = cannot bind, 3 = lifespan start-up failed
             raise StartupError(f"the HTTP server on {settings.server.host}:{settings.server.port} "
                                f"did not start (the reason is logged above)") from None
         raise
-
-
-def serve_workers(settings: Settings, config_path: str | None, url: str, options: dict[str, Any]) -> None:
-    """uvicorn's supervisor forks the workers; one `walletd flush` process serves them all."""
-    import uvicorn  # noqa: PLC0415 - as in run_http
-
-    os.environ["WALLETD_REDIS_URL"] = url
-    if config_path:
-        os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
-    flusher = FlushProcess() if settings.flusher.enabled else None
-    if flusher is not None:
-        flusher.start()  # supervised: restarted whenever it dies, stopped after the workers
-    try:
-        uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
     finally:
         if flusher is not None:
             flusher.stop()

@@ -17,6 +17,7 @@ from app import settings as config
 from app.admin import Admin
 from app.callbacks import Callbacks
 from app.errors import WalletCallError
+from app.ledger.flush_process import FlushProcess
 from app.logsafe import limit_server_logs
 from app.protocols.oia.handler import Oia
 from app.protocols.stargame.handler import StarGame
@@ -36,8 +37,9 @@ HEALTH_PLAYER = "healthz"
 class Service:
     """What one server process holds (its Runtime) and the routes it serves."""
 
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    def __init__(self, settings: Settings, redis_url: str, flush_process: FlushProcess | None = None) -> None:
         self.settings = settings
+        self.flush_process = flush_process  # serve's, when the flusher runs beside this process
         self.runtime = Runtime(settings, redis_url, serving=True, ledger=settings.flusher.enabled)
         rt = self.runtime
         assert rt.journal is not None
@@ -58,7 +60,8 @@ class Service:
     async def healthz(self, request: Request) -> Response:
         """200 when a booking would work now: Redis answers redis-py (aliases, flusher)
         and a read-only script through the client that books (its handshake, its
-        connection, EVALSHA with the NOSCRIPT fallback), and the flusher runs.
+        connection, EVALSHA with the NOSCRIPT fallback), and the flusher runs (in
+        this process, or as serve's flush process).
         Scripts Redis lost in a restart are loaded again here."""
         problem = await self.booking_problem()
         if problem != self.health_problem:
@@ -89,6 +92,8 @@ class Service:
         flusher_task = self.runtime.flusher_task
         if flusher_task is not None and flusher_task.done():
             return "the flusher stopped"  # bookings would pile up un-stored
+        if self.flush_process is not None and not self.flush_process.alive():
+            return "the flusher process is not running (serve restarts it)"
         return ""
 
 
@@ -101,9 +106,9 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def create_app(settings: Settings, redis_url: str) -> Callbacks:
+def create_app(settings: Settings, redis_url: str, flush_process: FlushProcess | None = None) -> Callbacks:
     limit_server_logs()  # any client can make uvicorn log: one line per kind per minute
-    service = Service(settings, redis_url)
+    service = Service(settings, redis_url, flush_process)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

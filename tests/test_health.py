@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from app.ledger.flush_process import FlushProcess
 from app.redis_server import EmbeddedRedis
 from app.settings import Settings
 from app.web import create_app
@@ -26,8 +29,9 @@ RECOVERY_S = 5.0
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
-    app = create_app(settings, settings.redis.url)
+async def serving(settings: Settings, flush_process: FlushProcess | None = None,
+                  ) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+    app = create_app(settings, settings.redis.url, flush_process)
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://w") as c:
         yield c, app.state.service
@@ -186,3 +190,20 @@ async def test_healthz_is_200_at_once_after_its_pooled_connection_was_closed(set
             sync_redis.client_kill_filter(_type="normal", skipme=True)
             await asyncio.sleep(0.05)  # the event loop sees the pipelined client's close
             assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_healthz_is_503_while_serves_flush_process_is_down(settings: Settings) -> None:
+    """With one worker the flusher runs in serve's flush process: while it is dead
+    (until serve restarts it) bookings pile up un-stored, and /healthz says so."""
+    flush = FlushProcess()
+    flush.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        async with serving(settings, flush) as (c, _):
+            assert (await c.get("/healthz")).status_code == 200
+            flush.process.kill()
+            flush.process.wait()
+            r = await c.get("/healthz")
+            assert (r.status_code, r.text) == (503, "unavailable")
+    finally:
+        flush.process.kill()
+        flush.process.wait()

@@ -1,5 +1,5 @@
-"""`walletd serve` with server.workers > 1, as a real process tree: the one flush
-process (flusher and StarGame reconciler) is supervised like the embedded Redis."""
+"""`walletd serve` as a real process tree: the one flush process (flusher and
+StarGame reconciler), with one worker or several, is supervised like the embedded Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.process import Server, walletd
 
@@ -48,9 +50,10 @@ def ledger_has(db: Path, player: str) -> bool:
         return False
 
 
-def test_a_dead_flush_process_is_restarted_and_bookings_reach_the_store_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dead_flush_process_is_restarted_and_bookings_reach_the_store_again(tmp_path: Path, workers: int) -> None:
     server = Server(tmp_path)
-    server.config.write_text(server.config.read_text().replace("[server]\n", "[server]\nworkers = 2\n"))
+    server.config.write_text(server.config.read_text().replace("[server]\n", f"[server]\nworkers = {workers}\n"))
     server.start()
     try:
         assert server.process is not None

@@ -1,8 +1,9 @@
-"""The one `walletd flush` process beside serve's workers (server.workers > 1), supervised.
+"""The one `walletd flush` process beside serve's HTTP worker(s), supervised.
 
 It moves every worker's bookings to the ledger store and runs the StarGame
-reconciler. If it died and stayed dead, the workers would go on booking (their
-/healthz cannot see it) until every partition's backlog is full, and writeBets
+reconciler. If it died and stayed dead, the workers would go on booking (with
+several workers their /healthz cannot see it; with one, /healthz is 503 while it
+is down) until every partition's backlog is full, and writeBets
 answered 'fail' whose booking landed would never be reversed. So serve restarts
 it, with a logged reason and doubling delays (a crash loop is not a busy loop),
 until serve stops it.
@@ -46,6 +47,11 @@ class FlushProcess:
 
     def watch(self) -> None:
         keep_running(log, "the flusher process", "restarting it", self.running, self.relaunch, self.stopping)
+
+    def alive(self) -> bool:
+        """False while it is dead and not yet restarted (or serve is stopping)."""
+        process = self.process
+        return process is not None and process.poll() is None and not self.stopping.is_set()
 
     def running(self) -> subprocess.Popen:
         assert self.process is not None
