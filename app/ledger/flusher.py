@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.keys import Keys
-from app.ledger import LedgerStore, from_stream
+from app.ledger import LedgerEntry, LedgerStore, from_stream
 from app.settings import FlusherSettings
 
 log = logging.getLogger("walletd.flusher")
@@ -44,6 +44,14 @@ def delivered(reply: object) -> list[StreamMessage]:
     assert isinstance(reply, list), "connect() speaks RESP2"
     messages: list[StreamMessage] = reply[0][1]
     return messages
+
+
+def delivered_per_stream(reply: object) -> list[tuple[str, list[StreamMessage]]]:
+    """(stream, messages) of a several-stream XREADGROUP reply, RESP2-shaped."""
+    if not reply:
+        return []
+    assert isinstance(reply, list), "connect() speaks RESP2"
+    return [(stream, messages) for stream, messages in reply]
 
 
 class FailureStreak:
@@ -92,6 +100,9 @@ class Flusher:
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.partition_of = {keys.ledger(partition): partition for partition in range(keys.partitions)}
+        # XREADGROUP's STREAMS argument for every partition's new entries.
+        self.all_new: dict[bytes | str | memoryview, int | bytes | str | memoryview] = dict.fromkeys(
+            self.partition_of, ">")
         self.should_exit = False
         self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
 
@@ -143,7 +154,7 @@ class Flusher:
     async def store_batches(self, batches: list[tuple[int, list[StreamMessage]]]) -> int:
         """Partitions' batches stored in one transaction (one commit, one fsync), then
         acknowledged and trimmed: a few round trips for all of them, not a few each."""
-        entries = []
+        entries: list[LedgerEntry] = []
         for partition, messages in batches:
             present = [fields for _, fields in messages if fields]
             if len(present) != len(messages):
@@ -198,9 +209,9 @@ class Flusher:
         """One XREADGROUP over every partition's stream (not one per partition: the
         commands, not the entries, were most of the flusher's CPU), then each
         partition's batch stored. (entries moved, whether a batch was full)."""
-        streams = {self.keys.ledger(partition): ">" for partition in range(self.keys.partitions)}
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.settings.batch_max)
-        batches = [(self.partition_of[stream], messages) for stream, messages in reply or [] if messages]
+        reply = await self.redis.xreadgroup(GROUP, self.consumer, self.all_new, count=self.settings.batch_max)
+        batches = [(self.partition_of[stream], messages) for stream, messages in delivered_per_stream(reply)
+                   if messages]
         if not batches:
             return 0, False
         moved = await self.store_batches(batches)
