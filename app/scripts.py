@@ -55,18 +55,19 @@ def lua_dir() -> Traversable:
 LUA_DIR = lua_dir()
 # Shared Lua preludes (lua/lib/), prepended to the scripts that use them.
 LEDGER = "lib/ledger.lua"
+BOOK = "lib/book.lua"  # book(): needs LEDGER before it
 OIA = "lib/oia.lua"
 OWNER = "lib/owner.lua"
 # Each script with the shared preludes it is built from (prepended, in order).
 PRELUDES: dict[str, tuple[str, ...]] = {
     "balance": (),
     "set_blocked": (),
-    "stargame_book": (LEDGER,),
-    "stargame_reconcile": (LEDGER,),
-    "admin_adjust": (LEDGER,),
+    "stargame_book": (LEDGER, BOOK),
+    "stargame_reconcile": (LEDGER, BOOK),
+    "admin_adjust": (LEDGER, BOOK),
     "create_player": (LEDGER,),
-    "oia_change": (LEDGER, OIA, OWNER),
-    "oia_cancel": (LEDGER, OIA, OWNER),
+    "oia_change": (LEDGER, BOOK, OIA, OWNER),
+    "oia_cancel": (LEDGER, BOOK, OIA, OWNER),
     "oia_status": (LEDGER, OIA, OWNER),
     "oia_finish": (OWNER,),
     "oia_balance": (OWNER,),

@@ -29,10 +29,10 @@ local balance = tonumber(bal)
 local delta = amount
 if kind == 'withdraw' then delta = -amount end
 if balance + delta < 0 then return {'FUNDS', balance, ''} end
-if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, ''} end
-if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, ''} end
 
-balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
-local entry = ledger_append(seq_key, ledger_key, partition, player, kind, delta, balance, 'admin', ref, now_ms())
-redis.call('HSET', tx_key, 'fp', fingerprint, 'bal', balance, 'entry', entry)
-return {'OK', balance, entry}
+local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
+                 player = player, source = 'admin', ref = ref, now = now_ms()}
+local code, after, entries = book(booking, balance, {{kind, delta}}, backlog_max)
+if code ~= 'OK' then return {code, balance, ''} end
+redis.call('HSET', tx_key, 'fp', fingerprint, 'bal', after, 'entry', entries[1])
+return {'OK', after, entries[1]}

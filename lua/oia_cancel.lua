@@ -65,13 +65,11 @@ assert(bal, 'walletd: account missing for a booked transaction')
 local amount = integer_arg(tx[3], 'amt')
 local delta = -amount
 if tx[2] == 'BET' then delta = amount end
-local balance = tonumber(bal)
-if balance + delta >= AMOUNT_LIMIT or balance + delta <= -AMOUNT_LIMIT then return {'OVERFLOW', balance} end
-if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance} end
-
-balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
-ledger_append(seq_key, ledger_key, partition, player, 'cancel', delta, balance, 'oia', ref, now,
-              {'round', round_id, 'game', game})
+local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
+                 player = player, source = 'oia', ref = ref, now = now}
+local code, balance = book(booking, tonumber(bal), {{'cancel', delta, {'round', round_id, 'game', game}}},
+                           backlog_max)
+if code ~= 'OK' then return {code, balance} end
 redis.call('HSET', tx_key, 'st', 'CANCELED')
 -- The record outlives the id's last ledger entry by the retention: once it is gone,
 -- an entry not yet in the store is as old as the retention (store_may_be_behind).

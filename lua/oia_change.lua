@@ -128,12 +128,12 @@ if kind == 'BET' then
 end
 local delta = amount
 if kind == 'BET' then delta = -amount end
-if balance + delta >= AMOUNT_LIMIT then return {'OVERFLOW', balance, a[2]} end
-if redis.call('XLEN', ledger_key) >= backlog_max then return {'BACKLOG', balance, a[2]} end
-
-balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', delta))
-ledger_append(seq_key, ledger_key, partition, player, string.lower(kind), delta, balance, 'oia', ref, now,
-              {'round', round_id, 'game', game, 'fp', fp})
+local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
+                 player = player, source = 'oia', ref = ref, now = now}
+local code
+code, balance = book(booking, balance, {{string.lower(kind), delta, {'round', round_id, 'game', game, 'fp', fp}}},
+                     backlog_max)
+if code ~= 'OK' then return {code, balance, a[2]} end
 if kind == 'BET' then redis.call('PEXPIRE', sess_key, idle_ms) end
 local old_word = current_filter_word()
 local set_word = bit.bor(old_word, signed_mask)

@@ -37,20 +37,16 @@ local now = now_ms()
 if deadline_ms > 0 and now > deadline_ms then return {'LATE', balance, v[2], v[3]} end
 if bet > 0 and v[4] == '1' then return {'BLOCKED', balance, v[2], v[3]} end
 if bet > balance then return {'FUNDS', balance, v[2], v[3]} end
-if balance - bet + win >= AMOUNT_LIMIT then return {'OVERFLOW', balance, v[2], v[3]} end
-if (bet > 0 or win > 0) and redis.call('XLEN', ledger_key) >= backlog_max then
-  return {'BACKLOG', balance, v[2], v[3]}
-end
 
-local ids = {}
-if bet > 0 then
-  balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', -bet))
-  ids[#ids + 1] = ledger_append(seq_key, ledger_key, partition, player, 'bet', -bet, balance, 'stargame', ref, now)
-end
-if win > 0 then
-  balance = redis.call('HINCRBY', acct, 'bal', string.format('%d', win))
-  ids[#ids + 1] = ledger_append(seq_key, ledger_key, partition, player, 'win', win, balance, 'stargame', ref, now)
-end
+-- A zero side books nothing (and a zero spin writes nothing at all).
+local moves = {}
+if bet > 0 then moves[#moves + 1] = {'bet', -bet} end
+if win > 0 then moves[#moves + 1] = {'win', win} end
+local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
+                 player = player, source = 'stargame', ref = ref, now = now}
+local code, ids
+code, balance, ids = book(booking, balance, moves, backlog_max)
+if code ~= 'OK' then return {code, balance, v[2], v[3]} end
 if #ids > 0 then
   local record = string.format('booked|%d|%d|', bet, win) .. table.concat(ids, ',')
   redis.call('SET', request_key, record, 'PX', retention_ms)
