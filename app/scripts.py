@@ -90,7 +90,7 @@ class Arity:
 
 def read(path: str) -> str:
     if not LUA_DIR.is_dir():
-        raise RuntimeError(f"Lua scripts not found at {LUA_DIR}: a broken install (lua/ is package data)")
+        raise RuntimeError(f"Lua scripts not found in the package (app/lua) nor at {LUA_DIR}: a broken install")
     return (LUA_DIR / path).read_text()
 
 

@@ -1,0 +1,28 @@
+"""pyproject.toml ships every package under app/ and the top-level lua/ as app/lua, the
+way app/scripts.py reads it from an installed wheel (.ci/wheel_check.py builds and runs one)."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_under_app_is_listed() -> None:
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "app").rglob("__init__.py")}
+    assert set(SETUPTOOLS["packages"]) == found | {"app.lua"}
+
+
+def test_lua_is_mapped_into_the_package() -> None:
+    assert SETUPTOOLS["package-dir"] == {"app.lua": "lua"}
+    assert not (ROOT / "app" / "lua").exists()  # one copy of the scripts: the top-level lua/
+
+
+def test_every_lua_file_is_package_data() -> None:
+    patterns = SETUPTOOLS["package-data"]["app.lua"]
+    for path in (ROOT / "lua").rglob("*.lua"):
+        name = path.relative_to(ROOT / "lua").as_posix()
+        assert any(fnmatch.fnmatch(name, p) and name.count("/") == p.count("/") for p in patterns), name
