@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -86,7 +86,7 @@ def pick_owner(oia: OiaSettings, operator_id: str | None) -> str:
     return pick_operator(oia, operator_id).id
 
 
-async def create_player(wallet: OiaWallet, oia: OiaSettings, req: PlayerRequest) -> dict:
+async def create_player(wallet: OiaWallet, oia: OiaSettings, req: PlayerRequest) -> dict[str, Any]:
     """Shared by the admin API and `walletd player create`."""
     owner = pick_owner(oia, req.operator_id)
     try:
@@ -113,7 +113,7 @@ async def session_operator(wallet: OiaWallet, oia: OiaSettings, req: SessionRequ
     return pick_operator(oia, operator_id)
 
 
-async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> dict:
+async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest) -> dict[str, Any]:
     """Shared by the admin API and `walletd session new`."""
     if (req.game_id is None) == (req.lobby_id is None):
         raise SessionError("give exactly one of game_id and lobby_id")
@@ -147,18 +147,18 @@ class Admin:
         return self.expected is not None and given is not None and hmac.compare_digest(self.expected, given.encode())
 
     async def sessions(self, request: Request) -> Response:
-        async def work(body: bytes) -> dict:
+        async def work(body: bytes) -> dict[str, Any]:
             return await open_session(self.wallet, self.oia, msgspec.json.decode(body, type=SessionRequest))
 
         return await self.serve(request, "sessions", work)
 
     async def players(self, request: Request) -> Response:
-        async def work(body: bytes) -> dict:
+        async def work(body: bytes) -> dict[str, Any]:
             return await create_player(self.wallet, self.oia, msgspec.json.decode(body, type=PlayerRequest))
 
         return await self.serve(request, "players", work)
 
-    async def serve(self, request: Request, name: str, work: Callable[[bytes], Awaitable[dict]]) -> Response:
+    async def serve(self, request: Request, name: str, work: Callable[[bytes], Awaitable[dict[str, Any]]]) -> Response:
         if not self.authorized(request):
             return JSON({"error": "missing or wrong Bearer token (or [admin] token not set)"}, status_code=401)
         try:

@@ -83,7 +83,7 @@ def error_of(reply: RedisPipeError) -> Exception:
 class Call:
     __slots__ = ("command", "future", "written_at")
 
-    def __init__(self, command: bytes, future: asyncio.Future) -> None:
+    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
         self.command = command
         self.future = future
         self.written_at = 0.0
@@ -106,7 +106,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
 
-    def send(self, command: bytes) -> asyncio.Future:
+    def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.gone is not None:
             raise WalletUnavailable(f"Redis connection {self.gone}; the call was not sent")
         if len(self.queued) + len(self.written) >= PENDING_MAX:
@@ -197,7 +197,7 @@ class PipelinedRedis:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.connection: Connection | None = None  # only ever a handshaken one
-        self.connecting: asyncio.Future | None = None
+        self.connecting: asyncio.Future[Connection] | None = None
         self.closed = False
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:

@@ -120,7 +120,7 @@ def server_args(binary: str, directory: Path, port: int) -> list[str]:
     ]
 
 
-def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """Until the server at url answers; with process, it must be that process: a
     server that already held the port (a distro's redis, another walletd's) is refused."""
     deadline = time.monotonic() + timeout_s
@@ -164,7 +164,7 @@ class EmbeddedRedis:
         self.directory = data_dir / "redis"
         self.url_file = data_dir / "redis.url"
         self.port = port
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # between stop() and a restart by the supervisor
@@ -213,7 +213,7 @@ class EmbeddedRedis:
         keep_running(log, "embedded redis-server", "restarting it on the same data", self.running,
                      self.launch, self.stopping)
 
-    def running(self) -> subprocess.Popen:
+    def running(self) -> subprocess.Popen[bytes]:
         assert self.process is not None
         return self.process
 

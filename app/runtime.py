@@ -63,7 +63,7 @@ class Runtime:
         self.reconciler: Reconciler | None = None
         if ledger:
             self.build_ledger()
-        self.flusher_task: asyncio.Task | None = None
+        self.flusher_task: asyncio.Task[None] | None = None
         # Metrics, when they come: built here from settings, their closer pushed on self.exit.
 
     def build_ledger(self) -> None:

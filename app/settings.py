@@ -7,6 +7,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -176,7 +177,7 @@ def config_file(explicit: str | None) -> Path | None:
 
 def load(explicit: str | None = None) -> Settings:
     path = config_file(explicit)
-    raw: dict = {}
+    raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text())

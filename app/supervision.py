@@ -23,7 +23,7 @@ def describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def keep_running(log: logging.Logger, what: str, restarting: str, current: Callable[[], subprocess.Popen],
+def keep_running(log: logging.Logger, what: str, restarting: str, current: Callable[[], subprocess.Popen[bytes]],
                  relaunch: Callable[[], None], stopping: threading.Event) -> None:
     """Wait for the current child; when it dies (and stopping is not set), log why and
     relaunch it after a backoff delay. Returns once stopping is set."""
@@ -47,7 +47,7 @@ def keep_running(log: logging.Logger, what: str, restarting: str, current: Calla
                 log.error("%s did not restart: %s", what, exc)
 
 
-def end(process: subprocess.Popen | None, timeout_s: float) -> None:
+def end(process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """SIGTERM (a clean shutdown), then SIGKILL if it is still there after timeout_s."""
     if process is None or process.poll() is not None:
         return

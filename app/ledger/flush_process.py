@@ -27,7 +27,7 @@ STOP_TIMEOUT_S = 30.0
 
 class FlushProcess:
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # between stop() and a restart
         self.supervisor: threading.Thread | None = None
@@ -39,7 +39,7 @@ class FlushProcess:
         self.supervisor.start()
 
     @staticmethod
-    def launch() -> subprocess.Popen:
+    def launch() -> subprocess.Popen[bytes]:
         # Own session: serve stops it (SIGTERM) after the workers, not a Ctrl-C; and it
         # gets SIGTERM if serve itself dies, so no orphan flusher outlives it.
         return subprocess.Popen([sys.executable, "-m", "app.cli", "flush"], start_new_session=True,
@@ -53,7 +53,7 @@ class FlushProcess:
         process = self.process
         return process is not None and process.poll() is None and not self.stopping.is_set()
 
-    def running(self) -> subprocess.Popen:
+    def running(self) -> subprocess.Popen[bytes]:
         assert self.process is not None
         return self.process
 

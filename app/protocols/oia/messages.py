@@ -263,7 +263,7 @@ def well_formed(command: str, body: bytes) -> Any | None:
         return None
 
 
-class Members(list):
+class Members(list[tuple[str, Any]]):
     """A JSON object as its members in order, repeats kept (json's object_pairs_hook)."""
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from app.ids import is_player_id
 from app.keys import Keys
@@ -134,7 +135,7 @@ class Reconciler:
         self.report(note, reply)
         return 1
 
-    def report(self, note: Note, reply: list) -> None:
+    def report(self, note: Note, reply: list[Any]) -> None:
         outcome = reply[0]
         self.counts[outcome.lower()] += 1
         total = self.counts[outcome.lower()]
