@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import currency
 from app.asgi import BodyTooLarge, headers_of, read_body
+from app.errors import WalletCallError
 from app.ids import PLAYER_ID
 from app.money import AmountError, decimal_to_minor
 from app.protocols.oia.wallet import OiaWallet
@@ -170,6 +170,6 @@ class Admin:
             return JSON({"error": str(exc)}, status_code=413)
         except AdminError as exc:
             return JSON({"error": str(exc)}, status_code=exc.status_code)
-        except (RedisError, OSError) as exc:
+        except (WalletCallError, OSError) as exc:
             log.error("admin %s: wallet unavailable: %s", name, exc)
             return JSON({"error": "wallet unavailable"}, status_code=503)

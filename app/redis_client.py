@@ -1,13 +1,22 @@
-"""The Redis client, configured so that a booking is never silently re-sent."""
+"""The Redis client, configured so that a booking is never silently re-sent,
+and its errors in app/errors.py's terms for the protocols."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    RedisError,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
 
+from app.errors import ConnectionFailed, OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
 from app.redis_pipe import PipelinedRedis
 from app.scripts import ScriptClient
 from app.settings import RedisSettings
@@ -57,3 +66,22 @@ def optional_text(reply: bytes | str | None) -> str | None:
 
 def text_map(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return {text(key): text(value) for key, value in reply.items()}
+
+
+@contextlib.contextmanager
+def command_errors() -> Iterator[None]:
+    """redis-py's exceptions from its own commands (GET, HGET...; scripts convert theirs
+    in app/scripts.py) as app/errors.py's kinds, so a protocol maps them to its answers.
+    The text stays redis-py's."""
+    try:
+        yield
+    except WalletCallError:
+        raise
+    except ResponseError as exc:
+        raise WalletRefused(str(exc)) from exc
+    except RedisTimeoutError as exc:
+        raise OutcomeUnknown(str(exc)) from exc
+    except RedisConnectionError as exc:
+        raise ConnectionFailed(str(exc)) from exc
+    except RedisError as exc:
+        raise WalletUnavailable(str(exc)) from exc

@@ -1,8 +1,8 @@
 """Lua scripts: read once from lua/, run by EVALSHA (EVAL once more on NOSCRIPT).
 
-A Script call ends in a reply, a redis.exceptions.ResponseError (an error
-reply: the script ran and raised, or Redis refused it), or one of
-app/errors.py's two kinds, whichever client runs it:
+A Script call ends in a reply or one of app/errors.py's kinds, whichever
+client runs it (the protocols never see redis-py's exceptions):
+- WalletRefused: an error reply (the script ran and raised, or Redis refused it).
 - WalletUnavailable: the script was certainly not sent (or Redis refused it
   unrun: LOADING, NOAUTH...); nothing moved.
 - OutcomeUnknown: it may have been sent and no reply came; it may have run.
@@ -41,7 +41,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from app.errors import OutcomeUnknown, WalletCallError, WalletUnavailable
+from app.errors import OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
 
 
 def lua_dir() -> Traversable:
@@ -141,8 +141,10 @@ class Script:
             except NoScriptError:
                 # Redis restarted without its script cache: EVAL also caches it again.
                 return await self.client.eval(self.script, len(keys), *keys, *args)
-        except (ResponseError, WalletCallError):
+        except WalletCallError:
             raise
+        except ResponseError as exc:
+            raise WalletRefused(str(exc)) from exc
         except (RedisError, OSError) as exc:
             raise wallet_error(exc) from exc
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from app import currency
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import META_FILTER_SINCE, Keys
-from app.redis_client import optional_text, text, text_map
+from app.redis_client import command_errors, optional_text, text, text_map
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
@@ -134,7 +134,8 @@ class Wallet:
         cached = self.aliases.get(alias)
         if cached is not None:
             return cached
-        player_id = optional_text(await self.redis.get(alias))
+        with command_errors():
+            player_id = optional_text(await self.redis.get(alias))
         self.aliases.put(alias, player_id or external_id, found=player_id is not None)
         return player_id or external_id
 
@@ -170,22 +171,23 @@ class Wallet:
         for value, field in ((country, "--country"), (language, "--language"), (name, "--name")):
             check_text(value, field, required=False)
         wanted = list(dict.fromkeys(parse_alias(alias) for alias in aliases))
-        claimed = await self._claim_names(player_id, wanted)
-        keys, partition = self.booking_keys(player_id)
-        args = [player_id, partition, currency_code, balance_minor, country, language, name,
-                " ".join(f"{kind}:{external_id}" for kind, external_id in wanted), operator_id]
-        # No clean-up if this call fails: the account may exist (outcome unknown), and
-        # names left claimed only point at this player id.
-        reply = await self.scripts.create_player(keys=keys, args=args)
-        if reply[0] == "EXISTS":
-            # Keep what the existing account owns (its own names, and aliases a
-            # concurrent create of the same id may have claimed for it).
-            owned = text(await self.redis.hget(keys[0], "aliases") or "").split()
-            kept = {Keys.alias(*alias.split(":", 1)) for alias in owned}
-            kept.update(Keys.alias(kind, player_id) for kind in ALIAS_KINDS)
-            await self._release(player_id, [key for key in claimed if key not in kept])
-            raise WalletConflict(f"player {player_id} already exists")
-        return reply[1]
+        with command_errors():  # its callers are the admin API and the CLI
+            claimed = await self._claim_names(player_id, wanted)
+            keys, partition = self.booking_keys(player_id)
+            args = [player_id, partition, currency_code, balance_minor, country, language, name,
+                    " ".join(f"{kind}:{external_id}" for kind, external_id in wanted), operator_id]
+            # No clean-up if this call fails: the account may exist (outcome unknown), and
+            # names left claimed only point at this player id.
+            reply = await self.scripts.create_player(keys=keys, args=args)
+            if reply[0] == "EXISTS":
+                # Keep what the existing account owns (its own names, and aliases a
+                # concurrent create of the same id may have claimed for it).
+                owned = text(await self.redis.hget(keys[0], "aliases") or "").split()
+                kept = {Keys.alias(*alias.split(":", 1)) for alias in owned}
+                kept.update(Keys.alias(kind, player_id) for kind in ALIAS_KINDS)
+                await self._release(player_id, [key for key in claimed if key not in kept])
+                raise WalletConflict(f"player {player_id} already exists")
+            return reply[1]
 
     async def _claim_names(self, player_id: str, aliases: list[tuple[str, str]]) -> list[str]:
         """Claims the player id's own names, then its aliases; returns the keys claimed
@@ -234,5 +236,6 @@ class Wallet:
             raise WalletError(f"unknown player {player_id}")
 
     async def profile(self, player_id: str) -> dict[str, str] | None:
-        fields = text_map(await self.redis.hgetall(self.keys.account(player_id)))
+        with command_errors():
+            fields = text_map(await self.redis.hgetall(self.keys.account(player_id)))
         return fields or None

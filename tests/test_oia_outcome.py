@@ -15,6 +15,7 @@ import redis
 
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.protocols.oia.handler import wallet_error
+from app.redis_client import command_errors
 from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import Settings
@@ -82,12 +83,22 @@ async def test_a_connection_lost_after_a_booking_was_sent_is_op_47(
         assert error_code(status) == "OP_50"
 
 
+def converted(exc: Exception) -> Exception:
+    """What the client layer (app/redis_client.command_errors) hands a protocol for one of redis-py's exceptions."""
+    try:
+        with command_errors():
+            raise exc
+    except Exception as kind:  # noqa: BLE001 - whatever it became
+        return kind
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("command, code", [("changebalance", "OP_47"), ("cancel", "OP_47"),
                                            ("balance", "OP_50"), ("status", "OP_50")])
 def test_the_client_layers_error_kinds_map_to_the_protocols_answers(command: str, code: str) -> None:
     assert wallet_error(command, WalletUnavailable("not sent")).error_code == "OP_50"
     assert wallet_error(command, OutcomeUnknown("sent, no reply")).error_code == "OP_47"
-    assert wallet_error(command, redis.ConnectionError("connection lost")).error_code == code
-    assert wallet_error(command, redis.TimeoutError("timeout")).error_code == "OP_47"
-    assert wallet_error(command, redis.ResponseError("BUSY")).error_code == "OP_50"
+    assert wallet_error(command, converted(redis.ConnectionError("connection lost"))).error_code == code
+    assert wallet_error(command, converted(redis.TimeoutError("timeout"))).error_code == "OP_47"
+    assert wallet_error(command, converted(redis.ResponseError("BUSY"))).error_code == "OP_50"
     assert wallet_error(command, RuntimeError("bug")).error_code == "OP_50"

@@ -1,6 +1,7 @@
 """app/scripts.Script with redis-py as the script client: its connection errors
 and time-outs become app/errors.py's kinds, conservatively (OutcomeUnknown
-whenever the script may have been sent), against a real redis-server."""
+whenever the script may have been sent), against a real redis-server; and
+redis-py's own commands' errors, through app/redis_client.command_errors."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ResponseError
 
-from app.errors import OutcomeUnknown, WalletUnavailable
-from app.redis_client import connect
+from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
+from app.redis_client import command_errors, connect
 from app.redis_pipe import PipelinedRedis
 from app.scripts import Script
 from app.settings import RedisSettings
@@ -97,8 +97,37 @@ async def test_noscript_falls_back_to_eval(redis_url: str, sync_redis: redis.Red
 
 
 @pytest.mark.parametrize("kind", ["redis-py", "pipelined"])
-async def test_a_lua_error_stays_a_response_error(redis_url: str, kind: str) -> None:
+async def test_a_lua_error_is_wallet_refused(redis_url: str, kind: str) -> None:
     client = connect(redis_url, SHORT) if kind == "redis-py" else PipelinedRedis(redis_url, 0.3, 0.5)
-    with pytest.raises(ResponseError, match="boom"):
+    with pytest.raises(WalletRefused, match="boom"):
         await Script(client, "return redis.error_reply('boom')")()
     await client.aclose()
+
+
+# --- redis-py's own commands (app/redis_client.command_errors) ---
+
+async def test_a_command_to_an_unreachable_redis_is_connection_failed() -> None:
+    client = connect("redis://127.0.0.1:1/0", SHORT)
+    with pytest.raises(ConnectionFailed, match="connecting to"), command_errors():
+        await client.get("k")
+    await client.aclose()
+
+
+async def test_an_error_reply_to_a_command_is_wallet_refused(redis_url: str, sync_redis: redis.Redis) -> None:
+    sync_redis.hset("h", "f", "v")
+    client = connect(redis_url, SHORT)
+    with pytest.raises(WalletRefused, match="WRONGTYPE"), command_errors():
+        await client.get("h")
+    await client.aclose()
+
+
+async def test_a_command_timed_out_is_outcome_unknown(redis_url: str) -> None:
+    blocker = connect(redis_url, RedisSettings(socket_timeout_ms=5000))
+    busy = asyncio.ensure_future(Script(blocker, BUSY_LUA)(args=[800_000]))
+    await asyncio.sleep(0.05)
+    client = connect(redis_url, SHORT)
+    with pytest.raises(OutcomeUnknown), command_errors():
+        await client.get("k")
+    assert await busy == 1
+    await client.aclose()
+    await blocker.aclose()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from app.errors import WalletRefused
 from app.logsafe import RateLimitedLog
 from app.protocols.stargame import handler as stargame
 from app.protocols.stargame.journal import ENCODER, Journal, Note, directory_of, journal_files
@@ -199,7 +200,7 @@ async def test_a_note_that_cannot_be_settled_does_not_starve_other_files(
     fine = Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, now_ms)
     (directory / "2-b.journal").write_bytes(ENCODER.encode(fine) + b"\n")
     reconciler = reconciler_for(settings, wallet)
-    with pytest.raises(redis.exceptions.ResponseError):
+    with pytest.raises(WalletRefused):
         await reconciler.reconcile_all()  # the pass fails (logged, retried) ...
     assert reconciler.counts["tombstoned"] == 1  # ... but the other file's note is settled
     assert journal_files(directory, 10) == [directory / "1-a.journal"]

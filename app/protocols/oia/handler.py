@@ -9,19 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from msgspec import Raw
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-    RedisError,
-    ResponseError,
-    TimeoutError as RedisTimeout,
-)
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from app import currency
 from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
 from app.callbacks import Callback
-from app.errors import OutcomeUnknown, WalletUnavailable
+from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
@@ -199,15 +193,15 @@ def wallet_error(command: str, exc: Exception) -> ErrorReply:
     booking = command in BOOKING_COMMANDS
     if isinstance(exc, WalletUnavailable):
         answer, what = UNAVAILABLE, "wallet unavailable"
-    elif isinstance(exc, (OutcomeUnknown, RedisTimeout)):
+    elif isinstance(exc, OutcomeUnknown):
         answer, what = (OUTCOME_UNKNOWN if booking else TIMEOUT), "outcome unknown"
-    elif isinstance(exc, (RedisConnectionError, OSError)) and booking:
+    elif isinstance(exc, (ConnectionFailed, OSError)) and booking:
         # redis-py's clients do not tell "could not send" from "sent, then lost":
         # after a possible send, only OP_47 is safe.
         answer, what = OUTCOME_UNKNOWN, "outcome unknown"
-    elif isinstance(exc, ResponseError):
+    elif isinstance(exc, WalletRefused):
         answer, what = ErrorReply("OP_50", "Internal error"), "Redis refused the call"  # it did not run
-    elif isinstance(exc, (RedisError, OSError)):
+    elif isinstance(exc, (ConnectionFailed, OSError)):
         answer, what = UNAVAILABLE, "wallet unavailable"
     else:
         limited_log.error(f"internal-{type(exc).__name__}", "oia %s: internal error", quoted(command), exc_info=exc)

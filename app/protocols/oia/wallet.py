@@ -17,7 +17,7 @@ import msgspec
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
 from app.ledger import LedgerStore, StoredEntry, open_store
 from app.protocols.oia.late_retry import Horizon, word_and_mask
-from app.redis_client import optional_text
+from app.redis_client import command_errors, optional_text
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
@@ -179,7 +179,8 @@ class OiaWallet:
             return Authenticated("OP_21")
         session = self.wallet.keys.session(partition, token)
         # The session names the player; only then is the account key known.
-        player_id = optional_text(await self.wallet.redis.hget(session, "player"))
+        with command_errors():
+            player_id = optional_text(await self.wallet.redis.hget(session, "player"))
         if player_id is None:
             return Authenticated("OP_21")
         keys = [self.wallet.keys.account_at(partition, player_id), session]

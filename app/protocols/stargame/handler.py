@@ -9,13 +9,12 @@ import uuid
 from urllib.parse import parse_qsl
 
 import msgspec
-from redis.exceptions import RedisError, TimeoutError as RedisTimeout
 
 from app import currency
 from app.allowlist import AllowList
 from app.asgi import JSON_TYPE, Receive, Scope, Send, client_host
 from app.callbacks import Callback
-from app.errors import OutcomeUnknown, WalletUnavailable
+from app.errors import OutcomeUnknown, WalletCallError
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
@@ -194,12 +193,12 @@ class StarGame:
             return fail(str(exc))
         except Unanswerable:
             return fail(ANSWER_UNKNOWN)
-        except (RedisTimeout, OutcomeUnknown):
+        except OutcomeUnknown:
             # Only reads get here (a booking's time-out is Unanswerable): nothing booked.
             limited_log.error("timeout", "stargame %s: Redis timed out",
                               quoted(scope["query_string"].decode(errors="replace")))
             return fail("wallet timeout")
-        except (RedisError, OSError, WalletUnavailable) as exc:
+        except (WalletCallError, OSError) as exc:  # unavailable, refused, connection failed
             # An outage fails every call the same way: one line a minute, not one per call.
             limited_log.error(f"unavailable-{type(exc).__name__}", "stargame: wallet unavailable: %s", quoted(exc))
             return fail("wallet unavailable")
