@@ -53,7 +53,7 @@ REFUSALS = {
 ANSWER_UNKNOWN = "wallet timeout: outcome unknown; a booking that landed will be reversed"
 # One encoder for every answer: reused, not built per call.
 ENCODER = msgspec.json.Encoder()
-# The headers Starlette's JSONResponse sent, in its order (answers stay byte for byte).
+# A 405's extra header; it comes first, as Starlette sent it (answers stay byte for byte).
 ALLOW_GET = (b"allow", b"GET")
 
 
@@ -84,6 +84,7 @@ def fail(error: str) -> bytes:
     return ENCODER.encode(Fail("fail", error))
 
 
+# Constant answers, encoded once.
 # Constant answers, encoded once.
 FORBIDDEN = fail("forbidden")
 METHOD_NOT_ALLOWED = fail("method not allowed: use GET")
