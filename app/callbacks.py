@@ -20,17 +20,20 @@ from app.asgi import Handler, Receive, Scope, Send
 
 @dataclass(frozen=True)
 class Callback:
-    """path: an exact path, or (ending in '/') a prefix followed by one path
-    segment (OIA's POST <path>/<command>). methods: those the handler takes;
-    None for all, when the protocol answers a wrong method itself."""
+    """path: an exact path, or with prefix=True (path ending in '/') a prefix
+    followed by one path segment (OIA's POST <path>/<command>). A configured exact
+    path may end in '/' too (stargame.path = "/stargame/"): it stays exact, as its
+    Starlette route was. methods: those the handler takes; None for all, when the
+    protocol answers a wrong method itself."""
 
     path: str
     handler: Handler
     methods: frozenset[str] | None = None
+    prefix: bool = False
 
-    @property
-    def is_prefix(self) -> bool:
-        return self.path.endswith("/")
+    def __post_init__(self) -> None:
+        assert self.path.startswith("/"), self.path
+        assert not self.prefix or self.path.endswith("/"), f"prefix {self.path} must end in '/'"
 
     def takes(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -42,10 +45,9 @@ class Callbacks:
         self.exact: dict[str, Callback] = {}
         prefixes: list[Callback] = []
         for callback in callbacks:
-            assert callback.path.startswith("/"), callback.path
             taken = [c.path for c in (*self.exact.values(), *prefixes)]
             assert callback.path not in taken, f"two protocols claim {callback.path}"
-            if callback.is_prefix:
+            if callback.prefix:
                 prefixes.append(callback)
             else:
                 self.exact[callback.path] = callback

@@ -6,6 +6,8 @@ import pytest
 
 from app.asgi import Handler, Receive, Scope, Send
 from app.callbacks import Callback, Callbacks
+from app.settings import Settings
+from tests.support import serving
 
 
 def named(name: str) -> Handler:
@@ -17,7 +19,7 @@ def named(name: str) -> Handler:
     return handler
 
 
-FRONT = Callbacks(named("starlette"), [Callback("/oia/", named("oia"), frozenset({"POST"})),
+FRONT = Callbacks(named("starlette"), [Callback("/oia/", named("oia"), frozenset({"POST"}), prefix=True),
                                        Callback("/stargame", named("stargame"))])
 
 
@@ -55,3 +57,16 @@ async def test_lifespan_and_websockets_go_to_starlette() -> None:
 def test_two_protocols_cannot_claim_one_path() -> None:
     with pytest.raises(AssertionError, match="two protocols claim /stargame"):
         Callbacks(named("starlette"), [Callback("/stargame", named("a")), Callback("/stargame", named("b"))])
+
+
+@pytest.mark.anyio
+async def test_a_configured_stargame_path_ending_in_a_slash_stays_one_path(settings: Settings, player: str) -> None:
+    """Before the raw front, Starlette served stargame.path exactly; a path ending in '/'
+    must not turn into a prefix that takes any segment after it."""
+    settings.stargame.path = "/stargame/"
+    async with serving(settings) as client:
+        answered = await client.get("/stargame/", params={"cmd": "getBalance", "uid": player})
+        assert answered.json()["status"] == "success"
+        other = await client.get("/stargame/anything", params={"cmd": "getBalance", "uid": player})
+        assert other.status_code == 404
+        assert other.text == "Not Found"

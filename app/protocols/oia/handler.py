@@ -228,7 +228,7 @@ class Oia:
 
     def callbacks(self) -> list[Callback]:
         """POST <path>/<command>; GET <path>/ping stays Starlette's (web.py)."""
-        return [Callback(f"{self.settings.path}/", self.handle, frozenset({"POST"}))]
+        return [Callback(f"{self.settings.path}/", self.handle, frozenset({"POST"}), prefix=True)]
 
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("PONG")
