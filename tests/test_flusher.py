@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import redis
 
 from app.keys import Keys
-from app.ledger import from_stream, open_store
+from app.ledger import LedgerEntry, flusher as flusher_module, from_stream, open_store
 from app.ledger.flusher import GROUP, Flusher
 from app.ledger.sqlite import SqliteStore
 from app.protocols.stargame.wallet import book as stargame_book
@@ -102,6 +103,36 @@ async def test_pending_entries_of_a_dead_consumer_are_claimed(
     await drain(settings)  # claim_idle_ms = 0 in tests
     assert_exactly_once(settings, sync_redis)
     assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16)) == 0
+
+
+class SizeRecordingStore(SqliteStore):
+    """The real SQLite store, noting how many entries each transaction carried."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.sizes: list[int] = []
+
+    def insert(self, entries: Sequence[LedgerEntry]) -> int:
+        self.sizes.append(len(entries))
+        return super().insert(entries)
+
+
+async def test_a_tick_holds_a_bounded_number_of_entries_whatever_the_partition_count(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # XREADGROUP's COUNT is per stream: 16 partitions x batch_max 5 could be 80 in one read.
+    monkeypatch.setattr(flusher_module, "TICK_ENTRIES_MAX", 10)
+    settings.flusher.batch_max = 5
+    await book_many(wallet)
+    store = SizeRecordingStore(settings.storage_url.removeprefix("sqlite:///"))
+    flusher = Flusher(wallet.redis, store, wallet.keys, settings.flusher)
+    try:
+        await flusher.drain()
+    finally:
+        stop(flusher)
+    assert max(store.sizes) == 10  # two partitions' full batches, never more
+    assert_exactly_once(settings, sync_redis)
+    assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
 
 
 async def test_unacknowledged_entries_are_never_trimmed(

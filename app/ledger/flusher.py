@@ -1,7 +1,8 @@
 """Moves ledger entries from the partition streams to the ledger store, exactly once.
 
-Per partition: XREADGROUP a bounded batch -> insert in one transaction (entry id
-unique, conflicts skipped) -> commit -> XACK -> trim only acknowledged entries.
+Per window of partitions: one XREADGROUP of a bounded batch from each -> insert in
+one transaction (entry id unique, identical repeats skipped) -> commit -> XACK ->
+trim only acknowledged entries.
 It runs at its own pace (a tick), like uvicorn's main_loop, not per booking.
 """
 
@@ -19,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, LedgerStore, from_stream
-from app.settings import FlusherSettings
+from app.settings import FLUSHER_BATCH_MAX, FlusherSettings
 
 log = logging.getLogger("walletd.flusher")
 
@@ -31,6 +32,12 @@ RECOVERY_ROUNDS_MAX = 10_000
 DRAIN_ROUNDS_MAX = 100_000
 # 2**20 ticks is past any sane retry_backoff_max_ms; keeps the power small.
 BACKOFF_DOUBLINGS_MAX = 20
+# XREADGROUP's COUNT is per stream: one read of every partition could bring
+# partitions x batch_max entries (16384 x 10,000) into memory, one store
+# transaction and one Redis command. A tick reads the partitions in windows of
+# at most this many entries (16 x the default 500 still fit in one).
+TICK_ENTRIES_MAX = 10_000
+assert TICK_ENTRIES_MAX >= FLUSHER_BATCH_MAX, "a window holds at least one partition's largest batch"
 
 
 # A delivered stream message: its id and fields (None once XDEL/XTRIM removed it).
@@ -100,9 +107,11 @@ class Flusher:
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.partition_of = {keys.ledger(partition): partition for partition in range(keys.partitions)}
-        # XREADGROUP's STREAMS argument for every partition's new entries.
-        self.all_new: dict[bytes | str | memoryview, int | bytes | str | memoryview] = dict.fromkeys(
-            self.partition_of, ">")
+        # XREADGROUP's STREAMS arguments for the partitions' new entries, a window each.
+        per_window = max(1, TICK_ENTRIES_MAX // settings.batch_max)
+        streams = list(self.partition_of)
+        self.windows: list[dict[bytes | str | memoryview, int | bytes | str | memoryview]] = [
+            dict.fromkeys(streams[start:start + per_window], ">") for start in range(0, len(streams), per_window)]
         self.should_exit = False
         self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
 
@@ -206,16 +215,18 @@ class Flusher:
         return await self.store_batch(partition, messages)
 
     async def tick(self) -> tuple[int, bool]:
-        """One XREADGROUP over every partition's stream (not one per partition: the
-        commands, not the entries, were most of the flusher's CPU), then each
-        partition's batch stored. (entries moved, whether a batch was full)."""
-        reply = await self.redis.xreadgroup(GROUP, self.consumer, self.all_new, count=self.settings.batch_max)
-        batches = [(self.partition_of[stream], messages) for stream, messages in delivered_per_stream(reply)
-                   if messages]
-        if not batches:
-            return 0, False
-        moved = await self.store_batches(batches)
-        return moved, any(len(messages) >= self.settings.batch_max for _, messages in batches)
+        """Every partition read once: one XREADGROUP per window of partitions (not one per
+        partition: the commands, not the entries, were most of the flusher's CPU), each
+        window's batches stored in one transaction. (entries moved, whether a batch was full)."""
+        moved, full = 0, False
+        for window in self.windows:
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, window, count=self.settings.batch_max)
+            batches = [(self.partition_of[stream], messages) for stream, messages in delivered_per_stream(reply)
+                       if messages]
+            if batches:
+                moved += await self.store_batches(batches)
+                full = full or any(len(messages) >= self.settings.batch_max for _, messages in batches)
+        return moved, full
 
     def request_exit(self) -> None:
         self.should_exit = True
