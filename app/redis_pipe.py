@@ -33,6 +33,7 @@ import asyncio
 import collections
 import ssl
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -57,8 +58,9 @@ class RedisPipeError(ResponseError):
     """An error reply from Redis (hiredis builds it; NOSCRIPT is told apart below)."""
 
 
-def encode_command(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+def encode_parts(args: Iterable[Any]) -> bytes:
+    """args as RESP bulk strings, without the array's header."""
+    parts = []
     for arg in args:
         if isinstance(arg, str):
             data = arg.encode()
@@ -69,6 +71,16 @@ def encode_command(args: tuple[Any, ...]) -> bytes:
         assert isinstance(data, bytes), f"Redis arguments are str, int or bytes, not {type(arg).__name__}"
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def encode_command(args: tuple[Any, ...]) -> bytes:
+    return b"*%d\r\n" % len(args) + encode_parts(args)
+
+
+def evalsha_head(sha: str, numkeys: int, arguments: int) -> bytes:
+    """What every EVALSHA of this script with numkeys keys and `arguments` keys and
+    ARGV together starts with: encoded once, not per call (app/scripts.Script)."""
+    return b"*%d\r\n" % (3 + arguments) + encode_parts(("EVALSHA", sha, numkeys))
 
 
 def error_of(reply: RedisPipeError) -> Exception:
@@ -205,6 +217,13 @@ class PipelinedRedis:
 
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVAL", script, numkeys, *keys_and_args)
+
+    async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any]) -> Any:
+        """EVALSHA whose constant start (evalsha_head) is encoded already."""
+        connection = self.connection
+        if connection is None or connection.gone is not None:
+            connection = await self.connect()
+        return await connection.send(head + encode_parts(keys_and_args))
 
     async def execute(self, *args: Any) -> Any:
         connection = self.connection

@@ -42,6 +42,7 @@ from redis.exceptions import (
 )
 
 from app.errors import OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
+from app.redis_pipe import PipelinedRedis, evalsha_head
 
 
 def lua_dir() -> Traversable:
@@ -76,6 +77,9 @@ PRELUDES: dict[str, tuple[str, ...]] = {
 }
 
 # A header line declaring a count, or alternative counts separated by " | ".
+# Distinct (KEYS, ARGV) counts one script is called with (oia_change: 2); past it a
+# caller builds its lists wrongly, and the pre-encoded heads would grow unbounded.
+HEAD_SHAPES_MAX = 16
 COUNT_LINE = re.compile(r"^-- (KEYS|ARGV): (\d+(?: \| \d+)*)(?:\s|$)", re.MULTILINE)
 
 
@@ -128,6 +132,10 @@ class Script:
         self.script = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
         self.arity = arity
+        # The pipelined client takes each call's EVALSHA start encoded once per
+        # (KEYS, ARGV) count: a script has one or a few such shapes.
+        self.pipelined = client if isinstance(client, PipelinedRedis) else None
+        self.heads: dict[tuple[int, int], bytes] = {}
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         declared = self.arity
@@ -137,6 +145,8 @@ class Script:
                  f"KEYS {sorted(declared.keys)} and ARGV {sorted(declared.args)}")
         try:
             try:
+                if self.pipelined is not None:
+                    return await self.pipelined.evalsha_encoded(self.head(len(keys), len(args)), (*keys, *args))
                 return await self.client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Redis restarted without its script cache: EVAL also caches it again.
@@ -147,6 +157,13 @@ class Script:
             raise WalletRefused(str(exc)) from exc
         except (RedisError, OSError) as exc:
             raise wallet_error(exc) from exc
+
+    def head(self, numkeys: int, numargs: int) -> bytes:
+        head = self.heads.get((numkeys, numargs))
+        if head is None:
+            assert len(self.heads) < HEAD_SHAPES_MAX, f"{self.sha}: called with too many KEYS/ARGV counts"
+            head = self.heads[(numkeys, numargs)] = evalsha_head(self.sha, numkeys, numkeys + numargs)
+        return head
 
 
 # redis-py error texts that only its connect step produces (redis/asyncio/connection.py),

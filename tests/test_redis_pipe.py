@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from app import redis_pipe
 from app.errors import OutcomeUnknown, WalletUnavailable
-from app.redis_pipe import PipelinedRedis, encode_command
+from app.redis_pipe import PipelinedRedis, encode_command, encode_parts, evalsha_head
 from app.scripts import Script
 from tests.redis_servers import Proxy, private_redis
 from tests.support import BUSY_LUA, port_of
@@ -53,6 +53,22 @@ async def test_an_error_reply_goes_to_its_caller_only(pipe: PipelinedRedis) -> N
     assert ok == "OK"
     assert isinstance(failed, ResponseError) and "not an integer" in str(failed)
     assert after == "1"
+
+
+def test_a_pre_encoded_evalsha_is_the_same_bytes_as_the_whole_command() -> None:
+    sha = "a" * 40
+    keys_and_args = ("{3}:acct:p1", "seq", 17, "x|y", b"\xff", "", 0, -5)
+    sent = evalsha_head(sha, 3, len(keys_and_args)) + encode_parts(keys_and_args)
+    assert sent == encode_command(("EVALSHA", sha, 3, *keys_and_args))
+
+
+async def test_script_calls_with_each_shape_get_their_replies(pipe: PipelinedRedis) -> None:
+    """Each (KEYS, ARGV) count has its own pre-encoded head: a head reused for
+    another count would make Redis read the arguments wrongly."""
+    echo = Script(pipe, "return {#KEYS, #ARGV, KEYS[1] or '', ARGV[#ARGV] or ''}")
+    replies = await asyncio.gather(echo(keys=["k"], args=["a", 2]), echo(keys=[], args=["b"]),
+                                   echo(keys=["k", "l"], args=[]), echo(keys=["k"], args=["a", 3]))
+    assert replies == [[1, 2, "k", "2"], [0, 1, "", "b"], [2, 0, "k", ""], [1, 2, "k", "3"]]
 
 
 async def test_noscript_falls_back_to_eval_once(pipe: PipelinedRedis, sync_redis: redis.Redis) -> None:
