@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -51,6 +52,11 @@ QUIET_CHECK_S = 10.0  # how often serve looks at the embedded server's AOF and l
 # the flusher's share), at two checks in a row.
 QUIET_OPS_PER_S = 50
 QUIET_REWRITE_GROWTH = 64 * 2**20  # worth a rewrite: the AOF grew this much since the last one
+# After a rewrite of ours failed (a full disk, a killed child; the AOF itself is intact),
+# the next try waits this long, doubling up to the maximum: each try forks and writes
+# the whole dataset, and on a full disk it takes the space the AOF's appends need.
+QUIET_REWRITE_RETRY_S = 60.0
+QUIET_REWRITE_RETRY_MAX_S = 3600.0
 
 
 def binary_version(path: str) -> tuple[int, int]:
@@ -235,11 +241,16 @@ class QuietRewriter:
     one and Redis has been quiet at two checks in a row, so rewrites, which stall
     bookings while they run, come between loads rather than in them."""
 
-    def __init__(self, url: str, growth_min: int = QUIET_REWRITE_GROWTH, ops_max: int = QUIET_OPS_PER_S) -> None:
+    def __init__(self, url: str, growth_min: int = QUIET_REWRITE_GROWTH, ops_max: int = QUIET_OPS_PER_S,
+                 retry_min_s: float = QUIET_REWRITE_RETRY_S) -> None:
         self.url = url
         self.growth_min = growth_min
         self.ops_max = ops_max
+        self.retry_min_s = retry_min_s
         self.quiet_before = False
+        self.started = False  # a rewrite of ours whose outcome is not seen yet
+        self.failures = 0  # of ours, in a row
+        self.retry_at_s = 0.0  # monotonic: no new try before
 
     def run(self, stopping: threading.Event, every_s: float = QUIET_CHECK_S) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=2)
@@ -259,11 +270,29 @@ class QuietRewriter:
         was_quiet, self.quiet_before = self.quiet_before, quiet
         grown = int(info.get("aof_current_size", 0)) - int(info.get("aof_base_size", 0))
         busy = int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
-        if not (quiet and was_quiet) or busy or grown < self.growth_min:
+        if busy:
+            return False
+        self.learn_outcome(info)
+        if not (quiet and was_quiet) or grown < self.growth_min or time.monotonic() < self.retry_at_s:
             return False
         client.bgrewriteaof()
+        self.started = True
         log.info("AOF rewrite started at a quiet moment: the AOF grew %d MB since the last one", grown // 2**20)
         return True
+
+    def learn_outcome(self, info: dict[str, Any]) -> None:
+        """Once the rewrite it started has ended: after a failure, a doubling wait."""
+        if not self.started:
+            return
+        self.started = False
+        if info.get("aof_last_bgrewrite_status") != "err":
+            self.failures = 0
+            return
+        self.failures += 1
+        delay_s = min(self.retry_min_s * 2 ** min(self.failures - 1, 20), QUIET_REWRITE_RETRY_MAX_S)
+        self.retry_at_s = time.monotonic() + delay_s
+        log.error("AOF rewrite failed (redis.log says why; the AOF is intact and still fsynced on every "
+                  "write); the next try at a quiet moment in %.0f s", delay_s)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ threshold, and walletd's at quiet moments (README "Durability", AOF rewrites).""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -71,4 +73,40 @@ def test_a_busy_redis_or_a_small_growth_is_left_alone(tmp_path: Path) -> None:
         for _ in range(3):
             assert not busy.check(client) and not small.check(client)
         assert client.info("stats")["total_forks"] == forks
+        client.close()
+
+
+def kill_rewrite_child(server: PrivateRedis) -> None:
+    """End the rewrite's forked child as a full disk or the OOM killer would."""
+    assert server.process is not None
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, "one rewrite child"
+    os.kill(int(children[0]), signal.SIGKILL)
+
+
+def test_a_failed_rewrite_is_tried_again_only_after_a_backoff(tmp_path: Path) -> None:
+    """Each try forks and writes the whole dataset: a rewrite that keeps failing (a full
+    disk) must not be retried at every quiet look."""
+    retry_s = 1.0
+    with aof_redis(tmp_path) as server:
+        client = redis.Redis.from_url(server.admin_url, decode_responses=True)
+        grow_aof(client, 3)
+        client.config_set("rdb-key-save-delay", 1_000_000)  # the rewrite child dwells on each key
+        rewriter = QuietRewriter(server.admin_url, growth_min=2**20, ops_max=1000, retry_min_s=retry_s)
+        assert not rewriter.check(client)
+        assert rewriter.check(client)
+        time.sleep(0.2)  # the child is forked
+        kill_rewrite_child(server)
+        assert wait_for_rewrite(client)["aof_last_bgrewrite_status"] == "err"
+        client.config_set("rdb-key-save-delay", 0)
+        failed_at = time.monotonic()
+        forks = client.info("stats")["total_forks"]
+        while time.monotonic() - failed_at < retry_s * 0.8:
+            assert not rewriter.check(client)  # quiet, grown, and still left alone
+            time.sleep(0.1)
+        assert client.info("stats")["total_forks"] == forks
+        time.sleep(retry_s)
+        assert rewriter.check(client)  # the backoff has passed: tried again, and it works
+        assert wait_for_rewrite(client)["aof_last_bgrewrite_status"] == "ok"
         client.close()
