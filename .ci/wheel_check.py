@@ -119,6 +119,8 @@ def check(tmp: Path, env: dict[str, str]) -> None:
 
 
 def main() -> None:
+    if not __debug__:  # its checks are asserts: under -O it would pass whatever the wheel held
+        sys.exit("wheel check: run it without -O or PYTHONOPTIMIZE (its checks are asserts)")
     started = time.monotonic()
     # Only this check's settings: a WALLETD_* variable of the caller would override the config.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_") and k != "PYTHONPATH"}

@@ -4,6 +4,8 @@ way app/scripts.py reads it from an installed wheel (.ci/wheel_check.py builds a
 from __future__ import annotations
 
 import fnmatch
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,3 +28,12 @@ def test_every_lua_file_is_package_data() -> None:
     for path in (ROOT / "lua").rglob("*.lua"):
         name = path.relative_to(ROOT / "lua").as_posix()
         assert any(fnmatch.fnmatch(name, p) and name.count("/") == p.count("/") for p in patterns), name
+
+
+def test_the_wheel_check_cannot_pass_with_its_asserts_stripped() -> None:
+    """.ci/wheel_check.py checks with assert: under -O (PYTHONOPTIMIZE in a CI's
+    environment) it would report success for any wheel, so it refuses to run."""
+    done = subprocess.run([sys.executable, "-O", str(ROOT / ".ci" / "wheel_check.py")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode != 0
+    assert "without -O" in done.stderr
