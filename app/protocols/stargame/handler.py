@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -19,7 +18,7 @@ from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.protocols.stargame.journal import Journal, JournalFull, Note
-from app.protocols.stargame.wallet import Booking, book
+from app.protocols.stargame.wallet import REQUEST_IDS, Booking, book
 from app.settings import StarGameSettings
 from app.wallet import Account, Wallet
 
@@ -239,7 +238,7 @@ class StarGame:
                               "flusher's process running? is data_dir writable?); writeBets refused unbooked",
                               self.journal.problem)
             raise Refused("wallet unavailable: reconciliation journal full or not writable; nothing booked")
-        request_id = uuid.uuid4().hex
+        request_id = REQUEST_IDS.new()
         # The currency is known after the first call for a player (getBalance comes
         # first in a session); on a miss the script answers CURRENCY without booking.
         currency_code = self.currencies.get(player_id)

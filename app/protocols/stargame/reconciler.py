@@ -38,7 +38,7 @@ STALE_MARGIN_MS = 60_000
 DONE_SUFFIX = ".done"
 # After a failed pass (Redis down) the next waits up to this long; one log line per streak.
 BACKOFF_MAX_S = 5.0
-# A request id is uuid4().hex (app/wallet.py stargame_book): 32 hex digits.
+# A request id is 32 hex digits (app/protocols/stargame/wallet.py RequestIds).
 REQUEST_ID_LEN = 32
 
 

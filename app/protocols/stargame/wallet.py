@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 
 import msgspec
 
 from app.wallet import Account, Wallet
+
+
+class RequestIds:
+    """A writeBet's request id: 32 hex digits (the shape the reconciler checks), a
+    random 64-bit prefix per process and a counter. Unique without drawing 16 random
+    bytes and building a UUID per request (uuid4 was 6 % of a writeBet's CPU)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # a forked worker draws its own prefix
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+REQUEST_IDS = RequestIds()
 
 
 class Booking(msgspec.Struct):
@@ -23,7 +44,7 @@ async def book(
     request_id (hex; a fresh one if None) is recorded with what the booking moved,
     for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost."""
     keys, partition = wallet.booking_keys(player_id)
-    keys.append(wallet.keys.stargame_request(partition, request_id or uuid.uuid4().hex))
+    keys.append(wallet.keys.stargame_request(partition, request_id or REQUEST_IDS.new()))
     args = [player_id, partition, bet_minor, win_minor, deadline_ms, wallet.settings.backlog_max, ref,
             currency_code, retention_s * 1000]
     reply = await wallet.scripts.stargame_book(keys=keys, args=args)
