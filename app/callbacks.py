@@ -38,6 +38,17 @@ class Callback:
     def takes(self, method: str) -> bool:
         return self.methods is None or method in self.methods
 
+    def overlaps(self, other: Callback) -> bool:
+        """Whether a request path could be meant for both, whatever the methods: an exact
+        path equal to a prefix's folder or under it ("/oia", "/oia/x" for prefix "/oia/"),
+        as app/settings.py's check_paths refuses for the configured paths."""
+        if self.prefix and other.prefix:
+            return self.path.startswith(other.path) or other.path.startswith(self.path)
+        if self.prefix or other.prefix:
+            folder, exact = (self, other) if self.prefix else (other, self)
+            return exact.path == folder.path[:-1] or exact.path.startswith(folder.path)
+        return self.path == other.path
+
 
 class Callbacks:
     def __init__(self, app: Handler, callbacks: Iterable[Callback]) -> None:
@@ -45,8 +56,9 @@ class Callbacks:
         self.exact: dict[str, Callback] = {}
         prefixes: list[Callback] = []
         for callback in callbacks:
-            taken = [c.path for c in (*self.exact.values(), *prefixes)]
-            assert callback.path not in taken, f"two protocols claim {callback.path}"
+            # Overlapping paths would make one protocol's requests depend on lookup order.
+            for taken in (*self.exact.values(), *prefixes):
+                assert not callback.overlaps(taken), f"two protocols claim {callback.path} and {taken.path}"
             if callback.prefix:
                 prefixes.append(callback)
             else:

@@ -234,15 +234,40 @@ def check(settings: Settings) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ConfigError(f"stargame.allowed_ips: {exc}") from exc
-    for path in (settings.oia.path, settings.stargame.path):
-        if not path.startswith("/"):
-            raise ConfigError(f"path {path!r} must start with '/'")
+    check_paths(settings.oia.path, settings.stargame.path)
     check_oia(settings.oia)
     check_stargame(settings.stargame)
     if settings.stargame.journal_files_max < settings.server.workers:
         # Each server process keeps one journal file open for its next note; one without
         # a file refuses every writeBet.
         raise ConfigError("stargame.journal_files_max must be at least server.workers")
+
+
+# The paths app/web.py's Starlette app serves, besides <oia.path>/ping: the raw callback
+# front (app/callbacks.py) answers a protocol's path before Starlette sees the request,
+# so a protocol path equal to or under one of these would take it (or, for /admin, a
+# route to come).
+STARLETTE_PATHS = ("/healthz", "/admin")
+
+
+def under(path: str, base: str) -> bool:
+    """Whether path is base or below it (base "/oia": "/oia", "/oia/x", not "/oiax")."""
+    return path == base or path.startswith(base + "/")
+
+
+def check_paths(oia_path: str, stargame_path: str) -> None:
+    """No protocol path may shadow another route: OIA takes POST <oia.path>/<command>
+    and Starlette GET <oia.path>/ping, StarGame its one path with every method."""
+    for name, path in (("oia.path", oia_path), ("stargame.path", stargame_path)):
+        if not path.startswith("/"):
+            raise ConfigError(f"{name} {path!r} must start with '/'")
+        for reserved in STARLETTE_PATHS:
+            if under(path, reserved):
+                raise ConfigError(f"{name} {path!r} would take walletd's own {reserved} route(s); "
+                                  f"choose a path outside {reserved}")
+    if under(stargame_path, oia_path):
+        raise ConfigError(f"stargame.path {stargame_path!r} is equal to or under oia.path {oia_path!r}: "
+                          "it would take OIA's calls; the two protocols' paths must not overlap")
 
 
 # Five minutes: the reconciler's 60 s safety margin leaves it four to settle a note.

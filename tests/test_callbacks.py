@@ -6,7 +6,8 @@ import pytest
 
 from app.asgi import Handler, Receive, Scope, Send
 from app.callbacks import Callback, Callbacks
-from app.settings import Settings
+from app.settings import STARLETTE_PATHS, Settings, under
+from app.web import create_app
 from tests.support import serving
 
 
@@ -70,3 +71,32 @@ async def test_a_configured_stargame_path_ending_in_a_slash_stays_one_path(setti
         other = await client.get("/stargame/anything", params={"cmd": "getBalance", "uid": player})
         assert other.status_code == 404
         assert other.text == "Not Found"
+
+
+@pytest.mark.parametrize("exact", ["/oia", "/oia/ping", "/oia/changebalance", "/oia/a/b"])
+def test_an_exact_path_at_or_under_a_prefix_is_refused(exact: str) -> None:
+    with pytest.raises(AssertionError, match="two protocols claim"):
+        Callbacks(named("starlette"), [Callback("/oia/", named("oia"), frozenset({"POST"}), prefix=True),
+                                       Callback(exact, named("stargame"))])
+
+
+def test_nested_prefixes_are_refused() -> None:
+    with pytest.raises(AssertionError, match="two protocols claim /oia/v2/ and /oia/"):
+        Callbacks(named("starlette"), [Callback("/oia/", named("a"), prefix=True),
+                                       Callback("/oia/v2/", named("b"), prefix=True)])
+
+
+def test_paths_that_only_look_alike_may_both_be_registered() -> None:
+    front = Callbacks(named("starlette"), [Callback("/oia/", named("oia"), prefix=True),
+                                           Callback("/oiax", named("stargame")), Callback("/oi", named("c"))])
+    assert [c.path for c in front.prefixes] == ["/oia/"]
+
+
+def test_every_starlette_route_is_outside_what_a_protocol_may_configure(settings: Settings) -> None:
+    """app/settings.py refuses protocol paths under STARLETTE_PATHS: that holds only while
+    every Starlette route (besides OIA's ping) lies under one of them."""
+    front = create_app(settings, "redis://127.0.0.1:1")
+    paths = [route.path for route in front.app.routes]
+    assert f"{settings.oia.path}/ping" in paths
+    for path in paths:
+        assert path == f"{settings.oia.path}/ping" or any(under(path, r) for r in STARLETTE_PATHS), path

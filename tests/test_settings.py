@@ -61,3 +61,36 @@ def test_admin_token_from_env_is_not_logged(monkeypatch: pytest.MonkeyPatch, tmp
     s = config.load()
     assert s.admin.token == "tok-123"
     assert "tok-123" not in repr(s)
+
+
+@pytest.mark.parametrize("oia_path, stargame_path, named", [
+    ("/oia", "/healthz", ["stargame.path", "/healthz"]),
+    ("/oia", "/admin/sessions", ["stargame.path", "/admin"]),
+    ("/oia", "/admin", ["stargame.path", "/admin"]),
+    ("/admin", "/stargame", ["oia.path", "/admin"]),  # POST /admin/players would be an OIA command
+    ("/oia", "/oia/ping", ["stargame.path", "oia.path"]),
+    ("/oia", "/oia/changebalance", ["stargame.path", "oia.path"]),
+    ("/oia", "/oia/a/b", ["stargame.path", "oia.path"]),
+    ("/oia", "/oia", ["stargame.path", "oia.path"]),
+    ("/wallet", "/wallet/", ["stargame.path", "oia.path"]),
+])
+def test_a_protocol_path_that_shadows_another_route_is_refused(tmp_path: Path, oia_path: str, stargame_path: str,
+                                                                 named: list[str]) -> None:
+    """The raw callback front answers a protocol's path before Starlette (healthz, admin,
+    OIA's ping) or the other protocol could: such a configuration must not start."""
+    path = tmp_path / "w.toml"
+    path.write_text(f'[oia]\npath = "{oia_path}"\n[stargame]\npath = "{stargame_path}"\n')
+    with pytest.raises(ConfigError) as refused:
+        config.load(str(path))
+    for name in named:
+        assert name in str(refused.value)
+
+
+@pytest.mark.parametrize("oia_path, stargame_path", [
+    ("/oia", "/stargame"), ("/oia", "/oiax"), ("/wallet/oia", "/wallet/stargame"), ("/oia", "/healthzx"),
+    ("/oia", "/administration"), ("/oia/v2", "/oia")])
+def test_paths_that_only_look_alike_are_accepted(tmp_path: Path, oia_path: str, stargame_path: str) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(f'[oia]\npath = "{oia_path}"\n[stargame]\npath = "{stargame_path}"\n')
+    loaded = config.load(str(path))
+    assert (loaded.oia.path, loaded.stargame.path) == (oia_path, stargame_path)
