@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from app.keys import Keys
-from app.ledger import LedgerEntry, flusher as flusher_module, from_stream, open_store
+from app.ledger import LedgerEntry, from_stream, open_store
 from app.ledger.flusher import GROUP, Flusher
 from app.ledger.sqlite import SqliteStore
 from app.protocols.stargame.wallet import book as stargame_book
@@ -117,22 +117,46 @@ class SizeRecordingStore(SqliteStore):
         return super().insert(entries)
 
 
-async def test_a_tick_holds_a_bounded_number_of_entries_whatever_the_partition_count(
-    wallet: Wallet, settings: Settings, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+def recording_flusher(wallet: Wallet, settings: Settings) -> tuple[Flusher, SizeRecordingStore]:
+    store = SizeRecordingStore(settings.storage_url.removeprefix("sqlite:///"))
+    return Flusher(wallet.redis, store, wallet.keys, settings.flusher), store
+
+
+async def test_a_read_and_a_store_transaction_hold_at_most_batch_max_entries_whatever_the_partitions(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
-    # XREADGROUP's COUNT is per stream: 16 partitions x batch_max 5 could be 80 in one read.
-    monkeypatch.setattr(flusher_module, "TICK_ENTRIES_MAX", 10)
+    # XREADGROUP's COUNT is per stream: 16 partitions x batch_max 5 could be 80 in one
+    # read, and Redis serves no booking while it builds the reply.
     settings.flusher.batch_max = 5
     await book_many(wallet)
-    store = SizeRecordingStore(settings.storage_url.removeprefix("sqlite:///"))
-    flusher = Flusher(wallet.redis, store, wallet.keys, settings.flusher)
+    flusher, store = recording_flusher(wallet, settings)
     try:
         await flusher.drain()
     finally:
         stop(flusher)
-    assert max(store.sizes) == 10  # two partitions' full batches, never more
+    assert max(store.sizes) == 5
     assert_exactly_once(settings, sync_redis)
     assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
+
+
+async def test_a_lone_busy_partition_still_moves_full_batches(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """The other partitions' unused share goes to it: not batch_max / 16 a tick."""
+    settings.flusher.batch_max = 40
+    await wallet.create_player("solo", "EUR", 1000, "", "en", "", [], operator_id=OPERATOR)
+    for _ in range(99):
+        await stargame_book(wallet, "solo", 1, 0, 0, "t")
+    flusher, store = recording_flusher(wallet, settings)
+    try:
+        await flusher.setup()
+        assert await flusher.tick() == (40, True)
+        assert await flusher.tick() == (40, True)
+        assert await flusher.tick() == (20, False)
+    finally:
+        stop(flusher)
+    assert store.sizes == [40, 40, 20]
+    assert_exactly_once(settings, sync_redis)
 
 
 async def test_unacknowledged_entries_are_never_trimmed(
