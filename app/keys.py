@@ -23,6 +23,9 @@ ACCOUNT_KEY = re.compile(
     rf"{re.escape(PREFIX)}:\{{p(0|[1-9][0-9]{{0,{PARTITION_DIGITS_MAX - 1}}})\}}:acct:({PLAYER_ID.pattern})"
 )
 
+# A StarGame request id: lower-case hex (checked per writeBet: a regex, not a generator).
+REQUEST_ID = re.compile(r"[0-9a-f]+")
+
 
 def partition_of(player_id: str, partitions: int) -> int:
     assert partitions > 0
@@ -69,7 +72,7 @@ class Keys:
 
     def stargame_request(self, partition: int, request_id: str) -> str:
         """What one StarGame writeBet booked, or its tombstone (app/protocols/stargame/reconciler.py)."""
-        assert request_id and all(c in "0123456789abcdef" for c in request_id), request_id
+        assert REQUEST_ID.fullmatch(request_id), request_id
         return f"{self.tag(partition)}:sgreq:{request_id}"
 
     def session(self, partition: int, token: str) -> str:
