@@ -13,8 +13,6 @@ import pytest
 import redis
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, Keys
-from app.ledger import StoredEntry
-from app.ledger.sqlite import SqliteStore
 from app.protocols.oia.late_retry import CLOCK_SKEW_S, FILTER_HASHES, Horizon, offsets
 from app.settings import Settings
 from app.wallet import Wallet
@@ -50,29 +48,6 @@ async def test_a_retry_of_an_id_cancelled_after_retention_is_op_49(
     await drain(settings)
     kinds = [(r["kind"], r["amount_minor"]) for r in ledger_rows(settings, "source = 'oia'")]
     assert kinds == [("win", 500), ("cancel", -500)]
-
-
-OLD_SCHEMA = """
-CREATE TABLE ledger (
-    entry_id TEXT PRIMARY KEY, partition INTEGER NOT NULL, seq INTEGER NOT NULL, player_id TEXT NOT NULL,
-    kind TEXT NOT NULL, amount_minor INTEGER NOT NULL, balance_after_minor INTEGER NOT NULL,
-    source TEXT NOT NULL, ref TEXT NOT NULL, ts_ms INTEGER NOT NULL, UNIQUE (partition, seq));
-INSERT INTO ledger VALUES ('3:1', 3, 1, '611', 'win', 500, 10500, 'oia', 'testcasino|1', 1);
-"""
-
-
-def test_a_ledger_file_without_fingerprints_gets_the_column_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.executescript(OLD_SCHEMA)
-    db.close()
-    store = SqliteStore(str(path))
-    try:
-        assert store.find("611", "oia", "testcasino|1") == [StoredEntry("win", 500, 10500, "")]
-    finally:
-        store.close()
-    store = SqliteStore(str(path))  # a second open finds the column there
-    store.close()
 
 
 async def test_a_record_restored_from_a_row_without_fingerprint_compares_type_and_amount(

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
 import redis
 
 from app import cli, serve
-from app.ledger import LedgerConflict, LedgerEntry, open_store
+from app.ledger import LedgerConflict
 from app.settings import Settings
 from app.wallet import Wallet
 from tests.process import walletd
@@ -67,16 +66,3 @@ async def test_serve_and_flush_refuse_a_redis_behind_the_ledger_store(
     assert "Traceback" not in flush.stderr
     checked = walletd(write_config(settings), "verify", check=False)
     assert checked.returncode == cli.EXIT_REFUSED and "Redis is behind the ledger store" in checked.stdout
-
-
-def test_a_batch_stored_again_after_a_crash_is_a_no_op_but_other_content_is_refused(settings: Settings) -> None:
-    store = open_store(settings.storage_url)
-    entry = LedgerEntry("3:1", 3, 1, "611", "deposit", 100, 10100, "admin", "before", 1)
-    try:
-        assert store.insert([entry]) == 1
-        assert store.insert([entry]) == 0  # the flusher died between commit and XACK
-        with pytest.raises(LedgerConflict):
-            store.insert([msgspec.structs.replace(entry, amount_minor=7)])
-        assert store.seq_max(3) == 1 and store.seq_max(4) == 0
-    finally:
-        store.close()
