@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from app.redis_server import AOF_REWRITE_MIN_SIZE, QuietRewriter
@@ -48,6 +49,7 @@ def wait_for_rewrite(client: redis.Redis) -> dict:
     raise AssertionError("the AOF rewrite did not finish")
 
 
+@pytest.mark.slow
 def test_a_quiet_redis_whose_aof_grew_is_rewritten_at_the_second_quiet_look(tmp_path: Path) -> None:
     with aof_redis(tmp_path) as server:
         client = redis.Redis.from_url(server.admin_url)
@@ -63,6 +65,7 @@ def test_a_quiet_redis_whose_aof_grew_is_rewritten_at_the_second_quiet_look(tmp_
         client.close()
 
 
+@pytest.mark.slow
 def test_a_busy_redis_or_a_small_growth_is_left_alone(tmp_path: Path) -> None:
     with aof_redis(tmp_path) as server:
         client = redis.Redis.from_url(server.admin_url)

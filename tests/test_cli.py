@@ -22,6 +22,7 @@ def show(config: Path, player: str) -> dict:
     return json.loads(walletd(config, "player", "show", player).stdout)
 
 
+@pytest.mark.slow
 def test_create_and_show(config: Path) -> None:
     out = walletd(config, "player", "create", "p1", "--currency", "EUR", "--balance", "100.00",
                   "--country", "DE", "--language", "de", "--name", "Max", "--alias", "stargame:901")
@@ -31,6 +32,7 @@ def test_create_and_show(config: Path) -> None:
                                   "aliases": ["stargame:901"], "operator": OPERATOR}  # the only one: implied
 
 
+@pytest.mark.slow
 def test_currency_exponent_is_respected(config: Path) -> None:
     walletd(config, "player", "create", "jp", "--currency", "JPY", "--balance", "500")
     assert show(config, "jp")["balance_minor"] == 500
@@ -39,6 +41,7 @@ def test_currency_exponent_is_respected(config: Path) -> None:
     assert "more than 0 decimals" in refused.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -55,6 +58,7 @@ def test_create_refusals(config: Path, args: list[str], message: str) -> None:
     assert walletd(config, "player", "show", "x", check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_duplicate_player_and_alias_are_refused(config: Path) -> None:
     walletd(config, "player", "create", "d1", "--currency", "EUR", "--alias", "stargame:5")
     again = walletd(config, "player", "create", "d1", "--currency", "EUR", check=False)
@@ -64,6 +68,7 @@ def test_duplicate_player_and_alias_are_refused(config: Path) -> None:
     assert walletd(config, "player", "show", "d2", check=False).returncode == 1
 
 
+@pytest.mark.slow
 def test_deposit_and_withdraw_are_idempotent_by_ref(config: Path) -> None:
     walletd(config, "player", "create", "m", "--currency", "EUR", "--balance", "10.00")
     walletd(config, "player", "deposit", "m", "5.25", "--ref", "dep-1")
@@ -81,6 +86,7 @@ def test_deposit_and_withdraw_are_idempotent_by_ref(config: Path) -> None:
     assert walletd(config, "verify").returncode == 0
 
 
+@pytest.mark.slow
 def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[redis]\nurll = "x"\n')
@@ -96,6 +102,7 @@ def two_operators(config: Path) -> Path:
     return config
 
 
+@pytest.mark.slow
 def test_operator_is_required_when_several_are_configured(two_operators: Path) -> None:
     refused = walletd(two_operators, "player", "create", "o1", "--currency", "EUR", check=False)
     assert refused.returncode == 1
@@ -109,6 +116,7 @@ def test_operator_is_required_when_several_are_configured(two_operators: Path) -
     assert show(two_operators, "o1")["operator"] == OTHER_OPERATOR
 
 
+@pytest.mark.slow
 def test_session_for_another_operators_player_is_refused(two_operators: Path) -> None:
     walletd(two_operators, "player", "create", "o2", "--currency", "EUR", "--operator", OTHER_OPERATOR)
     refused = walletd(two_operators, "session", "new", "o2", "--game", "1", "--operator", OPERATOR, check=False)
@@ -119,6 +127,7 @@ def test_session_for_another_operators_player_is_refused(two_operators: Path) ->
     assert implied["operator_id"] == OTHER_OPERATOR  # the player's owner
 
 
+@pytest.mark.slow
 def test_overflow_and_backlog_are_said_in_words(config: Path) -> None:
     walletd(config, "player", "create", "big", "--currency", "EUR", "--balance", "90071992547409.90")
     over = walletd(config, "player", "deposit", "big", "1.00", "--ref", "d1", check=False)

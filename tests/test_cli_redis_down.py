@@ -10,6 +10,8 @@ import pytest
 from app.redis_server import free_port
 from tests.process import walletd, write_config
 
+pytestmark = pytest.mark.slow
+
 EXIT_USAGE = 2
 
 

@@ -13,7 +13,7 @@ from app.settings import Settings
 from tests.process import Server, walletd
 from tests.support import drain, ledger_rows
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CALLS = 200
 

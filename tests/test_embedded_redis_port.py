@@ -13,6 +13,8 @@ from app.redis_server import EmbeddedRedis
 from tests.process import Server
 from tests.redis_servers import private_redis
 
+pytestmark = pytest.mark.slow
+
 EXIT_STARTUP = 2
 
 

@@ -222,6 +222,7 @@ async def test_a_store_locked_past_the_busy_timeout_is_retried_until_everything_
     assert "recovered" in lines[2].getMessage()
 
 
+@pytest.mark.slow
 async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
     tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -53,6 +53,7 @@ async def healthy_within(c: httpx.AsyncClient, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 async def test_healthz_turns_503_when_redis_goes_away(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path)
     settings = settings_for(tmp_path, server.start())
@@ -69,6 +70,7 @@ async def test_healthz_turns_503_when_redis_goes_away(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
 async def test_healthz_comes_back_by_itself_after_redis_restarts(tmp_path: Path, script_client: str) -> None:
     server = EmbeddedRedis(tmp_path / "redis")
@@ -92,6 +94,7 @@ async def test_healthz_comes_back_by_itself_after_redis_restarts(tmp_path: Path,
         server.stop()
 
 
+@pytest.mark.slow
 async def test_healthz_stays_200_through_script_flush_and_reloads(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path)
     settings = settings_for(tmp_path, server.start())
@@ -106,6 +109,7 @@ async def test_healthz_stays_200_through_script_flush_and_reloads(tmp_path: Path
         server.stop()
 
 
+@pytest.mark.slow
 async def test_healthz_exercises_the_booking_client_not_only_ping(tmp_path: Path) -> None:
     """An ACL user that may PING and manage scripts but not run them: nothing can be
     booked, so /healthz must say so (it used to answer 200)."""
@@ -119,6 +123,7 @@ async def test_healthz_exercises_the_booking_client_not_only_ping(tmp_path: Path
             assert (r.status_code, r.text) == (503, "unavailable")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
 async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_client: str) -> None:
     with private_redis(tmp_path / "redis", password="root-pw") as server:
@@ -133,6 +138,7 @@ async def test_healthz_and_bookings_with_acl_user_and_db(tmp_path: Path, script_
             assert root.info("keyspace").keys() == {"db6"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tls_supported(), reason="needs a redis-server built with TLS and openssl")
 @pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
 async def test_healthz_and_bookings_over_tls(tmp_path: Path, script_client: str) -> None:
@@ -149,6 +155,7 @@ async def test_healthz_and_bookings_over_tls(tmp_path: Path, script_client: str)
 
 
 
+@pytest.mark.slow
 def test_walletd_serve_books_with_an_acl_user_and_db_through_client_kills(tmp_path: Path) -> None:
     """A real `walletd serve`: StarGame bookings land in the URL's db as its ACL user,
     also after CLIENT KILL drops both clients' connections."""

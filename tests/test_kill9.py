@@ -17,7 +17,7 @@ import redis
 
 from tests.process import Server, walletd
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 PLAYERS = 8
 OPENING_MINOR = 1_000_000

@@ -14,7 +14,7 @@ import pytest
 from tests.oia_calls import call, change, error_code, new_session
 from tests.process import Server, walletd
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ async def killed_mid_call(server: EmbeddedRedis, client: httpx.AsyncClient, comm
     return answer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script_client", ["pipelined", "redis-py"])
 @pytest.mark.parametrize("command", ["changebalance", "cancel"])
 async def test_a_connection_lost_after_a_booking_was_sent_is_op_47(

@@ -59,6 +59,7 @@ async def test_bad_aliases_are_refused(wallet: Wallet, sync_redis: redis.Redis, 
     assert redis_state(sync_redis) == before
 
 
+@pytest.mark.slow
 def test_cli_refuses_ids_outside_the_alphabet(tmp_path: Path, redis_url: str, sync_redis: redis.Redis) -> None:
     config = Server(tmp_path, redis_url).config
     for player_id in ["a{b", "x}:acct:y", "a|b", "a b", "x" * 65]:

@@ -62,6 +62,7 @@ async def issue_until_connected(client: PipelinedRedis, prefix: str) -> list:
     return await asyncio.gather(*calls, return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_calls_racing_the_connect_land_in_the_configured_db(server: PrivateRedis) -> None:
     client = PipelinedRedis(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/2", timeout_s=2.0, connect_timeout_s=2.0)
     try:
@@ -73,6 +74,7 @@ async def test_calls_racing_the_connect_land_in_the_configured_db(server: Privat
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_calls_racing_a_reconnect_land_in_the_configured_db(server: PrivateRedis) -> None:
     client = PipelinedRedis(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/2", timeout_s=2.0, connect_timeout_s=2.0)
     total = 0
@@ -92,6 +94,7 @@ async def test_calls_racing_a_reconnect_land_in_the_configured_db(server: Privat
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_calls_in_flight_when_killed_either_land_in_the_db_or_fail_precisely(server: PrivateRedis) -> None:
     client = PipelinedRedis(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/2", timeout_s=2.0, connect_timeout_s=2.0)
     try:
@@ -113,6 +116,7 @@ async def test_calls_in_flight_when_killed_either_land_in_the_db_or_fail_precise
         await client.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
 async def test_an_acl_user_authenticates_as_itself(server: PrivateRedis, kind: str) -> None:
     url = f"redis://booker:booker-pw@127.0.0.1:{server.port}/3"
@@ -128,6 +132,7 @@ async def test_an_acl_user_authenticates_as_itself(server: PrivateRedis, kind: s
         await client.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["redis://:wrong-pw@127.0.0.1:{port}/2",
                                  "redis://booker:wrong-pw@127.0.0.1:{port}/2",
                                  f"redis://:{PASSWORD}@127.0.0.1:{{port}}/99"])
@@ -148,6 +153,7 @@ async def test_a_failed_handshake_is_clear_and_leaves_no_connection(server: Priv
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_a_password_with_url_escapes_is_sent_unescaped(tmp_path: Path) -> None:
     password = "p@ss:w/rd%"
     with private_redis(tmp_path, password=password) as running:
@@ -164,6 +170,7 @@ def tls_urls(server: PrivateRedis) -> tuple[str, str]:
     return good, good.split("?", maxsplit=1)[0]  # the second trusts only the system CAs
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tls_supported(), reason="needs a redis-server built with TLS and openssl")
 @pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
 async def test_tls_works_for_both_clients_and_an_untrusted_certificate_is_refused(tmp_path: Path,
@@ -216,6 +223,7 @@ def test_settings_accept_every_documented_redis_url_form(url: str) -> None:
     check(settings)
 
 
+@pytest.mark.slow
 async def test_the_handshake_time_out_is_bounded(tmp_path: Path) -> None:
     # A server that accepts but never answers (stopped with SIGSTOP) must not hang the caller.
     with private_redis(tmp_path, password=PASSWORD) as running:
@@ -233,6 +241,7 @@ async def test_the_handshake_time_out_is_bounded(tmp_path: Path) -> None:
             running.process.send_signal(18)  # SIGCONT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pipelined", "redis-py"])
 async def test_a_unix_socket_with_password_and_db(tmp_path: Path, kind: str) -> None:
     sock = tmp_path / "redis.sock"

@@ -16,6 +16,8 @@ from app.redis_server import find_binary, free_port, wait_ready
 from app.settings import RedisSettings
 from tests.process import Server
 
+pytestmark = pytest.mark.slow
+
 EXIT_STARTUP = 2
 
 

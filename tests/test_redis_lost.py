@@ -16,7 +16,7 @@ from app.wallet import Wallet
 from tests.process import walletd
 from tests.support import OPERATOR, drain, ledger_rows
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def write_config(settings: Settings) -> Path:

@@ -169,6 +169,7 @@ async def test_too_many_calls_in_flight_are_refused_unsent(proxy: Proxy, sync_re
         await client.aclose()
 
 
+@pytest.mark.slow
 async def test_busy_redis_refuses_unrun_so_the_call_is_unavailable(tmp_path: Path) -> None:
     with private_redis(tmp_path, extra=("--lua-time-limit", "50")) as server:
         client = PipelinedRedis(server.admin_url, timeout_s=2.0, connect_timeout_s=1.0)

@@ -41,6 +41,7 @@ async def test_unreachable_redis_is_unavailable() -> None:
     await client.aclose()
 
 
+@pytest.mark.slow
 async def test_a_wrong_password_is_unavailable(tmp_path: Path) -> None:
     with private_redis(tmp_path, password="right") as server:
         client = connect(f"redis://:wrong@127.0.0.1:{server.port}/0", SHORT)

@@ -9,10 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
 from tests.process import Server, walletd
 from tests.support import BUSY_LUA
+
+pytestmark = pytest.mark.slow
 
 EXIT_STARTUP, EXIT_RUNNING = 2, 3
 HOLD_US = 600_000  # a script holding Redis this long: a callback is in flight when Ctrl-C comes

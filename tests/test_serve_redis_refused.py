@@ -10,6 +10,8 @@ import pytest
 from tests.process import Server
 from tests.redis_servers import private_redis
 
+pytestmark = pytest.mark.slow
+
 EXIT_STARTUP = 2
 PASSWORD = "s3cret-pw"
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.process import Server, walletd
 
+pytestmark = pytest.mark.slow
+
 RESTART_WAIT_S = 15.0
 
 

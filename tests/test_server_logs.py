@@ -12,6 +12,8 @@ import pytest
 
 from tests.process import Server
 
+pytestmark = pytest.mark.slow
+
 FLOOD = 200  # requests of each kind; the log must not grow with them
 
 

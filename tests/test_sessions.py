@@ -82,6 +82,7 @@ async def test_admin_session_refusals(client: httpx.AsyncClient, player: str, he
     assert r.json()["error"]
 
 
+@pytest.mark.slow
 async def test_cli_session_and_block_take_effect_on_the_next_callback(tmp_path: Path, redis_url: str) -> None:
     server = Server(tmp_path, redis_url).start()
     try:

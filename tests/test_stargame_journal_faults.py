@@ -66,6 +66,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_a_note_cut_short_by_a_full_disk_is_reported_and_leaves_no_torn_line(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", NOTE_ON_A_FULL_DISK, str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=30, check=True)
@@ -94,6 +95,7 @@ async def test_a_dead_writers_torn_last_note_does_not_keep_its_file_forever(
     assert list(directory.iterdir()) == []
 
 
+@pytest.mark.slow
 async def test_a_redis_outage_is_logged_once_not_per_stargame_call(
     tmp_path: Path, settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,6 +166,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_two_reconcilers_on_one_journal_do_not_trip_over_each_other(
     tmp_path: Path, redis_url: str, sync_redis: redis.Redis
 ) -> None:

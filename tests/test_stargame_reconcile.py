@@ -326,6 +326,7 @@ async def test_a_booking_delivered_after_its_tombstone_never_lands(
         assert sync_redis.get(seq_key) == before
 
 
+@pytest.mark.slow
 async def test_walletd_flush_runs_the_reconciler(
     tmp_path: Path, redis_url: str, eur: str, wallet: Wallet
 ) -> None:

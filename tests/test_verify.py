@@ -71,6 +71,7 @@ async def test_entry_never_flushed_is_reported(booked: Wallet, settings: Setting
     assert any(f"partition {partition}: Redis wrote" in p for p in problems)
 
 
+@pytest.mark.slow
 def test_cli_verify_exit_codes(tmp_path: Path, redis_url: str, sync_redis: redis.Redis) -> None:
     server = Server(tmp_path, redis_url)
     walletd(server.config, "player", "create", "c", "--currency", "EUR", "--balance", "12.34")
