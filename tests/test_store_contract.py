@@ -1,7 +1,8 @@
 """The ledger store contract (app/ledger/__init__.py's LedgerStore), run over every store.
 
-Each test gets a fresh, empty store from the `store_url` fixture; a new store is added
-to STORES (its name and how to make an empty one's URL) and every test runs on it too.
+Each test gets a fresh, empty store of every kind in STORES: a store joins by its name
+there, a `<name>_url` fixture giving an empty store's URL (it may use a server fixture of
+its own), and a reader in PHYSICAL.
 The tests read the store only through its interface (`open_store`, the LedgerStore
 methods); the few that check what a store physically holds say so in their name and
 read it through PHYSICAL."""
@@ -22,6 +23,7 @@ MAX_MINOR = 2**53 - 1  # the largest amount walletd holds: stored and summed exa
 BIG_BATCH = 1_207  # above any store's bound on ids per statement (SQLite checks 500 at a time)
 
 
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'ledger.db'}"
 
@@ -35,21 +37,21 @@ def sqlite_players(url: str) -> dict[str, tuple[str, ...]]:
         db.close()
 
 
-# name -> (an empty store's URL under tmp_path); the PostgreSQL store joins here.
-STORES: dict[str, Callable[[Path], str]] = {"sqlite": sqlite_url}
+STORES = ["sqlite"]  # the PostgreSQL store joins here
 # name -> the players' profiles as physically stored: (currency, country, language, name, aliases, operator).
 PHYSICAL: dict[str, Callable[[str], dict[str, tuple[str, ...]]]] = {"sqlite": sqlite_players}
-assert STORES.keys() == PHYSICAL.keys()
+assert set(STORES) == PHYSICAL.keys()
 
 
-@pytest.fixture(params=sorted(STORES))
+@pytest.fixture(params=STORES)
 def store_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 @pytest.fixture
-def store_url(store_name: str, tmp_path: Path) -> str:
-    return STORES[store_name](tmp_path)
+def store_url(store_name: str, request: pytest.FixtureRequest) -> str:
+    """An empty store's URL, from the store's own `<name>_url` fixture."""
+    return request.getfixturevalue(f"{store_name}_url")
 
 
 @pytest.fixture
