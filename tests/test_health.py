@@ -199,6 +199,7 @@ async def test_healthz_is_200_at_once_after_its_pooled_connection_was_closed(set
             assert (await c.get("/healthz")).status_code == 200
 
 
+@pytest.mark.slow
 async def test_healthz_is_503_while_serves_flush_process_is_down(settings: Settings) -> None:
     """With one worker the flusher runs in serve's flush process: while it is dead
     (until serve restarts it) bookings pile up un-stored, and /healthz says so."""
