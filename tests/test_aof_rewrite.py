@@ -88,6 +88,7 @@ def kill_rewrite_child(server: PrivateRedis) -> None:
     os.kill(int(children[0]), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_failed_rewrite_is_tried_again_only_after_a_backoff(tmp_path: Path) -> None:
     """Each try forks and writes the whole dataset: a rewrite that keeps failing (a full
     disk) must not be retried at every quiet look."""
