@@ -9,6 +9,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 
@@ -30,6 +32,7 @@ def test_every_lua_file_is_package_data() -> None:
         assert any(fnmatch.fnmatch(name, p) and name.count("/") == p.count("/") for p in patterns), name
 
 
+@pytest.mark.slow
 def test_the_wheel_check_cannot_pass_with_its_asserts_stripped() -> None:
     """.ci/wheel_check.py checks with assert: under -O (PYTHONOPTIMIZE in a CI's
     environment) it would report success for any wheel, so it refuses to run."""
