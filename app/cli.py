@@ -17,6 +17,7 @@ from app import currency, serve, settings as config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
+from app.ledger import StoreUnavailable
 from app.ledger.verify import verify
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_server import redis_url
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         # Redis down or refusing us is no answer to the command: not exit 1 ("refused",
         # or for verify "mismatch"), and not a traceback.
         print(f"walletd: cannot use Redis: {serve.without_passwords(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        # Like Redis: a store that cannot be opened or used is no answer to the command.
+        print(f"walletd: cannot use the ledger store: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)

@@ -39,6 +39,12 @@ class LedgerConflict(Exception):
     the one that wrote the store (its data was lost or replaced). Never acknowledged."""
 
 
+class StoreUnavailable(Exception):
+    """The ledger store cannot be opened or used now (an unsupported storage.url, a
+    file another process holds locked, an unreadable file): the call stored nothing.
+    Every store raises this kind, not its driver's, so callers need no driver."""
+
+
 class PartitionStats(msgspec.Struct, frozen=True):
     count: int
     seq_max: int
@@ -87,4 +93,4 @@ def open_store(url: str) -> LedgerStore:
         from app.ledger.sqlite import SqliteStore  # noqa: PLC0415
 
         return SqliteStore(url.removeprefix("sqlite:///"))
-    raise ValueError(f"unsupported storage.url {url!r}: use sqlite:///PATH")
+    raise StoreUnavailable(f"unsupported storage.url {url!r}: use sqlite:///PATH")

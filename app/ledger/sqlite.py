@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from app.ledger import LedgerConflict, LedgerEntry, PartitionStats, StoredEntry
+from app.ledger import LedgerConflict, LedgerEntry, PartitionStats, StoredEntry, StoreUnavailable
 
 # entry_id is unique: a batch stored again after a crash inserts nothing twice.
 SCHEMA = """
@@ -71,6 +72,10 @@ CONFLICT_CHECK_CHUNK = 500
 BUSY_TIMEOUT_MS = 5000
 
 
+# SQLite's errors that are walletd's own mistakes, not the store being unusable.
+PROGRAMMER_ERRORS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError)
+
+
 def add_operator_column(db: sqlite3.Connection) -> None:
     """Stores made before operator ownership lack players.operator ('' = no owner)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(players)")}
@@ -80,16 +85,37 @@ def add_operator_column(db: sqlite3.Connection) -> None:
 
 class SqliteStore:
     def __init__(self, path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Used from the flusher's worker thread; the lock keeps one user at a time.
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.lock = threading.Lock()
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives power loss before it is XACKed.
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self.db.executescript(SCHEMA)
-        self.migrate()
+        self.path = path
+        self.lock = threading.Lock()  # used from the flusher's worker thread: one user at a time
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"ledger store {path}: {exc}") from exc
+        try:
+            with self.using() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed batch survives power loss before it is XACKed.
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                db.executescript(SCHEMA)
+                self.migrate()
+        except BaseException:
+            self.db.close()  # a store that failed to open holds no connection to its file
+            raise
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, one user at a time; SQLite's errors (locked by another process,
+        I/O, not a database) leave as StoreUnavailable, the store interface's kind.
+        A programmer's error (a closed store, a bad statement) stays what it is."""
+        with self.lock:
+            try:
+                yield self.db
+            except PROGRAMMER_ERRORS:
+                raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"ledger store {self.path}: {exc}") from exc
 
     def migrate(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(ledger)")}
@@ -108,7 +134,7 @@ class SqliteStore:
              e.profile["name"], e.profile["aliases"], e.ts_ms, e.profile["op"])
             for e in entries if e.profile is not None
         ]
-        with self.lock:
+        with self.using():
             before = self.db.total_changes
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -139,29 +165,29 @@ class SqliteStore:
                         f"of this batch is stored or acknowledged")
 
     def seq_max(self, partition: int) -> int:
-        with self.lock:
+        with self.using():
             row = self.db.execute("SELECT MAX(seq) FROM ledger WHERE partition = ?", (partition,)).fetchone()
             return int(row[0] or 0)
 
     def player_sums(self) -> dict[str, int]:
-        with self.lock:
+        with self.using():
             cursor = self.db.execute("SELECT player_id, SUM(amount_minor) FROM ledger GROUP BY player_id")
             return {player: int(total) for player, total in cursor}
 
     def partition_stats(self) -> dict[int, PartitionStats]:
-        with self.lock:
+        with self.using():
             cursor = self.db.execute("SELECT partition, COUNT(*), MAX(seq) FROM ledger GROUP BY partition")
             return {part: PartitionStats(count, seq_max) for part, count, seq_max in cursor}
 
     def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
-        with self.lock:
+        with self.using():
             cursor = self.db.execute(
                 "SELECT kind, amount_minor, balance_after_minor, fp FROM ledger "
                 "WHERE ref = ? AND source = ? AND player_id = ? ORDER BY partition, seq", (ref, source, player_id))
             return [StoredEntry(kind, int(amount), int(after), fp) for kind, amount, after, fp in cursor]
 
     def holds_entries(self, source: str) -> bool:
-        with self.lock:
+        with self.using():
             return self.db.execute("SELECT 1 FROM ledger WHERE source = ? LIMIT 1", (source,)).fetchone() is not None
 
     def close(self) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
-from app.ledger import LedgerStore, StoredEntry, open_store
+from app.ledger import LedgerStore, StoredEntry, StoreUnavailable, open_store
 from app.protocols.oia.late_retry import Horizon, word_and_mask
 from app.redis_client import command_errors, optional_text
 from app.sessions import new_token, token_partition
@@ -152,7 +151,7 @@ class OiaWallet:
         pay the slow path for CLOCK_SKEW_S (README "Late retries")."""
         try:
             return await self.store.holds_entries()
-        except (sqlite3.Error, OSError, ValueError) as exc:
+        except (StoreUnavailable, OSError) as exc:
             log.error("ledger store unreadable at start, new bookings' ids are checked in it for a while: %s", exc)
             return True
 
@@ -225,7 +224,7 @@ class OiaWallet:
         store_may_be_behind = int(reply[1]) == 1
         try:
             found = booked_from(await self.store.find(c.player_id, ref))
-        except (sqlite3.Error, OSError) as exc:
+        except (StoreUnavailable, OSError) as exc:
             log.error("ledger store unreadable, changebalance refused unbooked: %s", exc)
             return Outcome("STORE_DOWN")
         if store_may_be_behind and not final(found):
