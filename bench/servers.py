@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from app import spawn
 from app.redis_server import find_binary, free_port, server_args
 from bench.fixtures import ADMIN_TOKEN, OPERATOR, SECRET
 
@@ -59,8 +60,9 @@ class Process:
         self.name = name
         self.command = command
         self.log = log
-        # The bench's own config file says everything: no WALLETD_* overrides.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+        # The bench's own config file says everything: no WALLETD_* overrides. The `app`
+        # the bench imports, wherever it was started from (app/spawn.py).
+        env = spawn.environment({k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")})
         with open(log, "ab") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
@@ -109,8 +111,7 @@ def walletd_config(directory: Path, port: int, redis_url: str, workers: int, scr
 
 def start_walletd(config: Path, port: int, cpus: str | None) -> Process:
     log = config.with_suffix(".log")
-    walletd = Process("walletd", pinned(cpus, [sys.executable, "-m", "app.cli", "--config", str(config), "serve"]),
-                      log)
+    walletd = Process("walletd", pinned(cpus, spawn.command("app.cli", "--config", str(config), "serve")), log)
     wait_http(f"http://127.0.0.1:{port}/healthz", walletd.process, log)
     return walletd
 

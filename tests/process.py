@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from app import spawn
 from app.redis_server import free_port
 from tests.support import ADMIN_TOKEN, OPERATOR, SECRET
 
@@ -35,14 +35,20 @@ def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, red
     return config
 
 
+def environment() -> dict[str, str]:
+    """Ours without WALLETD_ overrides, leading the child to the `app` these tests import."""
+    return spawn.environment({k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")})
+
+
 def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
-    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=timeout_s, check=check, env=env)
+    return subprocess.run(spawn.command("app.cli", "--config", str(config), *args),
+                          capture_output=True, text=True, timeout=timeout_s, check=check, env=environment())
 
 
 class Server:
-    def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, **config: str | Path) -> None:
+    def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, cwd: Path | None = None,
+                 **config: str | Path) -> None:
+        self.cwd = cwd  # the folder serve is started from (default: ours)
         self.port = free_port()
         self.config = write_config(directory, self.port, redis_url, budget_ms, **config)  # type: ignore[arg-type]
         self.log = directory / "serve.log"
@@ -50,12 +56,11 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
         with open(self.log, "ab") as log:
             # Own process group, like a shell job: interrupt() signals all of it.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "--config", str(self.config), "serve"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                spawn.command("app.cli", "--config", str(self.config), "serve"),
+                stdout=log, stderr=subprocess.STDOUT, env=environment(), start_new_session=True, cwd=self.cwd)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()

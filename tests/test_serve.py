@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,3 +113,34 @@ def test_sigterm_still_exits_0(tmp_path: Path, redis_url: str) -> None:
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(30) == 0
     assert "Traceback" not in server.log.read_text()
+
+
+def test_serve_started_from_a_folder_holding_another_app_package_flushes_with_its_own(
+        tmp_path: Path, redis_url: str) -> None:
+    """`python -m app.cli flush` from serve's working directory would import the `app/`
+    found there; the flush process must run the walletd that serve runs."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "app").mkdir(parents=True)
+    marker = elsewhere / "imported"
+    (elsewhere / "app" / "__init__.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise SystemExit('not walletd')\n")
+    server = Server(tmp_path, redis_url, cwd=elsewhere).start()
+    try:
+        walletd(server.config, "player", "create", "c1", "--currency", "EUR", "--balance", "1.00")
+        deadline = time.monotonic() + 20
+        while stored_entries(tmp_path / "ledger.db") == 0:  # the flush process stored the 'open' entry
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert not marker.exists()
+
+
+def stored_entries(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        db.close()

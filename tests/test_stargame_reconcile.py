@@ -7,9 +7,7 @@ expires: walletd answers fail, then Redis runs the booking anyway."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +17,7 @@ import httpx
 import pytest
 import redis
 
+from app import spawn
 from app.ledger.verify import verify
 from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
 from app.protocols.stargame.reconciler import done_path
@@ -28,7 +27,7 @@ from app.runtime import Runtime
 from app.settings import ConfigError, Settings, check
 from app.wallet import Wallet
 from tests.oia_calls import redis_state
-from tests.process import write_config
+from tests.process import environment, write_config
 from tests.redis_servers import Proxy
 from tests.support import (
     BUSY_LUA,
@@ -338,9 +337,8 @@ async def test_walletd_flush_runs_the_reconciler(
     journal = Journal(directory, 10, 10)
     journal.note(Note(request_id, eur, "501", 100, 0, int(time.time() * 1000)))
     journal.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "flush"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(spawn.command("app.cli", "--config", str(config), "flush"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment())
     try:
         await wait_for_balance(wallet, eur, 5000, timeout_s=30)
     finally:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import threading
 
+from app import spawn
 from app.redis_server import die_with_parent_preexec
 from app.supervision import end, keep_running
 
@@ -41,8 +41,9 @@ class FlushProcess:
     @staticmethod
     def launch() -> subprocess.Popen[bytes]:
         # Own session: serve stops it (SIGTERM) after the workers, not a Ctrl-C; and it
-        # gets SIGTERM if serve itself dies, so no orphan flusher outlives it.
-        return subprocess.Popen([sys.executable, "-m", "app.cli", "flush"], start_new_session=True,
+        # gets SIGTERM if serve itself dies, so no orphan flusher outlives it. The same
+        # `app` as serve's, whatever folder serve was started from (app/spawn.py).
+        return subprocess.Popen(spawn.command("app.cli", "flush"), env=spawn.environment(), start_new_session=True,
                                 preexec_fn=die_with_parent_preexec())  # noqa: PLW1509 - see redis_server
 
     def watch(self) -> None:
