@@ -13,8 +13,9 @@ only for the parts it uses:
 Building opens no connection (redis-py and the pipelined client connect on first
 use, the store reader on first lookup) except the ledger store's file; `start()`
 talks to Redis; `close()` undoes everything built, in reverse, whether or not
-`start()` ran or succeeded. Metrics belong here too, when they come: built with
-the other parts, pushed onto the same exit stack.
+`start()` ran or succeeded; a construction that fails half-way closes what it had
+built before it raises. Metrics belong here too, when they come: built with the
+other parts, their closer pushed the same way.
 """
 
 from __future__ import annotations
@@ -43,34 +44,49 @@ class Runtime:
         self.settings = settings
         self.serving = serving
         self.exit = contextlib.AsyncExitStack()  # every closer, pushed as its part is built
-        self.redis = connect(redis_url, settings.redis)
-        self.exit.push_async_callback(self.redis.aclose)
-        # Only the HTTP server's bookings take redis.script_client; a command's few go through redis-py.
-        self.script_client = script_client(redis_url, settings.redis, self.redis) if serving else self.redis
-        if self.script_client is not self.redis:
-            self.exit.push_async_callback(self.script_client.aclose)
-        self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
-        self.store_reader = StoreReader(settings.storage_url)
-        self.exit.callback(self.store_reader.close)
-        self.oia_wallet = OiaWallet(self.wallet, settings.oia, self.store_reader)
+        # The parts' closers that need no event loop, so that a construction that fails
+        # half-way closes what it built before raising (a caller gets no Runtime to close).
+        self.parts = contextlib.ExitStack()
         self.journal: Journal | None = None
-        if serving:
-            sg = settings.stargame
-            self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
-            self.exit.callback(self.journal.close)
         self.store: LedgerStore | None = None
         self.flusher: Flusher | None = None
         self.reconciler: Reconciler | None = None
+        self.flusher_task: asyncio.Task[None] | None = None
+        try:
+            self.build(redis_url, ledger)
+        except BaseException:
+            self.parts.close()
+            raise
+
+    def build(self, redis_url: str, ledger: bool) -> None:
+        settings = self.settings
+        # The Redis clients' closers are async: building them opens no connection (they
+        # connect on first use), so a construction that fails leaves none behind.
+        self.redis = connect(redis_url, settings.redis)
+        self.exit.push_async_callback(self.redis.aclose)
+        # Only the HTTP server's bookings take redis.script_client; a command's few go through redis-py.
+        self.script_client = script_client(redis_url, settings.redis, self.redis) if self.serving else self.redis
+        if self.script_client is not self.redis:
+            self.exit.push_async_callback(self.script_client.aclose)
+        self.exit.enter_context(self.parts)  # closed before the clients, after what start_background adds
+        self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
+        self.store_reader = StoreReader(settings.storage_url)
+        self.parts.callback(self.store_reader.close)
+        self.oia_wallet = OiaWallet(self.wallet, settings.oia, self.store_reader)
+        if self.serving:
+            sg = settings.stargame
+            self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
+            self.parts.callback(self.journal.close)
         if ledger:
             self.build_ledger()
-        self.flusher_task: asyncio.Task[None] | None = None
-        # Metrics, when they come: built here from settings, their closer pushed on self.exit.
+        # Metrics, when they come: built here from settings, their closer pushed on self.parts
+        # (or, if it must be awaited, on self.exit, opening nothing until start()).
 
     def build_ledger(self) -> None:
         store = self.store = open_store(self.settings.storage_url)
-        self.exit.callback(store.close)
+        self.parts.callback(store.close)
         flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
-        self.exit.callback(flusher.close)
+        self.parts.callback(flusher.close)
         # The reconciler lives with the flusher: one per deployment's data_dir.
         self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
                                      directory_of(self.settings.data_path))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.ledger import StoreUnavailable
+from app.ledger.sqlite import SqliteStore
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -63,3 +68,49 @@ async def test_a_failed_start_still_closes_what_was_built(settings: Settings) ->
             pytest.fail("started without Redis")
     with pytest.raises(sqlite3.ProgrammingError):
         store.seq_max(0)  # closed
+
+
+def open_files_under(directory: Path) -> list[str]:
+    """This process's open files (fds, and so sqlite's -wal/-shm too) under directory."""
+    names = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed while listing
+            target = os.readlink(fd)
+            if target.startswith(str(directory)):
+                names.append(target)
+    return names
+
+
+class PartFailingAfterTheStore(Runtime):
+    """A real Runtime with one more part after the ledger store, whose building fails
+    (as a metrics exporter whose port is taken would)."""
+
+    def build_ledger(self) -> None:
+        super().build_ledger()
+        raise OSError("the part after the store could not be built")
+
+
+async def test_a_construction_that_fails_half_way_closes_what_it_built(settings: Settings) -> None:
+    with pytest.raises(OSError, match="could not be built") as failed:
+        PartFailingAfterTheStore(settings, settings.redis.url, serving=True, ledger=True)
+    # The half-built runtime is still reachable (from the traceback), its store with it:
+    # only closing, not garbage collection, can have let go of the file.
+    assert failed.traceback is not None
+    store_file = Path(settings.storage_url.removeprefix("sqlite:///"))
+    assert store_file.exists()  # it was opened
+    assert open_files_under(store_file.parent) == []
+
+
+async def test_a_store_that_fails_to_open_holds_no_file(settings: Settings) -> None:
+    path = settings.data_path / "ledger.db"
+    SqliteStore(str(path)).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable, match="locked") as failed:
+            SqliteStore(str(path), busy_timeout_ms=0)
+    finally:
+        holder.close()
+    assert failed.traceback is not None  # the half-opened store stays reachable, as above
+    assert open_files_under(settings.data_path) == []
