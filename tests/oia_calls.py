@@ -73,6 +73,11 @@ def change(player: str, tx: int, kind: str = "BET", amount: Any = 1.00, *, token
             "game_id": game, "user_id": player, "token": token, "context": {"reason": "not_provided"}}
 
 
+def cancel(player: str, tx: int) -> dict:
+    """A cancel's data for the transaction `tx` of round 1, game 200."""
+    return {"user_id": player, "transaction_id": tx, "round_id": 1, "round_finished": None, "game_id": 200}
+
+
 def redis_state(client: Any) -> dict[str, Any]:
     """Every key with its value (streams by length): equal before and after means nothing changed."""
     state: dict[str, Any] = {}

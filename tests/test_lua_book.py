@@ -12,7 +12,7 @@ import redis
 from app.protocols.stargame.wallet import book as stargame_book
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.oia_calls import call, change, error_code, new_session, redis_state
+from tests.oia_calls import call, cancel, change, error_code, new_session, redis_state
 from tests.support import OPERATOR, balance_of
 
 pytestmark = pytest.mark.anyio
@@ -25,10 +25,6 @@ def backlog_of_two(settings: Settings) -> Settings:
     """Room for the player's opening entry and one booking."""
     settings.wallet.backlog_max = 2
     return settings
-
-
-def cancel(player: str, tx: int) -> dict:
-    return {"user_id": player, "transaction_id": tx, "round_id": 1, "round_finished": None, "game_id": 200}
 
 
 async def test_a_full_backlog_refuses_every_booking_with_nothing_written(

@@ -13,7 +13,7 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.oia_calls import call, change, error_code, new_session, redis_state
+from tests.oia_calls import call, cancel, change, error_code, new_session, redis_state
 from tests.support import balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +33,6 @@ def four_second_retention(settings: Settings) -> Settings:
 def short_retention(settings: Settings) -> Settings:
     settings.oia.retention_s = 1
     return settings
-
-
-def cancel(player: str, tx: int) -> dict:
-    return {"user_id": player, "transaction_id": tx, "round_id": 1, "round_finished": None, "game_id": 200}
 
 
 def oia_rows(settings: Settings) -> list[tuple[str, int]]:
