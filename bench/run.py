@@ -124,16 +124,18 @@ def full_run(bench: Bench) -> int:
 
 def smoke_run(bench: Bench) -> int:
     """CI's budget guard, on a shared machine. Fails (exit 1) on any error, or when
-    more than SMOKE_OVER_BUDGET_MAX of the answers were over the 50 ms budget: open-loop
-    answers at SMOKE_RATE over 50 ms, and the scenarios' deadline refusals.
+    more than SMOKE_OVER_BUDGET_MAX of the answers were over the 50 ms budget for a
+    reason other than the disk: open-loop answers at SMOKE_RATE over 50 ms that no
+    disk stall explains (bench/floor.py's rule), and the scenarios' deadline refusals.
 
     A share, not a percentile: walletd's own work is a millisecond or two a booking,
     so what a regression does (a blocking call, a lock, a scan per request) puts a
     large share of answers over budget, while a shared machine's stalls (CPU taken
-    by other jobs, the disk's own slow syncs, shown beside) put a few answers there
-    now and then. 1 % of the ~6,000 answers is 60, the open-loop arrivals of 0.3 s:
-    one stall of up to about a third of a second passes (the worst seen here: a
-    113 ms aof-fsync-always, 15 answers over), a slowdown of every request fails."""
+    by other jobs) put a few answers there now and then. 1 % of the ~6,000 answers
+    is 60, the open-loop arrivals of 0.3 s. The disk's own stalls are shown but not
+    counted: with appendfsync always no server can answer before the sync returns,
+    and a CI run on this machine once met aof-fsync-always stalls of 627 ms (1,560
+    of its 1,615 slow answers were explained by them; 55 were not)."""
     bench.start_walletd()
     players = fixtures.read_players(bench.players_file)
     steady = uvloop.run(loads.open_loop(bench.walletd_port, players, SMOKE_RATE, 0.0, SMOKE_SECONDS, bench.redis,
@@ -147,7 +149,8 @@ def smoke_run(bench: Bench) -> int:
     # long (nothing booked): over budget, not an error.
     refused = scenario.deadline_refusals()
     answered = steady.sent - steady.errors + scenario.requests
-    over = steady.over_50ms + refused
+    disk = sum(e.disk_caused for e in steady.episodes)
+    over = steady.over_50ms - disk + refused
     share = over / max(1, answered)
     problems = []
     errors = steady.errors + scenario.failures - refused
@@ -155,17 +158,17 @@ def smoke_run(bench: Bench) -> int:
         problems.append(f"{steady.errors} of {steady.sent} open-loop requests and {scenario.failures - refused} of "
                         f"{scenario.requests} locust requests failed")
     if share > SMOKE_OVER_BUDGET_MAX:
-        disk = sum(e.disk_caused for e in steady.episodes)
-        problems.append(f"{over} of {answered} answers ({share:.1%}) were over the 50 ms budget (allowed "
-                        f"{SMOKE_OVER_BUDGET_MAX:.0%}): {steady.over_50ms} open-loop answers over 50 ms at "
-                        f"{SMOKE_RATE:g} req/s, of which a disk stall explains {disk}, and {refused} deadline "
-                        f"refusals in the locust scenarios")
+        problems.append(f"{over} of {answered} answers ({share:.1%}) were over the 50 ms budget without a disk stall "
+                        f"to explain them (allowed {SMOKE_OVER_BUDGET_MAX:.0%}): {steady.over_50ms} open-loop answers "
+                        f"over 50 ms at {SMOKE_RATE:g} req/s, of which a disk stall explains {disk}, and {refused} "
+                        f"deadline refusals in the locust scenarios")
     for problem in problems:
         print(f"bench smoke: FAIL: {problem}")
     if not problems:
         print(f"bench smoke: OK: no error in {steady.sent + scenario.requests} requests; {share:.2%} over the "
-              f"50 ms budget (allowed {SMOKE_OVER_BUDGET_MAX:.0%}: {steady.over_50ms} open-loop answers over "
-              f"50 ms, {refused} deadline refusals); open-loop p99.9 {steady.percentiles_ms['p99.9']:.1f} ms")
+              f"50 ms budget without a disk stall to explain them (allowed {SMOKE_OVER_BUDGET_MAX:.0%}; "
+              f"{steady.over_50ms} open-loop answers over 50 ms, {disk} of them the disk's; {refused} deadline "
+              f"refusals); open-loop p99.9 {steady.percentiles_ms['p99.9']:.1f} ms")
     return 1 if problems else 0
 
 
