@@ -34,6 +34,7 @@ LATENCY_THRESHOLD_MS = 5
 # Redis events that are the disk: the AOF's write and fsync. A fork is not the
 # disk (it copies page tables) but is shown: it comes from an AOF rewrite.
 DISK_EVENTS = ("aof-",)
+PROBE_STALL = "probe sync"  # how a probe sync is named in a report, and told from a Redis event
 BUDGET_S = 0.050  # the platforms' answer budget
 EPISODE_GAP_S = 0.1  # slow answers this close together are one episode
 EPISODES_LISTED = 12  # per step, the rest are summed up
@@ -68,7 +69,8 @@ class Floor(msgspec.Struct):
 
     def stalls(self, at_least_s: float) -> list[Stall]:
         """The probe's slow syncs, Redis's AOF events (the disk) and forks (not the disk)."""
-        found = [Stall(s, s + d, d, f"probe sync {d * 1000:.0f} ms", True) for s, d in self.calls() if d >= at_least_s]
+        found = [Stall(s, s + d, d, f"{PROBE_STALL} {d * 1000:.0f} ms", True)
+                 for s, d in self.calls() if d >= at_least_s]
         for e in self.events:
             if e.ms / 1000 >= at_least_s and (e.name.startswith(DISK_EVENTS) or e.name == "fork"):
                 # Redis stamps an event with the second it ended in: it lies somewhere in there.
@@ -167,11 +169,15 @@ class Episode(msgspec.Struct):
 
 
 def explained(due: float, answered: float, stalls: list[Stall]) -> bool:
-    """A disk stall caused a slow answer when it overlapped the answer's wait and
-    lasted at least half of it: queueing behind a stall at half load drains in
-    about the stall's own length, so a longer wait needs another cause."""
-    return any(s.disk and s.earliest < answered and s.latest > due and s.seconds >= (answered - due) / 2
-               for s in stalls)
+    """The disk caused a slow answer when its stalls that overlapped the answer's wait
+    lasted at least half of it: queueing behind a stall at half load drains in about
+    the stall's own length, so a longer wait needs another cause. Stalls in a row add
+    up (a wait through two 300 ms syncs is the disk's); the probe's syncs and Redis's
+    AOF events see the same disk, so each source is summed apart and the larger counts."""
+    overlapping = [s for s in stalls if s.disk and s.earliest < answered and s.latest > due]
+    probe = sum(s.seconds for s in overlapping if s.what.startswith(PROBE_STALL))
+    redis = sum(s.seconds for s in overlapping if not s.what.startswith(PROBE_STALL))
+    return max(probe, redis) >= (answered - due) / 2
 
 
 def episodes(slow: list[tuple[float, float]], floor: Floor) -> list[Episode]:

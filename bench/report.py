@@ -271,8 +271,9 @@ Measured during every walletd step, in the same run:
 
 Answers over 50 ms, by episode (answers less than {gap:g} s apart), with the disk stalls over {threshold} ms
 that overlapped each, longest first (probe syncs, Redis AOF events; Redis forks are shown but are not the
-disk). An answer counts as caused by the disk when a disk stall overlapped its wait and lasted at least half
-of it (queueing behind a stall at half load drains in about the stall's own length; Redis stamps an event
+disk). An answer counts as caused by the disk when the disk stalls that overlapped its wait lasted at least
+half of it in all, the probe's and Redis's summed apart (two views of one disk) and the larger taken
+(queueing behind a stall at half load drains in about the stall's own length; Redis stamps an event
 with the second it ended in, so one counts for any answer in that second):
 
 {episodes_text(lat)}

@@ -30,6 +30,14 @@ def test_a_redis_aof_event_counts_for_its_second_and_a_fork_is_not_the_disk() ->
     assert not explained(30.2, 30.2 + 70 * MS, stalls)  # a fork overlapped: shown, not the disk
 
 
+def test_stalls_in_a_row_add_up_but_two_views_of_one_stall_do_not() -> None:
+    syncs = floor([(10.0, 30 * MS), (10.03, 30 * MS)]).stalls(5 * MS)
+    assert explained(10.0, 10.0 + 100 * MS, syncs)  # 60 ms of syncs in a 100 ms wait
+    assert not explained(10.0, 10.0 + 130 * MS, syncs)  # 60 ms cannot explain 130 ms
+    one_each = floor([(20.5, 30 * MS)], (Event("aof-fsync-always", 20.0, 30),)).stalls(5 * MS)
+    assert not explained(20.5, 20.5 + 100 * MS, one_each)  # the probe and Redis saw one 30 ms stall
+
+
 def test_slow_answers_group_into_episodes_naming_what_they_met() -> None:
     found = episodes([(10.0, 10.06), (10.01, 10.07), (50.0, 50.2)], floor([(10.0, 40 * MS), (49.9, 1 * MS)]))
     assert [(e.answers, e.disk_caused) for e in found] == [(2, 2), (1, 0)]
