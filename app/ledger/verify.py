@@ -46,12 +46,20 @@ async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list
     return balances, problems
 
 
+async def written_seqs(redis: Redis, keys: Keys) -> list[int]:
+    """How many ledger entries Redis has written, per partition: one round trip for all
+    (up to PARTITIONS_MAX), not one per partition."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for partition in range(keys.partitions):
+            pipe.get(keys.seq(partition))
+        return [int(value or 0) for value in await pipe.execute()]
+
+
 async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> list[str]:
     """Partitions whose Redis has written fewer entries than the store holds: that
     Redis lost data (or is another one), and its next entry ids are already taken."""
     problems = []
-    for partition in range(keys.partitions):
-        written = int(await redis.get(keys.seq(partition)) or 0)
+    for partition, written in enumerate(await written_seqs(redis, keys)):
         stored = store.seq_max(partition)
         if written < stored:
             problems.append(f"partition {partition}: Redis has written {written} ledger entries, "
@@ -61,8 +69,7 @@ async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> li
 
 async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
     problems = []
-    for partition in range(keys.partitions):
-        written = int(await redis.get(keys.seq(partition)) or 0)
+    for partition, written in enumerate(await written_seqs(redis, keys)):
         stored = stats.get(partition, PartitionStats(0, 0))
         if stored.count != stored.seq_max:
             problems.append(f"partition {partition}: {stored.seq_max - stored.count} ledger entries "
