@@ -198,7 +198,7 @@ class EmbeddedRedis:
             # process group) must not reach it; walletd stops it last, cleanly.
             self.process = subprocess.Popen(
                 args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=_die_with_parent if _PRCTL is not None else None,  # noqa: PLW1509 - see _load_prctl
+                preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509 - see _load_prctl
             )
         wait_ready(self.url, self.process, START_TIMEOUT_S)
         log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
