@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -76,6 +77,14 @@ def change(player: str, tx: int, kind: str = "BET", amount: Any = 1.00, *, token
 def cancel(player: str, tx: int) -> dict:
     """A cancel's data for the transaction `tx` of round 1, game 200."""
     return {"user_id": player, "transaction_id": tx, "round_id": 1, "round_finished": None, "game_id": 200}
+
+
+async def records_expire(sync_redis: Any, within_s: float = 5) -> None:
+    """Waits until every transaction record has expired (the retention passed), at most within_s."""
+    deadline = time.monotonic() + within_s
+    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert sync_redis.keys("*:tx:*") == []
 
 
 def redis_state(client: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.oia_calls import call, cancel, change, error_code, new_session, redis_state
+from tests.oia_calls import call, cancel, change, error_code, new_session, records_expire, redis_state
 from tests.support import balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
@@ -26,12 +26,6 @@ RETENTION_S = 4
 @pytest.fixture
 def four_second_retention(settings: Settings) -> Settings:
     settings.oia.retention_s = RETENTION_S
-    return settings
-
-
-@pytest.fixture
-def short_retention(settings: Settings) -> Settings:
-    settings.oia.retention_s = 1
     return settings
 
 
@@ -77,10 +71,7 @@ async def test_a_late_retry_or_cancel_is_not_decided_from_a_store_that_lacks_the
     assert (await call(client, "changebalance", change(player, 1, "WIN", 5)))["status"] == "OK"
     await drain(settings)  # the WIN is in the store; the cancel below will not be
     assert (await call(client, "cancel", cancel(player, 1)))["data"]["transaction_status"] == "CANCELED"
-    deadline = time.monotonic() + 10
-    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert sync_redis.keys("*:tx:*") == []
+    await records_expire(sync_redis, within_s=10)
     for answer in (await call(client, "cancel", cancel(player, 1)),
                    await call(client, "changebalance", change(player, 1, "WIN", 5))):
         assert error_code(answer) == "OP_50"
@@ -108,10 +99,7 @@ async def test_status_is_not_answered_from_a_store_that_may_lack_the_booking_or_
     await drain(settings)  # BET 2 is in the store; its cancel below will not be, nor BET 3
     assert (await call(client, "cancel", cancel(player, 2)))["data"]["transaction_status"] == "CANCELED"
     assert (await call(client, "changebalance", change(player, 3, "BET", 1, token=token)))["status"] == "OK"
-    deadline = time.monotonic() + 10
-    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert sync_redis.keys("*:tx:*") == []
+    await records_expire(sync_redis, within_s=10)
     before = redis_state(sync_redis)
     for tx in (2, 3):
         answer = await call(client, "status", {"user_id": player, "transaction_id": tx})

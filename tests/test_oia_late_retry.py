@@ -16,21 +16,10 @@ from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, Keys
 from app.protocols.oia.late_retry import CLOCK_SKEW_S, FILTER_HASHES, Horizon, offsets
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.oia_calls import call, change, error_code, new_session, now_stamp
+from tests.oia_calls import call, cancel, change, error_code, new_session, now_stamp, records_expire
 from tests.support import OPERATOR, balance_of, drain, ledger_rows, serving
 
 pytestmark = pytest.mark.anyio
-
-
-def cancel(player: str, tx: int) -> dict:
-    return {"user_id": player, "transaction_id": tx, "round_id": 1, "round_finished": None, "game_id": 200}
-
-
-async def records_expire(sync_redis: redis.Redis) -> None:
-    deadline = time.monotonic() + 5
-    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert sync_redis.keys("*:tx:*") == []
 
 
 async def test_a_retry_of_an_id_cancelled_after_retention_is_op_49(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
@@ -11,7 +10,7 @@ import redis
 
 from app.settings import Settings
 from app.wallet import Wallet
-from tests.oia_calls import call, change, error_code, new_session
+from tests.oia_calls import call, change, error_code, new_session, records_expire
 from tests.support import BUSY_LUA, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
@@ -209,10 +208,7 @@ async def test_records_past_retention_fall_back_to_the_ledger_store(
     await call(client, "changebalance", change(player, 2, "WIN", 7))
     await call(client, "cancel", cancel(player, 2))
     await drain(settings)
-    deadline = time.monotonic() + 5
-    while sync_redis.keys("*:tx:*") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert sync_redis.keys("*:tx:*") == []  # expired in Redis
+    await records_expire(sync_redis)  # expired in Redis
     assert await tx_status(client, player, 1) == "OK"
     assert await tx_status(client, player, 2) == "CANCELED"
     assert await balance_of(wallet, player) == 10500
