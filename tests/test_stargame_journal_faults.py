@@ -78,12 +78,18 @@ def test_a_note_cut_short_by_a_full_disk_is_reported_and_leaves_no_torn_line(tmp
         assert content == b"" or content.endswith(b"\n"), content
 
 
-async def test_a_dead_writers_torn_last_note_does_not_keep_its_file_forever(
-    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
-) -> None:
+async def player_and_journal_directory(settings: Settings, wallet: Wallet) -> Path:
+    """Player sg1, and the journal directory, created empty for the test to write notes into."""
     await wallet.create_player("sg1", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
     directory = directory_of(settings.data_path)
     directory.mkdir(parents=True)
+    return directory
+
+
+async def test_a_dead_writers_torn_last_note_does_not_keep_its_file_forever(
+    settings: Settings, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    directory = await player_and_journal_directory(settings, wallet)
     whole = Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, int(time.time() * 1000))
     torn = ENCODER.encode(Note(uuid.uuid4().hex, "sg1", "sg1", 100, 0, int(time.time() * 1000)))[:30]
     (directory / "123-abc.journal").write_bytes(ENCODER.encode(whole) + b"\n" + torn)  # writer died mid-note
@@ -111,7 +117,6 @@ async def test_a_redis_outage_is_logged_once_not_per_stargame_call(
                 assert body == {"status": "fail", "error": "wallet unavailable"}
     lines = [r for r in caplog.records if r.name == "walletd.stargame"]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
-
 
 
 def test_every_worker_gets_a_journal_file(tmp_path: Path) -> None:
@@ -190,9 +195,7 @@ def test_two_reconcilers_on_one_journal_do_not_trip_over_each_other(
 async def test_a_note_that_cannot_be_settled_does_not_starve_other_files(
     settings: Settings, wallet: Wallet, sync_redis: redis.Redis
 ) -> None:
-    await wallet.create_player("sg1", "EUR", 5000, "DE", "de", "", [], operator_id=OPERATOR)
-    directory = directory_of(settings.data_path)
-    directory.mkdir(parents=True)
+    directory = await player_and_journal_directory(settings, wallet)
     now_ms = int(time.time() * 1000)
     # A record whose account is gone (deleted by hand, an older backup restored):
     # the reconcile script refuses it, on every pass.
