@@ -155,10 +155,6 @@ class OiaWallet:
             log.error("ledger store unreadable at start, new bookings' ids are checked in it for a while: %s", exc)
             return True
 
-    def booking_keys(self, partition: int, player_id: str) -> list[str]:
-        keys = self.wallet.keys
-        return [keys.account_at(partition, player_id), keys.seq(partition), keys.ledger(partition)]
-
     def tx_key(self, partition: int, operator_id: str, player_id: str, transaction_id: int) -> str:
         return self.wallet.keys.tx(partition, f"{LEDGER_SOURCE}:{operator_id}", player_id, str(transaction_id))
 
@@ -198,11 +194,10 @@ class OiaWallet:
     async def change(self, c: Change) -> Outcome:
         """One script call; a second one, after a ledger store lookup, only for an id
         that may have been booked before its record expired (README "Late retries")."""
-        partition = self.wallet.keys.partition(c.player_id)
+        keys, partition = self.wallet.booking_keys(c.player_id)
         now_s = time.time()
         generation = self.horizon.generation(now_s)
-        keys = [
-            *self.booking_keys(partition, c.player_id),
+        keys += [
             self.tx_key(partition, c.operator_id, c.player_id, c.transaction_id),
             self.session_key(partition, c.token),
             self.round_key(partition, c.operator_id, c.player_id, c.round_id),
@@ -238,10 +233,9 @@ class OiaWallet:
     async def cancel(self, operator_id: str, player_id: str, transaction_id: int, round_id: int,
                      game_id: int, round_finished: bool | None, deadline_ms: int) -> str:
         """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG, OVERFLOW or BEHIND."""
-        partition = self.wallet.keys.partition(player_id)
+        keys, partition = self.wallet.booking_keys(player_id)
         ref = ledger_ref(operator_id, transaction_id)
-        keys = [
-            *self.booking_keys(partition, player_id),
+        keys += [
             self.tx_key(partition, operator_id, player_id, transaction_id),
             self.round_key(partition, operator_id, player_id, round_id),
         ]
