@@ -109,7 +109,7 @@ async def session_operator(wallet: OiaWallet, oia: OiaSettings, req: SessionRequ
         profile = await wallet.wallet.profile(req.player_id)
         if profile is None:
             raise AdminError(f"unknown player {req.player_id}", status_code=404)
-        operator_id = profile.get("op") or None
+        operator_id = wallet.owner_of(profile) or None  # (no implied owner with several operators)
     return pick_operator(oia, operator_id)
 
 
