@@ -99,8 +99,9 @@ def read(path: str) -> str:
 
 
 def arity(name: str, header: str) -> Arity:
-    found = {what: counts for what, counts in COUNT_LINE.findall(header)}
-    assert len(COUNT_LINE.findall(header)) == len(found) and found.keys() == {"KEYS", "ARGV"}, \
+    lines = COUNT_LINE.findall(header)
+    found = dict(lines)
+    assert len(lines) == len(found) and found.keys() == {"KEYS", "ARGV"}, \
         f"lua/{name}.lua must declare '-- KEYS: n' and '-- ARGV: n' once each"
     keys, args = (frozenset(int(n) for n in found[what].split("|")) for what in ("KEYS", "ARGV"))
     return Arity(name, keys, args)
