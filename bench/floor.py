@@ -87,12 +87,17 @@ class Stall(NamedTuple):
     disk: bool
 
 
+def at_rank(ordered: list[float] | list[int], q: float) -> float:
+    """The q quantile (0..1) of sorted, non-empty values, by nearest rank."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def quantiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     if not ordered:
         return {"p50": 0.0, "p99": 0.0, "p99.9": 0.0, "max": 0.0}
-    at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": at(0.5), "p99": at(0.99), "p99.9": at(0.999), "max": ordered[-1]}
+    return {"p50": at_rank(ordered, 0.5), "p99": at_rank(ordered, 0.99), "p99.9": at_rank(ordered, 0.999),
+            "max": ordered[-1]}
 
 
 class Monitor:

@@ -24,7 +24,7 @@ import redis
 from app.keys import Keys
 from app.settings import WalletSettings
 from bench import fixtures
-from bench.floor import Episode, Floor, Monitor, episodes
+from bench.floor import Episode, Floor, Monitor, at_rank, episodes
 from bench.openloop import SLOW_US, OpenLoop
 from bench.servers import BENCH_DIR, Process
 
@@ -136,9 +136,7 @@ def wrk(port: int, kind: str, target: str, players: Path, connections: int, seco
 
 
 def percentile(ordered: list[int], q: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+    return at_rank(ordered, q) / 1000 if ordered else 0.0
 
 
 class BacklogSampler(threading.Thread):
