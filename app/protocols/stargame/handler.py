@@ -84,7 +84,6 @@ def fail(error: str) -> bytes:
 
 
 # Constant answers, encoded once.
-# Constant answers, encoded once.
 FORBIDDEN = fail("forbidden")
 METHOD_NOT_ALLOWED = fail("method not allowed: use GET")
 
