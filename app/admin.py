@@ -16,6 +16,7 @@ from app import currency
 from app.asgi import BodyTooLarge, headers_of, read_body
 from app.errors import WalletCallError
 from app.ids import PLAYER_ID
+from app.ledger.guard import ColdStart
 from app.money import AmountError, decimal_to_minor
 from app.protocols.oia.wallet import OiaWallet
 from app.responses import JSON
@@ -137,9 +138,12 @@ async def open_session(wallet: OiaWallet, oia: OiaSettings, req: SessionRequest)
 
 
 class Admin:
-    def __init__(self, wallet: OiaWallet, oia: OiaSettings, settings: AdminSettings) -> None:
+    def __init__(self, wallet: OiaWallet, oia: OiaSettings, settings: AdminSettings, guard: ColdStart) -> None:
         self.wallet = wallet
         self.oia = oia
+        # While it refuses (Redis behind the store) nothing is written: a player created on
+        # an empty Redis would take ledger entry ids the store already holds.
+        self.guard = guard
         self.expected = f"Bearer {settings.token}".encode() if settings.token else None
 
     def authorized(self, request: Request) -> bool:
@@ -161,6 +165,8 @@ class Admin:
     async def serve(self, request: Request, name: str, work: Callable[[bytes], Awaitable[dict[str, Any]]]) -> Response:
         if not self.authorized(request):
             return JSON({"error": "missing or wrong Bearer token (or [admin] token not set)"}, status_code=401)
+        if self.guard.refusal:
+            return JSON({"error": f"refused, nothing written: {self.guard.refusal}"}, status_code=503)
         try:
             body = await read_body(request.receive, headers_of(request.scope), BODY_BYTES_MAX)
             return JSON(await work(body), status_code=201)

@@ -1,10 +1,10 @@
-"""The walletd command line: serve, flush, player ..., session new, verify."""
+"""The walletd command line: serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,8 +17,11 @@ from app import currency, serve, settings as config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
-from app.ledger import StoreUnavailable
+from app.ledger import LedgerConflict, StoreUnavailable, copy as ledger_copy, migrate_store, open_store
+from app.ledger.guard import FLUSHER_ROLE
+from app.ledger.rebuild import RebuildRefused, rebuild
 from app.ledger.verify import verify
+from app.logsafe import configure_logging, without_passwords
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_server import redis_url
 from app.runtime import Runtime
@@ -44,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", parents=[common], help="HTTP server and flusher")
     commands.add_parser("flush", parents=[common], help="run the flusher alone")
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
+    commands.add_parser("rebuild", parents=[common], help="restore a Redis that lost its data from the ledger store")
+    commands.add_parser("migrate", parents=[common], help="apply the ledger store's schema migrations, alone")
     player = commands.add_parser("player", help="player accounts").add_subparsers(dest="action", required=True)
     create = player.add_parser("create", parents=[common])
     create.add_argument("player_id")
@@ -72,23 +77,38 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--home-url", default="")
     new.add_argument("--device", default="", choices=["", *DEVICES])
     new.add_argument("--fun", action="store_true", help="also print the fun-mode URL")
+    ledger = commands.add_parser("ledger", help="the ledger store").add_subparsers(dest="action", required=True)
+    copy = ledger.add_parser("copy", help="copy a ledger into another store (resumable; checks the result)")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:///./var/ledger.db")
+    copy.add_argument("--to", dest="destination", required=True, metavar="URL",
+                      help="e.g. postgresql://walletd@db.example/walletd")
+    copy.add_argument("--batch", type=int, default=ledger_copy.BATCH_DEFAULT,
+                      help=f"entries per destination transaction (1..{ledger_copy.BATCH_MAX})")
     return main
 
 
-def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int]], ledger: bool = False) -> int:
+def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int]], ledger: bool = False,
+                 writes: bool = False, config_path: str | None = None) -> int:
+    """writes: the command writes to Redis, so it is refused while Redis is behind the
+    ledger store (app/ledger/guard.py): its entries would take ids the store holds."""
     async def run(url: str) -> int:
-        async with Runtime(settings, url, ledger=ledger) as runtime:
+        async with Runtime(settings, url, ledger=ledger, config_path=config_path) as runtime:
+            refusal = runtime.guard.refusal
+            if writes and refusal:
+                raise Refusal(f"refused, nothing written: {refusal}; to restore Redis from the ledger store "
+                              f"run: {runtime.guard.command}")
             return await work(runtime)
 
     with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
         return uvloop.run(run(url))  # the flush process runs for good: the faster loop
 
 
-def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]]) -> int:
+def with_wallet(settings: Settings, work: Callable[[Wallet], Awaitable[int]], writes: bool,
+                config_path: str | None) -> int:
     async def on_wallet(runtime: Runtime) -> int:
         return await work(runtime.wallet)
 
-    return with_runtime(settings, on_wallet)
+    return with_runtime(settings, on_wallet, writes=writes, config_path=config_path)
 
 
 def player_create(args: argparse.Namespace, settings: Settings) -> Callable[[Runtime], Awaitable[int]]:
@@ -188,25 +208,28 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Runti
     return work
 
 
-def flush(settings: Settings) -> int:
+def flush(settings: Settings, config_path: str | None) -> int:
     async def work(runtime: Runtime) -> int:
-        flusher, reconciler, store = runtime.flusher, runtime.reconciler, runtime.store
-        assert flusher is not None and reconciler is not None and store is not None
-        await serve.require_redis_not_behind(runtime.redis, runtime.wallet.keys, store)
+        flusher, reconciler = runtime.flusher, runtime.reconciler
+        assert flusher is not None and reconciler is not None
+        # Both idle while Redis is behind the ledger store, and start once it is not.
+        runtime.start_guard(FLUSHER_ROLE)
+        guard = runtime.guard
 
         def stop() -> None:  # SIGINT/SIGTERM: both stop between rounds, no traceback
             flusher.request_exit()
             reconciler.should_exit = True
+            guard.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop)
         await asyncio.gather(flusher.run(), reconciler.run())
         return 0
 
-    return with_runtime(settings, work, ledger=True)
+    return with_runtime(settings, work, ledger=True, config_path=config_path)
 
 
-def run_verify(settings: Settings) -> int:
+def run_verify(settings: Settings, config_path: str | None) -> int:
     async def work(runtime: Runtime) -> int:
         assert runtime.flusher is not None
         problems = await verify(runtime.flusher)
@@ -215,31 +238,103 @@ def run_verify(settings: Settings) -> int:
         print("verify: OK" if not problems else f"verify: {len(problems)} problem(s)")
         return EXIT_REFUSED if problems else 0
 
-    return with_runtime(settings, work, ledger=True)
+    return with_runtime(settings, work, ledger=True, config_path=config_path)
+
+
+def copy_ledger(args: argparse.Namespace) -> int:
+    """walletd ledger copy: exit 0 when the destination equals the source at the end, 1 when
+    it does not or the copy was refused (the destination holds another ledger, ...)."""
+    if not 1 <= args.batch <= ledger_copy.BATCH_MAX:
+        raise Refusal(f"--batch must be 1..{ledger_copy.BATCH_MAX}")
+    shown = f"{without_passwords(args.source)} -> {without_passwords(args.destination)}"
+    try:
+        ledger_copy.refuse_unusable(args.source, args.destination)
+    except ledger_copy.CopyRefused as exc:
+        raise Refusal(f"ledger copy {shown}: {exc}") from None
+    with contextlib.closing(open_store(args.source)) as source, \
+            contextlib.closing(open_store(args.destination)) as destination:
+        print(f"ledger copy {shown}", flush=True)
+        try:
+            copied = ledger_copy.copy_ledger(source, destination, args.batch, lambda line: print(line, flush=True))
+        except LedgerConflict as exc:
+            raise Refusal(f"ledger copy: {exc}") from None
+        rate = copied.total / copied.seconds if copied.seconds > 0 else 0.0
+        print(f"ledger copy: {copied.total:,} entries copied into {len(copied.partitions)} partition(s) in "
+              f"{copied.seconds:.1f} s ({rate:,.0f} entries/s)", flush=True)
+        problems = ledger_copy.differences(source, destination)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"ledger copy: the destination does NOT equal the source ({len(problems)} difference(s)); "
+              f"if walletd wrote to the source meanwhile, run the copy again after stopping it")
+        return EXIT_REFUSED
+    print("ledger copy: the destination equals the source (every entry, and seq_max per partition, every player's sum)")
+    return 0
+
+
+def run_rebuild(settings: Settings) -> int:
+    async def work(url: str) -> int:
+        runtime = Runtime(settings, url, ledger=True)  # not started: rebuild decides what Redis gets
+        try:
+            assert runtime.store is not None
+            summary = await rebuild(runtime.redis, runtime.store, settings,
+                                    lambda line: print(line, file=sys.stderr, flush=True))
+        finally:
+            await runtime.close()
+        for problem in summary.problems:
+            print(problem)
+        if summary.problems:
+            print(f"rebuild: {len(summary.problems)} problem(s); Redis is still marked as being rebuilt "
+                  f"(walletd refuses callbacks): compare with `walletd verify`")
+            return EXIT_REFUSED
+        print(f"rebuild: done ({summary.partitions} partitions, {summary.entries} entries, "
+              f"{summary.players} players)")
+        return 0
+
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
+        return uvloop.run(work(url))
+
+
+def run_migrate(settings: Settings) -> int:
+    """What serve and flush do at start, alone (no Redis): e.g. before starting a new version."""
+    applied = migrate_store(settings.storage_url)
+    shown = without_passwords(settings.storage_url)
+    print(f"migrate: applied {', '.join(applied)} to {shown}" if applied else f"migrate: {shown} is up to date")
+    return 0
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    config_path = getattr(args, "config", None)
     if args.command == "serve":
-        return serve.serve(settings, getattr(args, "config", None))
+        return serve.serve(settings, config_path)
     if args.command == "flush":
-        return flush(settings)
+        return flush(settings, config_path)
     if args.command == "verify":
-        return run_verify(settings)
+        return run_verify(settings, config_path)
+    if args.command == "rebuild":
+        return run_rebuild(settings)
+    if args.command == "migrate":
+        return run_migrate(settings)
     if args.command == "session":
-        return with_runtime(settings, session_new(args, settings))
+        return with_runtime(settings, session_new(args, settings), writes=True, config_path=config_path)
     if args.action == "create":
-        return with_runtime(settings, player_create(args, settings))
+        return with_runtime(settings, player_create(args, settings), writes=True, config_path=config_path)
     builders = {"show": player_show, "deposit": player_adjust, "withdraw": player_adjust,
                 "block": player_block, "unblock": player_block}
-    return with_wallet(settings, builders[args.action](args))
+    return with_wallet(settings, builders[args.action](args), args.action != "show", config_path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
+        if args.command == "ledger":  # two store URLs, no config, no Redis
+            return copy_ledger(args)
         settings = config.load(getattr(args, "config", None))
         return dispatch(args, settings)
+    except RebuildRefused as exc:
+        print(f"walletd: rebuild refused: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (config.ConfigError, serve.StartupError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -249,11 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     except (RedisError, WalletCallError) as exc:
         # Redis down or refusing us is no answer to the command: not exit 1 ("refused",
         # or for verify "mismatch"), and not a traceback.
-        print(f"walletd: cannot use Redis: {serve.without_passwords(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        print(f"walletd: cannot use Redis: {without_passwords(str(exc) or type(exc).__name__)}", file=sys.stderr)
         return EXIT_USAGE
     except StoreUnavailable as exc:
         # Like Redis: a store that cannot be opened or used is no answer to the command.
-        print(f"walletd: cannot use the ledger store: {exc}", file=sys.stderr)
+        print(f"walletd: cannot use the ledger store: {without_passwords(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
         print(f"walletd: {exc}", file=sys.stderr)

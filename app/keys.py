@@ -106,3 +106,9 @@ class Keys:
 # filter, and the filter layout ("<generation_s>:<bits>") those bits were set with.
 META_FILTER_SINCE = "oia_filter_since"
 META_FILTER_LAYOUT = "oia_filter_layout"
+# Set by `walletd rebuild` while it writes (deleted when it is done): Redis is incomplete,
+# so the cold-start guard (app/ledger/guard.py) counts it as behind the ledger store and
+# walletd refuses callbacks.
+META_REBUILD_RUNNING = "rebuild_running"
+# The partition count the data in Redis was written with (app/wallet.py check_partitions).
+META_PARTITIONS = "partitions"

@@ -70,6 +70,17 @@ def redacted(text: str | bytes, pattern: re.Pattern[str] = SECRETS) -> str:
     return quoted(pattern.sub(mask, text))
 
 
+# A password in a URL's user part (scheme://user:PASSWORD@host): Redis and PostgreSQL URLs.
+PASSWORD_IN_URL = re.compile(r"(//[^/:@\s]*:)[^\s/]*@")  # to the last @: a password may hold one
+# A password as a URL parameter or libpq keyword (?password=..., password=... in a conninfo).
+PASSWORD_PARAMETER = re.compile(r"(\bpassword\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+
+
+def without_passwords(text: str) -> str:
+    """text (a URL, or a message naming one) with every password in it shown as ***."""
+    return PASSWORD_PARAMETER.sub(r"\1***", PASSWORD_IN_URL.sub(r"\1***@", text))
+
+
 def secret_pattern(*names: str) -> re.Pattern[str]:
     """A pattern for redacted() with extra secret names (e.g. a protocol's own 'foo')."""
     return _secret_pattern(SECRET_NAMES + names)
@@ -163,6 +174,17 @@ class FloodFilter(logging.Filter):
 
 # Loggers of the HTTP server that any client can make write (bad requests, bad upgrades).
 SERVER_LOGGERS = ("uvicorn.error",)
+
+
+# Every walletd process's log lines: when, how bad, which part (walletd.guard, walletd.oia, ...).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """INFO and up to stderr in LOG_FORMAT. The CLI's process does it in main(); uvicorn's
+    worker processes (server.workers > 1) are spawned, not forked, and start without it:
+    their INFO lines were dropped and the rest printed bare."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def limit_server_logs() -> None:

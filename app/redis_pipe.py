@@ -8,7 +8,8 @@ written once per event-loop turn, and replies are matched to callers in order
 parses the replies, in C.
 
 The connection is published to callers only after its handshake (AUTH with
-the URL's user and password, SELECT of its db) has been answered OK: calls
+the URL's user and password, SELECT of its db, PING: Redis has loaded its data)
+has been answered OK: calls
 that arrive meanwhile wait for it, so none can overtake the handshake and run
 unauthenticated or in db 0. A handshake that fails closes the connection and
 raises WalletUnavailable naming the step (never the password).
@@ -33,7 +34,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -42,6 +43,7 @@ from redis.connection import parse_url
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.errors import OutcomeUnknown, WalletUnavailable
+from app.redis_link import RedisLink, wait_left_s
 
 # Calls in flight on the one connection. Past it callers get an error at once
 # instead of queueing without bound behind a stalled Redis.
@@ -115,6 +117,10 @@ class Connection(asyncio.Protocol):
         self.written: collections.deque[Call] = collections.deque()
         self.gone: str | None = None  # why the connection is no longer usable
         self.watchdog: asyncio.TimerHandle | None = None
+        # Told how calls fare once the handshake is done (a handshake reply proves nothing:
+        # AUTH is answered while Redis is still loading its data).
+        self.link: RedisLink | None = None
+        self.proven = False  # a call of this connection was answered (not refused) since it was published
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
@@ -159,8 +165,15 @@ class Connection(asyncio.Protocol):
             if call.future.done():
                 continue  # timed out earlier; its late reply is dropped
             if isinstance(reply, RedisPipeError):
-                call.future.set_exception(error_of(reply))
+                error = error_of(reply)
+                if isinstance(error, WalletUnavailable) and self.link is not None:  # LOADING, BUSY...
+                    self.proven = False
+                    self.link.unavailable(str(error))
+                call.future.set_exception(error)
             else:
+                if not self.proven and self.link is not None:
+                    self.proven = True
+                    self.link.answered()
                 call.future.set_result(reply)
 
     def check_timeouts(self) -> None:
@@ -213,6 +226,12 @@ class PipelinedRedis:
         self.connection: Connection | None = None  # only ever a handshaken one
         self.connecting: asyncio.Future[Connection] | None = None
         self.closed = False
+        self.link = RedisLink(self.where)  # outage log lines and the connect backoff
+        # Called when a new connection reaches another Redis process than the last one did
+        # (a restart: its data may be gone, app/ledger/guard.py); the calls waiting for that
+        # connect fail unsent. None: the run_id is not asked for at all.
+        self.on_restart: Callable[[], None] | None = None
+        self.run_id: str | None = None  # INFO server's run_id at the last connect ('' = not allowed)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -234,15 +253,39 @@ class PipelinedRedis:
         return await connection.send(encode_command(args))
 
     async def connect(self) -> Connection:
-        """One connect at a time; every caller that arrives meanwhile waits for it."""
+        """One connect at a time; every caller that arrives meanwhile waits for it. After
+        a failed one, callers fail at once until the backoff allows the next attempt."""
         if self.connecting is None:
-            self.connecting = asyncio.ensure_future(self._connect())
+            if not self.link.may_connect():
+                self.link.count_refusal()
+                raise WalletUnavailable(f"{self.link.last_failure}; next connect attempt in "
+                                        f"{self.link.wait_s() * 1000:.0f} ms; the call was not sent")
+            self.connecting = asyncio.ensure_future(self._connect_counted())
+            self.connecting.add_done_callback(self._connect_done)
         connecting = self.connecting
         try:
-            return await asyncio.shield(connecting)
-        finally:
-            if self.connecting is connecting and connecting.done():
-                self.connecting = None
+            # The connect goes on for later calls; this one stops waiting at its deadline.
+            return await asyncio.wait_for(asyncio.shield(connecting), wait_left_s(self.connect_timeout_s * 2))
+        except TimeoutError:
+            self.link.count_refusal()
+            raise WalletUnavailable(f"no connection to Redis at {self.where} before the call's deadline; "
+                                    "the call was not sent") from None
+
+    def _connect_done(self, connecting: asyncio.Future[Connection]) -> None:
+        """The next call starts a new connect; the outcome is retrieved here, since every
+        caller may have stopped waiting (at its deadline) before it came."""
+        if self.connecting is connecting:
+            self.connecting = None
+        if not connecting.cancelled():
+            connecting.exception()
+
+    async def _connect_counted(self) -> Connection:
+        try:
+            return await self._connect()
+        except WalletUnavailable as exc:
+            if not self.closed:
+                self.link.connect_failed(str(exc))
+            raise
 
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
@@ -268,8 +311,31 @@ class PipelinedRedis:
         if self.closed:
             connection.close("closed by walletd")
             raise WalletUnavailable("the Redis client was closed while connecting")
+        restarted = self.on_restart is not None and await self._restarted(connection)
+        connection.link = self.link
+        if restarted:
+            assert self.on_restart is not None
+            self.on_restart()  # callbacks are refused before this connection can take one
         self.connection = connection
+        if restarted:
+            raise WalletUnavailable(f"Redis at {self.where} restarted; it is compared with the ledger store "
+                                    f"before calls are sent; the call was not sent")
         return connection
+
+    async def _restarted(self, connection: Connection) -> bool:
+        """Whether this connection reaches another Redis process than the last one (its
+        run_id changed). A Redis that refuses INFO (an ACL) cannot tell: never."""
+        try:
+            info = await asyncio.wait_for(connection.send(encode_command(("INFO", "server"))),
+                                          self.connect_timeout_s)
+        except ResponseError:
+            info = ""
+        except (TimeoutError, WalletUnavailable, OutcomeUnknown) as exc:
+            connection.close("closed: INFO server failed")
+            raise WalletUnavailable(f"Redis at {self.where}: INFO server failed ({exc})") from exc
+        run_id = next((line[7:].strip() for line in str(info).splitlines() if line.startswith("run_id:")), "")
+        previous, self.run_id = self.run_id, run_id
+        return previous is not None and run_id != previous
 
     async def _handshake(self, connection: Connection) -> None:
         """AUTH and SELECT, written together, each reply checked before the connection is used."""
@@ -298,6 +364,11 @@ def handshake(options: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
         raise ValueError(f"Redis URL names user {username!r} but no password")
     if options.get("db"):
         commands.append((f"SELECT {options['db']}", ("SELECT", options["db"])))
+    # A restarted Redis accepts connections while it loads its AOF, and answers nothing
+    # (or LOADING) until it is done: a call written meanwhile would wait past its budget
+    # for that reply. PING waits there instead, in the connect, which a call leaves unsent
+    # at its deadline.
+    commands.append(("PING", ("PING",)))
     return commands
 
 

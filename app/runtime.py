@@ -5,14 +5,17 @@ preflight, the bench's player set-up, the test fixtures) builds a Runtime and as
 only for the parts it uses:
 
     always        the redis-py client, the Wallet (its keys and scripts), the OIA
-                  wallet, a read-only ledger store reader (opened on first lookup)
+                  wallet, a read-only ledger store reader (opened on first lookup),
+                  the cold-start guard (app/ledger/guard.py)
     serving       the hot path's script client (redis.script_client), the StarGame
                   journal, the OIA late-retry filter's start
     ledger        the ledger store, the flusher and the StarGame reconciler
 
 Building opens no connection (redis-py and the pipelined client connect on first
 use, the store reader on first lookup) except the ledger store's file; `start()`
-talks to Redis; `close()` undoes everything built, in reverse, whether or not
+compares Redis with the ledger store and, unless Redis is behind, prepares it (the
+meta hash, the scripts; `prepare()`, run again by the guard once Redis has caught
+up); `close()` undoes everything built, in reverse, whether or not
 `start()` ran or succeeded; a construction that fails half-way closes what it had
 built before it raises. Metrics belong here too, when they come: built with the
 other parts, their closer pushed the same way.
@@ -22,16 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from types import TracebackType
 
 from redis.exceptions import RedisError
 
+from app import settings as config
 from app.ledger import LedgerStore, open_store
 from app.ledger.flusher import Flusher
+from app.ledger.guard import ColdStart
 from app.protocols.oia.wallet import OiaWallet, StoreReader
 from app.protocols.stargame.journal import Journal, directory_of
 from app.protocols.stargame.reconciler import Reconciler
 from app.redis_client import connect, script_client
+from app.redis_link import RedisLink
+from app.redis_pipe import PipelinedRedis, redacted
 from app.settings import Settings
 from app.wallet import Wallet
 
@@ -39,10 +47,18 @@ from app.wallet import Wallet
 BACKGROUND_STOP_S = 10
 
 
+def rebuild_command(config_path: str | None) -> str:
+    """What the operator runs to restore Redis from the ledger store (the guard logs it)."""
+    path = Path(config_path) if config_path else config.config_file(None)
+    return f"walletd rebuild --config {path.resolve()}" if path else "walletd rebuild"
+
+
 class Runtime:
-    def __init__(self, settings: Settings, redis_url: str, *, serving: bool = False, ledger: bool = False) -> None:
+    def __init__(self, settings: Settings, redis_url: str, *, serving: bool = False, ledger: bool = False,
+                 config_path: str | None = None) -> None:
         self.settings = settings
         self.serving = serving
+        self.config_path = config_path  # named in the rebuild command the guard logs
         self.exit = contextlib.AsyncExitStack()  # every closer, pushed as its part is built
         # The parts' closers that need no event loop, so that a construction that fails
         # half-way closes what it built before raising (a caller gets no Runtime to close).
@@ -52,6 +68,7 @@ class Runtime:
         self.flusher: Flusher | None = None
         self.reconciler: Reconciler | None = None
         self.flusher_task: asyncio.Task[None] | None = None
+        self.guard_task: asyncio.Task[None] | None = None
         try:
             self.build(redis_url, ledger)
         except BaseException:
@@ -68,35 +85,70 @@ class Runtime:
         self.script_client = script_client(redis_url, settings.redis, self.redis) if self.serving else self.redis
         if self.script_client is not self.redis:
             self.exit.push_async_callback(self.script_client.aclose)
+        # The pipelined client reports outages to its link; with redis-py's no one does
+        # (never down), and the protocols log each kind of failure once a minute instead.
+        self.redis_link = (self.script_client.link if isinstance(self.script_client, PipelinedRedis)
+                           else RedisLink(redacted(redis_url)))
         self.exit.enter_context(self.parts)  # closed before the clients, after what start_background adds
         self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
         self.store_reader = StoreReader(settings.storage_url)
         self.parts.callback(self.store_reader.close)
         self.oia_wallet = OiaWallet(self.wallet, settings.oia, self.store_reader)
+        self.guard = ColdStart(self.redis, self.wallet.keys, self.store_reader.seq_maxes, self.prepare,
+                               rebuild_command(self.config_path))
+        if isinstance(self.script_client, PipelinedRedis):
+            # A Redis restarted under the server may have lost its data: nothing is booked
+            # on it before the guard has compared it with the store (redis-py's client
+            # reconnects unseen: its window is the guard's re-check, README "Cold start").
+            self.script_client.on_restart = self.guard.suspect
         if self.serving:
             sg = settings.stargame
             self.journal = Journal(directory_of(settings.data_path), sg.journal_notes_per_file, sg.journal_files_max)
             self.parts.callback(self.journal.close)
         if ledger:
             self.build_ledger()
+        # Whatever the client, a script Redis no longer holds (NOSCRIPT: it restarted, maybe
+        # without its data) waits for the guard's comparison before it is sent again.
+        self.wallet.scripts.check_before_reload(self.guard.confirm)
         # Metrics, when they come: built here from settings, their closer pushed on self.parts
         # (or, if it must be awaited, on self.exit, opening nothing until start()).
 
     def build_ledger(self) -> None:
         store = self.store = open_store(self.settings.storage_url)
         self.parts.callback(store.close)
-        flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher)
+        flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher, self.guard)
         self.parts.callback(flusher.close)
         # The reconciler lives with the flusher: one per deployment's data_dir.
         self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
-                                     directory_of(self.settings.data_path))
+                                     directory_of(self.settings.data_path), self.guard)
 
     async def start(self) -> None:
-        """Check and prepare Redis: the partition count, the scripts, and when serving
-        since when every booking is in the OIA late-retry filter."""
+        """Compare Redis with the ledger store (the guard), then prepare Redis, unless it
+        is behind: then only a partition count it holds is checked, nothing written."""
+        await self.guard.check()
+        if self.guard.reason:
+            await self.wallet.check_partitions(write=False)
+
+    async def prepare(self) -> None:
+        """The partition count, the scripts, and when serving since when every booking is
+        in the OIA late-retry filter: written to Redis only once it is not behind."""
         await self.wallet.start()
         if self.serving:
             await self.oia_wallet.start()
+
+    def start_guard(self, role: str) -> None:
+        """Compare Redis with the ledger store again and again until close(), logging
+        changes as `role` (app/ledger/guard.py)."""
+        assert self.guard_task is None, "start_guard() once"
+        guard = self.guard
+        task = self.guard_task = asyncio.create_task(guard.watch(role), name="cold-start-guard")
+
+        async def stop_guard() -> None:
+            guard.stop()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=BACKGROUND_STOP_S)
+
+        self.exit.push_async_callback(stop_guard)
 
     def start_background(self) -> None:
         """Run the flusher and the reconciler as tasks of this event loop until close()."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -62,7 +62,7 @@ OWNER = "lib/owner.lua"
 # Each script with the shared preludes it is built from (prepended, in order).
 PRELUDES: dict[str, tuple[str, ...]] = {
     "balance": (),
-    "set_blocked": (),
+    "set_blocked": (LEDGER,),
     "stargame_book": (LEDGER, BOOK),
     "stargame_reconcile": (LEDGER, BOOK),
     "admin_adjust": (LEDGER, BOOK),
@@ -70,7 +70,7 @@ PRELUDES: dict[str, tuple[str, ...]] = {
     "oia_change": (LEDGER, BOOK, OIA, OWNER),
     "oia_cancel": (LEDGER, BOOK, OIA, OWNER),
     "oia_status": (LEDGER, OIA, OWNER),
-    "oia_finish": (OWNER,),
+    "oia_finish": (LEDGER, OWNER),
     "oia_balance": (OWNER,),
     "oia_authenticate": (OWNER,),
     "oia_session": (OWNER,),
@@ -137,6 +137,8 @@ class Script:
         # (KEYS, ARGV) count: a script has one or a few such shapes.
         self.pipelined = client if isinstance(client, PipelinedRedis) else None
         self.heads: dict[tuple[int, int], bytes] = {}
+        # Awaited before a script is sent again after NOSCRIPT (app/ledger/guard.py ColdStart.confirm).
+        self.before_reload: Callable[[], Awaitable[None]] | None = None
 
     async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         declared = self.arity
@@ -150,7 +152,13 @@ class Script:
                     return await self.pipelined.evalsha_encoded(self.head(len(keys), len(args)), (*keys, *args))
                 return await self.client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
-                # Redis restarted without its script cache: EVAL also caches it again.
+                # Redis restarted without its script cache, maybe without its data too (its
+                # AOF lost or cut): the cold-start guard compares it with the ledger store
+                # again before anything is written (it raises if walletd must refuse),
+                # instead of at its next check, which could follow bookings whose entry ids
+                # the store already holds. Then EVAL also caches the script again.
+                if self.before_reload is not None:
+                    await self.before_reload()
                 return await self.client.eval(self.script, len(keys), *keys, *args)
         except WalletCallError:
             raise
@@ -201,6 +209,10 @@ class Scripts:
     def __init__(self, client: ScriptClient) -> None:
         for name in PRELUDES:
             setattr(self, name, Script(client, *source(name)))
+
+    def check_before_reload(self, check: Callable[[], Awaitable[None]]) -> None:
+        for script in self.all():
+            script.before_reload = check
 
     def all(self) -> list[Script]:
         return [getattr(self, name) for name in PRELUDES]

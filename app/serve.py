@@ -12,22 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import redis_durability, settings as config
 from app.instance import single_instance
-from app.keys import Keys
-from app.ledger import LedgerStore, open_store
+from app.ledger import open_store
 from app.ledger.flush_process import FlushProcess
-from app.ledger.verify import redis_behind_store
+from app.logsafe import without_passwords
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
 from app.runtime import Runtime
@@ -36,15 +33,8 @@ from app.settings import Settings
 # In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
 # one answers within its budget (oia.budget_ms), so this is plenty.
 GRACEFUL_SHUTDOWN_S = 10
-PASSWORD_IN_URL = re.compile(r"(//[^/:@\s]*:)[^@\s]*@")
-
-
 class StartupError(Exception):
     pass
-
-
-def without_passwords(text: str) -> str:
-    return PASSWORD_IN_URL.sub(r"\1***@", text)
 
 
 def stop_requested(signum: int, frame: FrameType | None) -> None:
@@ -79,22 +69,11 @@ async def preflight(settings: Settings, url: str) -> None:
         except RedisError as exc:  # its own text does not say it is Redis ("DB index is out of range")
             raise RuntimeError(f"cannot use Redis at {redacted(url)}: {exc}") from exc
         await redis_durability.check(runtime.redis, settings.redis.require_durable)
+        # A Redis behind the ledger store is no start-up failure: the server starts and
+        # refuses every callback until `walletd rebuild` has restored it (app/ledger/guard.py).
         await runtime.start()
-        assert runtime.store is not None
-        await require_redis_not_behind(runtime.redis, runtime.wallet.keys, runtime.store)
     finally:
         await runtime.close()
-
-
-async def require_redis_not_behind(redis: Redis, keys: Keys, store: LedgerStore) -> None:
-    """A Redis that lost its data (or is another one) would reuse entry ids the store
-    already holds: refuse to serve it rather than book on it (README "Durability")."""
-    problems = await redis_behind_store(redis, keys, store)
-    if problems:
-        raise StartupError(f"Redis is behind the ledger store ({problems[0]}"
-                           f"{f' and {len(problems) - 1} more partitions' if len(problems) > 1 else ''}): "
-                           f"its data was lost or it is another Redis; restore its AOF or point walletd at "
-                           f"the Redis this store belongs to")
 
 
 def run_http(settings: Settings, config_path: str | None, url: str) -> None:

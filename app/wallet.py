@@ -4,14 +4,19 @@ adjustments. Each protocol's own calls live in its package (app/protocols/*/wall
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from app import currency
+from app.errors import WalletRefused
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
-from app.keys import META_FILTER_SINCE, Keys
+from app.keys import META_FILTER_SINCE, META_PARTITIONS, Keys
 from app.redis_client import command_errors, optional_text, text, text_map
+from app.redis_pipe import PipelinedRedis
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
 
@@ -101,20 +106,26 @@ class Wallet:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.partitions)
-        self.scripts = Scripts(script_client or redis)
+        self.script_client = script_client or redis
+        self.scripts = Scripts(self.script_client)
         self.aliases = AliasCache()
 
     async def start(self) -> None:
         await self.check_partitions()
         await self.scripts.load(self.redis)
 
-    async def check_partitions(self) -> None:
+    async def check_partitions(self, write: bool = True) -> None:
+        """Refuses a partition count other than the one Redis's data was written with;
+        records it first on a Redis that has none (write=False, while the cold-start
+        guard refuses: app/ledger/guard.py, writes nothing)."""
         meta = self.keys.meta()
-        if await self.redis.hsetnx(meta, "partitions", self.settings.partitions):
+        if write and await self.redis.hsetnx(meta, META_PARTITIONS, self.settings.partitions):
             # A Redis that never held walletd data: no booking predates the late-retry filter.
             await self.redis.hsetnx(meta, META_FILTER_SINCE, 0)
-        stored_text = await self.redis.hget(meta, "partitions")
-        assert stored_text is not None, "set by HSETNX above"
+        stored_text = await self.redis.hget(meta, META_PARTITIONS)
+        if stored_text is None:
+            assert not write, "set by HSETNX above"
+            return
         stored = int(text(stored_text))
         if stored != self.settings.partitions:
             raise WalletError(
@@ -128,14 +139,28 @@ class Wallet:
         keys = [self.keys.account_at(partition, player_id), self.keys.seq(partition), self.keys.ledger(partition)]
         return keys, partition
 
+    async def read(self, *command: str) -> Any:
+        """A read on a callback's way, through the booking client when it is the pipelined
+        one: its connect waits no longer than the callback's deadline (a Redis that is
+        loading, or unreachable, would hold a redis-py read for its whole time-out), and an
+        outage is logged once. With script_client = "redis-py", redis-py's."""
+        client = self.script_client
+        if isinstance(client, PipelinedRedis):
+            try:
+                return await client.execute(*command)
+            except ResponseError as exc:  # e.g. WRONGTYPE: the command ran and refused
+                raise WalletRefused(str(exc)) from exc
+        execute: Callable[..., Awaitable[Any]] = self.redis.execute_command  # redis-py leaves it untyped
+        with command_errors():
+            return await execute(*command)
+
     async def resolve(self, kind: str, external_id: str) -> str:
         """The player an external id stands for: its alias, else the id itself."""
         alias = Keys.alias(kind, external_id)
         cached = self.aliases.get(alias)
         if cached is not None:
             return cached
-        with command_errors():
-            player_id = optional_text(await self.redis.get(alias))
+        player_id = optional_text(await self.read("GET", alias))
         self.aliases.put(alias, player_id or external_id, found=player_id is not None)
         return player_id or external_id
 
@@ -231,7 +256,8 @@ class Wallet:
                 await self.redis.delete(key)
 
     async def set_blocked(self, player_id: str, blocked: bool) -> None:
-        reply = await self.scripts.set_blocked(keys=[self.keys.account(player_id)], args=["1" if blocked else "0"])
+        keys, partition = self.booking_keys(player_id)
+        reply = await self.scripts.set_blocked(keys=keys, args=["1" if blocked else "0", player_id, partition])
         if reply[0] == "NO_PLAYER":
             raise WalletError(f"unknown player {player_id}")
 

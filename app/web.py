@@ -18,7 +18,8 @@ from app.admin import Admin
 from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.ledger.flush_process import FlushProcess
-from app.logsafe import limit_server_logs
+from app.ledger.guard import SERVER_ROLE
+from app.logsafe import configure_logging, limit_server_logs
 from app.protocols.oia.handler import Oia
 from app.protocols.stargame.handler import StarGame
 from app.runtime import Runtime
@@ -43,13 +44,14 @@ class Service:
         self.runtime = Runtime(settings, redis_url, serving=True, ledger=settings.flusher.enabled)
         rt = self.runtime
         assert rt.journal is not None
-        self.stargame = StarGame(rt.wallet, settings.stargame, rt.journal)
-        self.oia = Oia(rt.oia_wallet, settings.oia)
-        self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin)
+        self.stargame = StarGame(rt.wallet, settings.stargame, rt.journal, rt.redis_link, rt.guard)
+        self.oia = Oia(rt.oia_wallet, settings.oia, rt.redis_link, rt.guard)
+        self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin, rt.guard)
         self.health_problem = ""  # the last probe's, so each change is logged once
 
     async def start(self) -> None:
-        await self.runtime.start()
+        await self.runtime.start()  # Redis behind the ledger store: serves refusals, no failure
+        self.runtime.start_guard(SERVER_ROLE)
         if self.runtime.flusher is not None:
             self.runtime.start_background()
         settle_garbage_collector()
@@ -61,8 +63,12 @@ class Service:
         """200 when a booking would work now: Redis answers redis-py (aliases, flusher)
         and a read-only script through the client that books (its handshake, its
         connection, EVALSHA with the NOSCRIPT fallback), and the flusher runs (in
-        this process, or as serve's flush process).
+        this process, or as serve's flush process); 503 with the reason while the
+        cold-start guard refuses (Redis behind the ledger store).
         Scripts Redis lost in a restart are loaded again here."""
+        refusal = self.runtime.guard.refusal
+        if refusal:  # the guard logs it (with what to run) itself
+            return PlainTextResponse(f"unavailable: {refusal}", status_code=503)
         problem = await self.booking_problem()
         if problem != self.health_problem:
             if problem:
@@ -133,6 +139,7 @@ def create_app(settings: Settings, redis_url: str, flush_process: FlushProcess |
 def worker_app() -> Callbacks:
     """One of several server processes (server.workers > 1): settings from the
     environment the supervisor set; the supervisor runs the one flusher."""
+    configure_logging()
     settings = config.load(None)
     settings.flusher.enabled = False
     return create_app(settings, settings.redis.url)

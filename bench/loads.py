@@ -139,6 +139,17 @@ def percentile(ordered: list[int], q: float) -> float:
     return at_rank(ordered, q) / 1000 if ordered else 0.0
 
 
+class Backlog(msgspec.Struct):
+    """Ledger entries in Redis's streams (not yet stored) while a load ran, flusher on."""
+
+    step: str
+    rate: float  # the load's answered requests/s
+    highest: int
+    last: int  # at the load's end
+    drained_s: float  # after the load stopped, until the streams were empty
+    series: list[tuple[float, int]]  # (seconds since the sampler started, entries)
+
+
 class BacklogSampler(threading.Thread):
     """Ledger entries still in Redis streams, sampled while the load runs."""
 
@@ -148,6 +159,8 @@ class BacklogSampler(threading.Thread):
         keys = Keys(WalletSettings().partitions)  # the bench config keeps the default
         self.streams = [keys.ledger(partition) for partition in range(keys.partitions)]
         self.highest = 0
+        self.series: list[tuple[float, int]] = []  # (seconds since the start, entries), every SAMPLE_EVERY_S
+        self.began = time.monotonic()
         self.stopping = threading.Event()
 
     def backlog(self) -> int:
@@ -158,7 +171,16 @@ class BacklogSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(SAMPLE_EVERY_S):
-            self.highest = max(self.highest, self.backlog())
+            entries = self.backlog()
+            self.series.append((round(time.monotonic() - self.began, 2), entries))
+            self.highest = max(self.highest, entries)
+
+    def finish(self, step: str, rate: float) -> Backlog:
+        """Stops sampling, waits for the flusher to empty the streams, and says what it saw."""
+        last = self.series[-1][1] if self.series else 0
+        drained = self.drain_seconds()
+        self.client.close()
+        return Backlog(step, rate, self.highest, last, drained, self.series)
 
     def drain_seconds(self) -> float:
         self.stopping.set()

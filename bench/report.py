@@ -18,11 +18,17 @@ matplotlib.use("Agg")  # no screen
 import matplotlib.pyplot as plt  # after the backend is chosen
 
 from app.redis_server import AOF_REWRITE_MIN_SIZE, binary_version, find_binary
+from app.settings import FlusherSettings
+from bench import drain
+from bench.drain import Drain
 from bench.floor import EPISODE_GAP_S, EPISODES_LISTED, LATENCY_THRESHOLD_MS, Floor, quantiles
-from bench.loads import Latency, Saturation, Scenario
+from bench.loads import Backlog, Latency, Saturation, Scenario
 
 GOAL_SHARE = 0.5  # the issue's goal is stated at 50 % of saturation
 GOAL_MARGIN_MS = 5.0  # walletd's p99.9 at most this much above the disk's
+DRAIN_TARGET = 3.0  # issue 11: the flusher drains at least 3x one worker's booking saturation
+FLUSHER = FlusherSettings()  # the defaults the drain runs with (the bench config sets none)
+BOOKING_LOADS = ("walletd oia", "walletd stargame")  # one worker; each request writes one ledger entry
 PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "redis", "hiredis", "msgspec", "locust")
 
 
@@ -181,6 +187,45 @@ def parse_size(size: str) -> int:
     return int(size[:-2]) * units[size[-2:].lower()]
 
 
+def booking_saturation(sat: dict[str, Saturation]) -> tuple[str, float]:
+    """The faster of one worker's booking loads in this run: entries/s the flusher must keep up with."""
+    name = max(BOOKING_LOADS, key=lambda n: sat[n].rate)
+    return name, sat[name].rate
+
+
+def drain_summary(drained: list[Drain], sat: dict[str, Saturation]) -> str:
+    name, rate = booking_saturation(sat)
+    lines = [f"drain into {d.store}: {d.rate:,.0f} entries/s = {d.rate / rate:.2f}x walletd's single-worker "
+             f"booking saturation ({name}, {rate:,.0f} req/s, one entry each); target >= {DRAIN_TARGET:g}x: "
+             f"{'met' if d.rate >= DRAIN_TARGET * rate else 'NOT met'} ({d.settings})" for d in drained]
+    return "\n".join(lines)
+
+
+def drain_table(drained: list[Drain], sat: dict[str, Saturation]) -> str:
+    name, rate = booking_saturation(sat)
+    rows = [f"| store | settings | backlog | drained in | entries/s | × {name} saturation ({rate:,.0f}/s) "
+            f"| target ≥ {DRAIN_TARGET:g}× |", "|---|---|---|---|---|---|---|"]
+    for d in drained:
+        met = "met" if d.rate >= DRAIN_TARGET * rate else "**not met**"
+        rows.append(f"| {d.store} | {d.settings} | {d.entries:,} entries | {d.seconds:.2f} s (start-up "
+                    f"{d.started_s:.2f} s before) | {d.rate:,.0f} | {d.rate / rate:.2f} | {met} |")
+    if not any(d.store == "PostgreSQL" for d in drained):
+        rows.append("| PostgreSQL | not measured: this walletd has no PostgreSQL store | | | | | |")
+    return "\n".join(rows)
+
+
+def backlog_table(backlogs: list[Backlog]) -> str:
+    rows = ["| step (wrk, flusher on) | req/s | backlog max | at the load's end | emptied in after "
+            "| backlog per second (the second's largest sample) |", "|---|---|---|---|---|---|"]
+    for b in backlogs:
+        per_second: dict[int, int] = {}
+        for at, entries in b.series:
+            per_second[int(at)] = max(per_second.get(int(at), 0), entries)
+        series = " ".join(f"{entries:,}" for _, entries in sorted(per_second.items()))
+        rows.append(f"| {b.step} | {b.rate:,.0f} | {b.highest:,} | {b.last:,} | {b.drained_s} s | {series} |")
+    return "\n".join(rows)
+
+
 def locust_table(s: Scenario) -> str:
     rows = [f"{s.users} users, {s.seconds:g} s, {s.rate} req/s, {s.requests} requests, {s.failures} failures, "
             f"p50 {s.p50_ms:g} ms, p99 {s.p99_ms:g} ms, max {s.max_ms:g} ms", "",
@@ -212,7 +257,7 @@ def plot(lat: list[Latency], path: Path) -> None:
 
 
 def write(results: Path, args: argparse.Namespace, sat: dict[str, Saturation], lat: list[Latency],
-          scenario: Scenario) -> Path:
+          scenario: Scenario, drained: list[Drain], backlogs: list[Backlog]) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     floors = [s.floor for s in sat.values() if s.floor] + [r.floor for r in lat]
     probe_cpu = max(f.probe.cpu_seconds / max(1e-9, f.window[1] - f.window[0]) for f in floors)
@@ -281,6 +326,27 @@ with the second it ended in, so one counts for any answer in that second):
 ## AOF rewrites
 
 {rewrite_text(lat, bytes_per_booking)}
+
+## The flusher: drain rate and backlog (`bench/drain.py`)
+
+Drain rate: {drained[0].entries:,} ledger entries XADDed into the 16 partition streams (1,004 players' `open`
+entries, then OIA BETs with every field a booking writes) of a Redis database of their own on the bench's
+redis-server, with no flusher running; then `walletd flush` (walletd's default `[flusher]`: batch_max
+{FLUSHER.batch_max:,} entries per transaction, read_max {FLUSHER.read_max} per XREADGROUP, tick
+{FLUSHER.tick_ms} ms) starts on an empty store, pinned to CPU
+{args.server_cpus}, and the runner samples the streams' length every {drain.SAMPLE_EVERY_S * 1000:g} ms until
+it is 0. The rate counts from the first entry gone to the last (the process's start-up apart), and the store
+is checked to hold exactly the backlog. PostgreSQL: {"the server named by " + drain.POSTGRES_ENV if
+os.environ.get(drain.POSTGRES_ENV) else "a private pgserver (PostgreSQL 16) on this machine, on CPU " + args.load_cpus
++ " with Redis"}, a database of its own.
+
+{drain_table(drained, sat)}
+
+Backlog under saturation: the streams' total length sampled every 250 ms through each wrk step on walletd
+(2 s warm-up, then {args.seconds:g} s), the flusher running as `walletd serve` runs it, then how long the
+streams took to empty after the load stopped.
+
+{backlog_table(backlogs)}
 
 ## Realistic scenarios (locust, `bench/locustfile.py`)
 

@@ -1,10 +1,11 @@
 """walletd's benchmark: saturation against a bare endpoint, open-loop latency,
 the disk's fsync floor and Redis's latency events beside every walletd step (an
-AOF rewrite's effect included), the realistic locust scenarios; a Markdown
+AOF rewrite's effect included), the realistic locust scenarios, the flusher's
+drain rate into SQLite and PostgreSQL and its backlog at saturation; a Markdown
 report and a plot in bench/results/.
 
     python3 -m bench.run            # the full run (make bench), about 3 minutes
-    python3 -m bench.run --smoke    # CI's budget guard: a modest fixed rate, under a minute
+    python3 -m bench.run --smoke    # CI's budget guard: a modest fixed rate and a drain check, about a minute
 
 Placement: walletd and the bare endpoint on --server-cpus; this runner, wrk,
 the open-loop client, locust and redis-server on --load-cpus.
@@ -24,7 +25,7 @@ import uvloop
 
 from app import settings as config
 from app.redis_server import free_port
-from bench import fixtures, loads, report
+from bench import drain, fixtures, loads, report
 from bench.floor import Monitor
 from bench.servers import Process, start_bare, start_redis, start_walletd, walletd_config
 
@@ -52,8 +53,7 @@ class Bench:
         self.commands: list[str] = []
 
     def start_walletd(self, workers: int = 1, script_client: str = "pipelined", cpus: str | None = None) -> None:
-        if self.walletd is not None:
-            self.walletd.stop()
+        self.stop_walletd()
         self.walletd_port = free_port()
         conf = walletd_config(self.work, self.walletd_port, self.redis_url, workers, script_client)
         self.walletd = start_walletd(conf, self.walletd_port, cpus or self.args.server_cpus)
@@ -61,23 +61,51 @@ class Bench:
             tokens = asyncio.run(fixtures.create_players(config.load(str(conf)), self.redis_url))
             fixtures.write_players(tokens, self.players_file)
 
-    def stop(self) -> None:
+    def stop_walletd(self) -> None:
         if self.walletd is not None:
             self.walletd.stop()
+            self.walletd = None
+
+    def stop(self) -> None:
+        self.stop_walletd()
         self.redis.stop()
 
 
-def saturation(bench: Bench, bare_port: int) -> dict[str, loads.Saturation]:
+def saturation(bench: Bench, bare_port: int) -> tuple[dict[str, loads.Saturation], list[loads.Backlog]]:
+    """Each load's saturation; for walletd's, also the flusher's backlog meanwhile."""
     args = bench.args
-    measured = {}
+    measured, backlogs = {}, []
     for target, port in (("bare", bare_port), ("walletd", bench.walletd_port)):
         for kind in ("oia", "stargame"):
             server = bench.walletd if target == "walletd" else None
             monitor = bench.monitor if target == "walletd" else None
+            sampler = loads.BacklogSampler(bench.redis_url) if target == "walletd" else None
+            if sampler:
+                sampler.start()
             measured[f"{target} {kind}"] = step = loads.wrk(port, kind, target, bench.players_file, args.connections,
                                                              args.seconds, bench.redis, server, monitor)
+            if sampler:
+                backlogs.append(sampler.finish(step.name, step.rate))
             if step.floor is not None and kind == "oia" and step.floor.aof_bytes > 0:
                 bench.monitor.set_record_bytes(step.floor.aof_bytes // step.requests)
+    return measured, backlogs
+
+
+def drains(bench: Bench, entries: int) -> list[drain.Drain]:
+    """The flusher's drain rate into SQLite and into PostgreSQL (walletd idle or stopped: its streams are in db 0)."""
+    cpus = bench.args.server_cpus
+    measured = [drain.measure(bench.work, bench.redis_url, f"sqlite:///{bench.work / 'drain' / 'ledger.db'}",
+                              "SQLite", "WAL, synchronous=FULL", entries, cpus)]
+    if not drain.postgres_store():
+        print("bench: the drain into PostgreSQL is not measured: this walletd has no PostgreSQL store",
+              file=sys.stderr)
+        return measured
+    from bench import postgres  # noqa: PLC0415 - its driver comes with the PostgreSQL store
+
+    with postgres.server(bench.work) as server, postgres.database(server, "drain") as url:
+        shown = ", ".join(f"{name} = {value}" for name, value in postgres.settings(url).items())
+        print(f"bench: PostgreSQL {shown}", file=sys.stderr)
+        measured.append(drain.measure(bench.work, bench.redis_url, url, "PostgreSQL", shown, entries, cpus))
     return measured
 
 
@@ -102,7 +130,9 @@ def full_run(bench: Bench) -> int:
     bare = start_bare(bench.work, bare_port := free_port(), args.server_cpus)
     try:
         bench.start_walletd()
-        sat = saturation(bench, bare_port)
+        sat, backlogs = saturation(bench, bare_port)
+        # Right after the saturation it is compared with: this shared machine's load drifts by the minute.
+        drained = drains(bench, drain.ENTRIES)
         lat = latency(bench, sat["walletd oia"].rate)
         scenario = loads.locust(bench.walletd_port, bench.players_file, bench.work, args.locust_users,
                                 args.locust_seconds)
@@ -117,7 +147,8 @@ def full_run(bench: Bench) -> int:
                                                   bench.monitor)
     finally:
         bare.stop()
-    written = report.write(RESULTS, args, sat, lat, scenario)
+    print(report.drain_summary(drained, sat), file=sys.stderr)
+    written = report.write(RESULTS, args, sat, lat, scenario, drained, backlogs)
     print(f"report: {written}")
     return 0
 
@@ -135,7 +166,11 @@ def smoke_run(bench: Bench) -> int:
     is 60, the open-loop arrivals of 0.3 s. The disk's own stalls are shown but not
     counted: with appendfsync always no server can answer before the sync returns,
     and a CI run on this machine once met aof-fsync-always stalls of 627 ms (1,560
-    of its 1,615 slow answers were explained by them; 55 were not)."""
+    of its 1,615 slow answers were explained by them; 55 were not).
+
+    Then the flusher's drain, as a check and not a rate: a backlog of drain.SMOKE_ENTRIES
+    entries must reach SQLite and PostgreSQL exactly (every partition's count and highest
+    sequence), or the guard fails."""
     bench.start_walletd()
     players = fixtures.read_players(bench.players_file)
     steady = uvloop.run(loads.open_loop(bench.walletd_port, players, SMOKE_RATE, 0.0, SMOKE_SECONDS, bench.redis,
@@ -162,6 +197,13 @@ def smoke_run(bench: Bench) -> int:
                         f"to explain them (allowed {SMOKE_OVER_BUDGET_MAX:.0%}): {steady.over_50ms} open-loop answers "
                         f"over 50 ms at {SMOKE_RATE:g} req/s, of which a disk stall explains {disk}, and {refused} "
                         f"deadline refusals in the locust scenarios")
+    bench.stop_walletd()
+    try:  # the flusher moves a backlog into each store, exactly (a check, not a rate: CI shares its machine)
+        for measured in drains(bench, drain.SMOKE_ENTRIES):
+            print(f"bench smoke: the flusher stored a backlog of {measured.entries:,} entries into {measured.store} "
+                  f"exactly, {measured.started_s + measured.seconds:.1f} s after `walletd flush` started")
+    except drain.DrainFailed as exc:
+        problems.append(str(exc))
     for problem in problems:
         print(f"bench smoke: FAIL: {problem}")
     if not problems:

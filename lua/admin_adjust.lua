@@ -6,6 +6,7 @@
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] kind: 'deposit' | 'withdraw'
 -- ARGV[4] amount_minor (integer in [1, 2^53))     ARGV[5] ref
 -- ARGV[6] backlog_max
+-- Ledger: one 'deposit' or 'withdraw' entry (source admin, ref, cur; RECORD.md).
 -- Returns {code, balance_minor, entry_id}; code is one of
 --   OK (booked now), REPEAT (same ref, same kind and amount: booked before,
 --   original balance and entry returned), REF_CONFLICT (same ref, other data),
@@ -23,16 +24,16 @@ if tx[1] then
   if tx[1] ~= fingerprint then return {'REF_CONFLICT', 0, ''} end
   return {'REPEAT', tonumber(tx[2]), tx[3]}
 end
-local bal = redis.call('HGET', acct, 'bal')
-if not bal then return {'NO_PLAYER', 0, ''} end
-local balance = tonumber(bal)
+local a = redis.call('HMGET', acct, 'bal', 'cur')
+if not a[1] then return {'NO_PLAYER', 0, ''} end
+local balance = tonumber(a[1])
 local delta = amount
 if kind == 'withdraw' then delta = -amount end
 if balance + delta < 0 then return {'FUNDS', balance, ''} end
 
 local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
                  player = player, source = 'admin', ref = ref, now = now_ms()}
-local code, after, entries = book(booking, balance, {{kind, delta}}, backlog_max)
+local code, after, entries = book(booking, balance, {{kind, delta, {'cur', a[2]}}}, backlog_max)
 if code ~= 'OK' then return {code, balance, ''} end
 redis.call('HSET', tx_key, 'fp', fingerprint, 'bal', after, 'entry', entries[1])
 return {'OK', after, entries[1]}

@@ -7,7 +7,7 @@
 -- ARGV[3] bet_minor      ARGV[4] win_minor          (integers in [0, 2^53), the account currency's minor units)
 -- ARGV[5] deadline_ms    (unix ms on Redis's clock; 0 = none)
 -- ARGV[6] backlog_max    (max un-flushed entries in the partition stream)
--- ARGV[7] ref            (the internal request id, kept with the ledger entries)
+-- ARGV[7] request id     (the one naming KEYS[4]; the ledger entries' ref)
 -- ARGV[8] currency       (ISO code the amounts were converted for; '' = book minor units as given,
 --                         anything not the account's currency (e.g. '?') = CURRENCY, nothing booked)
 -- ARGV[9] retention_ms   (how long the request's record is kept; integer >= 1)
@@ -16,7 +16,9 @@
 --   id is already recorded: reconciled or booked before), FUNDS (balance < bet),
 --   BLOCKED (player blocked and bet > 0), LATE (deadline passed), OVERFLOW (balance would
 --   reach 2^53), BACKLOG (ledger stream full), and {'NO_PLAYER'}.
--- A booking that moves money records 'booked|<bet>|<win>|<entry ids>' under KEYS[4].
+-- A booking that moves money records 'booked|<bet>|<win>|<entry ids>' under KEYS[4], and
+-- writes a 'bet' and/or 'win' entry (source stargame, ref the request id, cur; RECORD.md).
+-- A writeBet carries no round or game (the manual's cmd=writeBet&uid=&bet=&win=).
 -- Every refusal happens before the first write.
 local acct, seq_key, ledger_key, request_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local player, partition, ref = ARGV[1], ARGV[2], ARGV[7]
@@ -40,8 +42,9 @@ if bet > balance then return {'FUNDS', balance, v[2], v[3]} end
 
 -- A zero side books nothing (and a zero spin writes nothing at all).
 local moves = {}
-if bet > 0 then moves[#moves + 1] = {'bet', -bet} end
-if win > 0 then moves[#moves + 1] = {'win', win} end
+local fields = {'cur', v[2]}
+if bet > 0 then moves[#moves + 1] = {'bet', -bet, fields} end
+if win > 0 then moves[#moves + 1] = {'win', win, fields} end
 local booking = {acct = acct, seq_key = seq_key, ledger_key = ledger_key, partition = partition,
                  player = player, source = 'stargame', ref = ref, now = now}
 local code, ids

@@ -1,4 +1,5 @@
-"""Fixtures only: one private redis-server per session (AOF always), flushed per test.
+"""Fixtures only: one private redis-server per session (AOF always), flushed per test;
+one PostgreSQL server per session (tests/postgres_servers.py), a fresh database per test.
 Shared helpers and constants live in tests/support.py."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
+from tests.postgres_servers import ENV_URL, drop_database, fresh_database, private_postgres
 from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, serving
 
 os.environ.pop("WALLETD_CONFIG", None)
@@ -87,3 +89,22 @@ def short_retention(settings: Settings) -> Settings:
     """Transaction and round records expire after 1 s."""
     settings.oia.retention_s = 1
     return settings
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server's URL (as its superuser, on its `postgres` database):
+    WALLETD_TEST_POSTGRES_URL when set, else a private server from the pgserver wheel."""
+    if os.environ.get(ENV_URL):
+        yield os.environ[ENV_URL]
+        return
+    with private_postgres(tmp_path_factory.mktemp("postgres-session")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def postgresql_url(postgres_server: str) -> Iterator[str]:
+    """An empty database of its own on the session's server; dropped after the test."""
+    url = fresh_database(postgres_server)
+    yield url
+    drop_database(postgres_server, url)

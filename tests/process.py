@@ -19,18 +19,19 @@ REFUSAL_TIMEOUT_S = 20.0  # a refused start takes a second; past this it did not
 
 
 def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, redis_extra: str = "",
-                 storage_url: str = "", data_dir: Path | None = None) -> Path:
+                 storage_url: str = "", data_dir: Path | None = None, extra: str = "", workers: int = 1) -> Path:
+    """extra: more TOML, appended (sections this function does not write)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "walletd.toml"
     config.write_text(
         f'data_dir = "{data_dir or directory / "var"}"\n'
-        f"[server]\nport = {port}\n"
+        f"[server]\nport = {port}\nworkers = {workers}\n"
         f'[redis]\nurl = "{redis_url}"\n{redis_extra}'
         f'[storage]\nurl = "{storage_url or "sqlite:///" + str(directory / "ledger.db")}"\n'
         f"[stargame]\nbudget_ms = {budget_ms}\n"
         f"[flusher]\ntick_ms = 20\n"
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
-        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
+        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n{extra}'
     )
     return config
 
@@ -47,7 +48,7 @@ def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60)
 
 class Server:
     def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, cwd: Path | None = None,
-                 **config: str | Path) -> None:
+                 **config: str | Path | int) -> None:
         self.cwd = cwd  # the folder serve is started from (default: ours)
         self.port = free_port()
         self.config = write_config(directory, self.port, redis_url, budget_ms, **config)  # type: ignore[arg-type]
@@ -55,7 +56,8 @@ class Server:
         self.process: subprocess.Popen | None = None
         self.base_url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def start(self, ready_status: int = 200) -> Server:
+        """Started once /healthz answers ready_status (503: serving refusals, tests/test_cold_start.py)."""
         with open(self.log, "ab") as log:
             # Own process group, like a shell job: interrupt() signals all of it.
             self.process = subprocess.Popen(
@@ -65,7 +67,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == ready_status:
                     return self
             except httpx.HTTPError:
                 pass

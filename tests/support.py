@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,6 +64,14 @@ def ledger_rows(settings: Settings, where: str = "1=1", params: tuple = ()) -> l
         return db.execute(f"SELECT * FROM ledger WHERE {where} ORDER BY partition, seq", params).fetchall()  # noqa: S608
     finally:
         db.close()
+
+
+def write_config(settings: Settings) -> Path:
+    """A config file naming the test's data_dir, Redis and ledger store, for `walletd` commands."""
+    path = settings.data_path.parent / "walletd.toml"
+    path.write_text(f'data_dir = "{settings.data_path}"\n[redis]\nurl = "{settings.redis.url}"\n'
+                    f'[storage]\nurl = "{settings.storage_url}"\n')
+    return path
 
 
 async def open_client(settings: Settings, redis_url: str = "") -> tuple[httpx.AsyncClient, Any]:

@@ -7,9 +7,11 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, from_stream, open_store
@@ -32,7 +34,7 @@ async def book_many(wallet: Wallet) -> None:
     for i in range(PLAYERS):
         await wallet.create_player(f"pl{i}", "EUR", 100_000, "", "en", "", [], operator_id=OPERATOR)
     await asyncio.gather(*[
-        stargame_book(wallet, f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0, "t")
+        stargame_book(wallet, f"pl{i}", 10, 3 if n % 3 == 0 else 0, 0)
         for i in range(PLAYERS) for n in range(BETS_EACH)
     ])
 
@@ -139,6 +141,61 @@ async def test_a_read_and_a_store_transaction_hold_at_most_batch_max_entries_wha
     assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
 
 
+class ReadRecordingRedis(Redis):
+    """The real client, noting how many entries each XREADGROUP delivered."""
+
+    sizes: list[int]
+
+    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:
+        reply = await super().xreadgroup(*args, **kwargs)
+        self.sizes.append(sum(len(messages) for _, messages in reply or []))
+        return reply
+
+
+def read_recording_flusher(wallet: Wallet, settings: Settings) -> tuple[Flusher, SizeRecordingStore]:
+    client = ReadRecordingRedis.from_pool(BlockingConnectionPool.from_url(settings.redis.url, decode_responses=True))
+    client.sizes = []
+    store = SizeRecordingStore(settings.storage_url.removeprefix("sqlite:///"))
+    return Flusher(client, store, wallet.keys, settings.flusher), store
+
+
+async def test_a_transaction_gathers_several_reads_each_at_most_read_max(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """One commit per batch_max entries (the drain rate), one read per read_max at most
+    (Redis's stall per read); 16 partitions read in windows of read_max streams."""
+    settings.flusher.batch_max, settings.flusher.read_max = 60, 10
+    await book_many(wallet)
+    flusher, store = read_recording_flusher(wallet, settings)
+    try:
+        await flusher.drain()
+        reads = flusher.redis.sizes  # type: ignore[attr-defined]
+    finally:
+        stop(flusher)
+        await flusher.redis.aclose()
+    assert max(reads) == 10 and max(store.sizes) == 60
+    assert store.sizes.count(60) >= 3  # full batches, each from six reads or more
+    assert len(reads) >= 6 * len(store.sizes) - 6
+    assert_exactly_once(settings, sync_redis)
+
+
+async def test_when_a_batch_fills_before_every_window_is_read_the_next_tick_starts_at_the_rest(
+    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """Windows take turns: a backlog in the first partitions cannot starve the others."""
+    settings.flusher.batch_max, settings.flusher.read_max = 4, 2  # two windows of two streams a tick
+    await book_many(wallet)
+    busy = {p for p in range(16) if sync_redis.xlen(wallet.keys.ledger(p))}
+    assert all(sync_redis.xlen(wallet.keys.ledger(p)) >= 4 for p in busy)  # every window could fill a batch
+    flusher = await flusher_with_groups(wallet, settings)
+    try:
+        for _ in range(8):  # eight windows, two a tick: each read within four ticks, twice in eight
+            assert (await flusher.tick())[1]
+    finally:
+        stop(flusher)
+    assert {row["partition"] for row in ledger_rows(settings)} == busy
+
+
 async def test_a_lone_busy_partition_still_moves_full_batches(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
@@ -146,7 +203,7 @@ async def test_a_lone_busy_partition_still_moves_full_batches(
     settings.flusher.batch_max = 40
     await wallet.create_player("solo", "EUR", 1000, "", "en", "", [], operator_id=OPERATOR)
     for _ in range(99):
-        await stargame_book(wallet, "solo", 1, 0, 0, "t")
+        await stargame_book(wallet, "solo", 1, 0, 0)
     flusher, store = recording_flusher(wallet, settings)
     try:
         await flusher.setup()
@@ -167,7 +224,7 @@ async def test_unacknowledged_entries_are_never_trimmed(
     stream = wallet.keys.ledger(partition)
     await drain(settings)
     for _ in range(4):
-        await stargame_book(wallet, "solo", 1, 0, 0, "t")
+        await stargame_book(wallet, "solo", 1, 0, 0)
     # Another consumer holds the first two entries un-acked.
     await wallet.redis.xreadgroup(GROUP, "slow", {stream: ">"}, count=2)
     settings.flusher.claim_idle_ms = 3_600_000
@@ -243,7 +300,7 @@ async def test_a_redis_outage_logs_one_line_and_the_flusher_resumes(
         server.stop()
         await asyncio.sleep(1.0)
         server.start()  # same port and AOF
-        await stargame_book(wallet, "a", 1, 0, 0, "t")
+        await stargame_book(wallet, "a", 1, 0, 0)
         await wait_for_rows(settings, 2)
     finally:
         flusher.request_exit()

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from app import logsafe
-from app.logsafe import FloodFilter, RateLimitedLog, quoted, redacted, secret_pattern
+from app.logsafe import FloodFilter, RateLimitedLog, quoted, redacted, secret_pattern, without_passwords
 
 HOSTILE = ["balance\n2026-11-21 10:00:00 INFO walletd.oia: forged", "a\rb", "x\x1b[2J", "p\u2028q", "n\x85m",
            "\x00", b"\xff\xfe\n", "\u202eevil"]
@@ -80,3 +80,18 @@ def test_the_flood_filter_bounds_a_logger_walletd_does_not_write(caplog: pytest.
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["Invalid HTTP request received.", "client 0 went away",
                         "Invalid HTTP request received. (999 more like this suppressed in the last 3600 s)"]
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+    ("postgresql://walletd:s3cret@db.example:5432/walletd", "postgresql://walletd:***@db.example:5432/walletd"),
+    ("postgresql://walletd@db.example/walletd?sslmode=require&password=s3cret",
+     "postgresql://walletd@db.example/walletd?sslmode=require&password=***"),
+    ("cannot open host=db user=walletd password='two words' dbname=walletd",
+     "cannot open host=db user=walletd password=*** dbname=walletd"),
+    ("postgresql://walletd@db.example/walletd", "postgresql://walletd@db.example/walletd"),
+    ("postgresql://walletd:p@ss@db.example/walletd", "postgresql://walletd:***@db.example/walletd"),  # '@' unencoded
+    ("from redis://:a@h:1/0 to postgresql://u:b@h/d", "from redis://:***@h:1/0 to postgresql://u:***@h/d"),
+])
+def test_without_passwords_masks_every_form_of_a_url_password(text: str, shown: str) -> None:
+    assert without_passwords(text) == shown

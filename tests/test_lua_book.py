@@ -37,8 +37,14 @@ async def test_a_full_backlog_refuses_every_booking_with_nothing_written(
     refused = await call(client, "changebalance", change(player, 2, "BET", 1.00, token=token))
     assert error_code(refused) == "OP_50" and "backlog" in refused["data"]["error_message"]
     assert error_code(await call(client, "cancel", cancel(player, 1))) == "OP_50"
-    assert (await stargame_book(wallet, player, 100, 50, 0, "t")).code == "BACKLOG"
+    assert (await stargame_book(wallet, player, 100, 50, 0)).code == "BACKLOG"
     assert (await wallet.adjust(player, "deposit", 100, "d1")).code == "BACKLOG"
+    # Decisions that move nothing but would be journaled (RECORD.md) are refused alike and
+    # recorded nowhere: a refusal, a tombstone, a round finished.
+    assert error_code(await call(client, "changebalance", change(player, 3, "BET", 1.00, token="no"))) == "OP_50"
+    assert error_code(await call(client, "cancel", cancel(player, 5))) == "OP_50"
+    finish = {"user_id": player, "round_id": 1, "game_id": 200}
+    assert error_code(await call(client, "finishround", finish)) == "OP_50"
 
     assert redis_state(sync_redis) == before
     assert await balance_of(wallet, player) == 9900
@@ -57,8 +63,8 @@ async def test_overflow_refuses_every_booking_with_nothing_written(
     refused = await call(client, "changebalance", change("whale", 3, "WIN", 0.01))
     assert error_code(refused) == "OP_50" and "range" in refused["data"]["error_message"]
     assert error_code(await call(client, "cancel", cancel("whale", 1))) == "OP_50"
-    assert (await stargame_book(wallet, "whale", 0, 1, 0, "t")).code == "OVERFLOW"
-    assert (await stargame_book(wallet, "whale", 1, 2, 0, "t")).code == "OVERFLOW"  # the net counts
+    assert (await stargame_book(wallet, "whale", 0, 1, 0)).code == "OVERFLOW"
+    assert (await stargame_book(wallet, "whale", 1, 2, 0)).code == "OVERFLOW"  # the net counts
     assert (await wallet.adjust("whale", "deposit", 1, "d1")).code == "OVERFLOW"
 
     assert redis_state(sync_redis) == before
@@ -69,7 +75,7 @@ async def test_a_booking_within_the_limits_still_books(client: httpx.AsyncClient
                                                        sync_redis: redis.Redis) -> None:
     """The refusals above are book()'s, not a script that no longer books."""
     await wallet.create_player("whale", "EUR", LIMIT - 1000, "", "en", "", [], operator_id=OPERATOR)
-    assert (await stargame_book(wallet, "whale", 1, 1000, 0, "t")).code == "OK"
+    assert (await stargame_book(wallet, "whale", 1, 1000, 0)).code == "OK"
     assert (await wallet.adjust("whale", "withdraw", 1, "w1")).code == "OK"
     assert await balance_of(wallet, "whale") == LIMIT - 2
     ledger = sync_redis.xrange(next(k for k in sync_redis.keys("*") if sync_redis.type(k) == "stream"))

@@ -184,5 +184,10 @@ async def test_a_hostile_bet_token_moves_nothing_and_names_no_key(
     assert answer["data"]["error_code"] == "OP_21"  # recorded, as every session refusal
     after = redis_state(sync_redis)
     new = set(after) - set(before)
-    assert all(":tx:" in key or ":round:" in key for key in new), new  # the refusal's records only
-    assert {k: v for k, v in after.items() if k not in new} == before  # no balance, ledger or session moved
+    # The refusal's records, its journal entry (stream, seq) and its late-retry filter bits only.
+    assert all(":tx:" in key or ":round:" in key or ":seen:" in key for key in new), new
+    journal = {key for key in after if key.endswith((":ledger", ":seq")) or ":seen:" in key}
+    assert {k: v for k, v in after.items() if k not in new | journal} == {
+        k: v for k, v in before.items() if k not in journal}  # no balance or session moved
+    last = sync_redis.xrevrange(next(key for key in journal if key.endswith(":ledger")), count=1)[0][1]
+    assert (last["kind"], last["amount"], last["code"]) == ("refusal", "0", "OP_21")

@@ -13,10 +13,12 @@ then delete the player's transaction and round record keys, which is exactly wha
 their expiry in Redis does. After it, walletd knows a booked transaction only from
 the ledger store and answers its retries as before (README "Late retries", issue 9
 items 1 and 9): identical -> the original answer, other data -> OP_40, cancelled ->
-OP_49, nothing moved. A recorded refusal and a cancel's tombstone are not in the
-store yet, so they are forgotten and the id is decided afresh (README "Late
-retries", "Not covered yet"). transaction_timestamp is current or a month old, so
-both the Bloom filter's path and the timestamp's path to the store are taken.
+OP_49, nothing moved. Recorded refusals and cancel tombstones are in the store
+too (journal entries, RECORD.md), so after the expiry they answer as before: a
+refused id its refusal (or OP_40), a tombstoned id OP_49 for a late booking and
+OP_41 for a cancel, and nothing is written twice. transaction_timestamp is current
+or a month old, so both the Bloom filter's path and the timestamp's path to the
+store are taken.
 
 Each example plays a fresh player, so examples share the Redis and the store
 without seeing each other. Hypothesis explores normally (no example database, so
@@ -100,7 +102,6 @@ class Record:
     request: Request | None  # the fingerprinted data; None for a tombstone
     code: str = "OK"  # the recorded answer: OK or the refusal's OP code
     answer_balance: int | None = None  # balance of the original OK answer
-    booked: bool = False  # money moved, so the ledger store holds it forever
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Row:
     amount: int
     balance_after: int
     ref: str
+    code: str = ""  # a refusal's OP code
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class Model:
         self.balance += delta
         self.ledger.append(Row(kind, delta, self.balance, f"{OPERATOR}|{tx}"))
 
+    def journal(self, tx: int, kind: str, code: str = "") -> None:
+        """A decision that moves nothing (RECORD.md): amount 0, the balance then."""
+        self.ledger.append(Row(kind, 0, self.balance, f"{OPERATOR}|{tx}", code))
+
     def decide_new(self, tx: int, req: Request) -> Expect:
         """A changebalance for an id walletd does not know (any more)."""
         refusal = None
@@ -141,9 +147,10 @@ class Model:
             refusal = "OP_31"
         if refusal is not None:
             self.records[tx] = Record("ERROR", req, code=refusal)
+            self.journal(tx, "refusal", refusal)
             return Expect(refusal)
         self.book(tx, req.kind.lower(), req.delta())
-        self.records[tx] = Record("OK", req, answer_balance=self.balance, booked=True)
+        self.records[tx] = Record("OK", req, answer_balance=self.balance)
         return Expect("OK", self.balance)
 
     def change(self, tx: int, req: Request) -> Expect:
@@ -153,6 +160,7 @@ class Model:
         if rec.state == "TOMB":
             # The late transaction is refused and that refusal recorded under its data.
             self.records[tx] = Record("ERROR", req, code="OP_49")
+            self.journal(tx, "refusal", "OP_49")
             return Expect("OP_49")
         assert rec.request is not None
         if not req.same_data(rec.request):
@@ -169,12 +177,15 @@ class Model:
         rec = self.records.get(tx)
         if rec is None:
             self.records[tx] = Record("TOMB", None)
+            self.journal(tx, "tombstone")
             return Expect("OP_41")
         if rec.state == "TOMB":
             return Expect("OP_41")
         if rec.state == "OK":
             assert rec.request is not None
             self.book(tx, "cancel", -rec.request.delta())
+        elif rec.state == "ERROR":
+            self.book(tx, "cancel", 0)  # nothing to give back; the CANCELED state is stored
         rec.state = "CANCELED"
         return Expect("CANCELED")
 
@@ -185,9 +196,8 @@ class Model:
         return Expect(rec.state)
 
     def expire(self) -> None:
-        """Retention: what is booked stays known through the ledger store; refusals
-        and tombstones were only in Redis, so they are forgotten."""
-        self.records = {tx: rec for tx, rec in self.records.items() if rec.booked}
+        """Retention: every decision stays known through the ledger store (bookings,
+        cancels, refusals, tombstones), so nothing is forgotten."""
 
 
 @dataclass
@@ -379,7 +389,7 @@ def ledger_of(settings: Settings, player: str) -> list[Row]:
     db = sqlite3.connect(settings.storage_url.removeprefix("sqlite:///"))
     try:
         cursor = db.execute(
-            "SELECT kind, amount_minor, balance_after_minor, ref FROM ledger "
+            "SELECT kind, amount_minor, balance_after_minor, ref, code FROM ledger "
             "WHERE player_id = ? AND source = 'oia' ORDER BY partition, seq", (player,))
         return [Row(*row) for row in cursor]
     finally:

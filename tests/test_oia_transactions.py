@@ -129,7 +129,9 @@ async def test_cancel_before_bet_leaves_a_tombstone(client: httpx.AsyncClient, w
     assert error_code(await call(client, "changebalance", change(player, 7, "BET", 10, token=token))) == "OP_49"
     assert await balance_of(wallet, player) == 10000
     await drain(settings)
-    assert ledger_rows(settings, "source = 'oia'") == []
+    # No money moved; the store holds the tombstone and the one refusal it caused (RECORD.md).
+    rows = [(r["kind"], r["amount_minor"], r["code"]) for r in ledger_rows(settings, "source = 'oia'")]
+    assert rows == [("tombstone", 0, ""), ("refusal", 0, "OP_49")]
 
 
 async def test_cancel_status_finishround_for_an_unknown_player_are_op_34(client: httpx.AsyncClient) -> None:

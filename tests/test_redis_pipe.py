@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from app import redis_pipe
+from app import redis_link, redis_pipe
 from app.errors import OutcomeUnknown, WalletUnavailable
+from app.redis_link import CALL_DEADLINE_MS
 from app.redis_pipe import PipelinedRedis, encode_command, encode_parts, evalsha_head
 from app.scripts import Script
-from tests.redis_servers import Proxy, private_redis
+from tests.redis_servers import PrivateRedis, Proxy, private_redis
 from tests.support import BUSY_LUA, port_of
 
 pytestmark = pytest.mark.anyio
@@ -185,6 +189,94 @@ async def test_busy_redis_refuses_unrun_so_the_call_is_unavailable(tmp_path: Pat
         finally:
             await client.aclose()
             await blocker.aclose()
+
+
+OUTAGE_CALLS = 50
+CALLING_S = 0.5
+# Connect attempts while calls keep coming for CALLING_S: the backoff doubles from
+# BACKOFF_MIN_S (10, 20, 40, 80 ms) to BACKOFF_MAX_S (100 ms), so 8 at most.
+ATTEMPTS_MAX = 8
+
+
+@pytest.mark.slow
+async def test_an_outage_is_logged_once_each_way_and_connect_attempts_are_spaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="walletd.redis")
+    server = PrivateRedis(tmp_path).start()
+    client = PipelinedRedis(server.admin_url, timeout_s=1.0, connect_timeout_s=1.0)
+    try:
+        assert await client.execute("PING") == "PONG"
+        server.stop()
+        await asyncio.sleep(0.1)  # the loss reached the client: the next calls are not written
+        burst = await asyncio.gather(*(client.execute("PING") for _ in range(OUTAGE_CALLS)), return_exceptions=True)
+        assert all(isinstance(r, WalletUnavailable) for r in burst), burst
+        assert client.link.failures == 1  # one connect attempt for all of them
+        with pytest.raises(WalletUnavailable, match="next connect attempt in"):
+            await client.execute("PING")  # inside the backoff: no attempt at all
+        assert client.link.failures == 1
+        until = time.monotonic() + CALLING_S
+        while time.monotonic() < until:
+            with pytest.raises(WalletUnavailable):
+                await client.execute("PING")
+            await asyncio.sleep(0.001)
+        assert 2 <= client.link.failures <= ATTEMPTS_MAX
+        server.start()  # same port
+        up = time.monotonic()
+        while True:
+            with contextlib.suppress(WalletUnavailable):
+                assert await client.execute("PING") == "PONG"
+                break
+            await asyncio.sleep(0.001)
+        assert time.monotonic() - up < redis_link.BACKOFF_MAX_S + 0.2  # slack for a busy machine
+    finally:
+        await client.aclose()
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "walletd.redis"]
+    assert len(lines) == 2, lines
+    assert "unavailable (cannot connect" in lines[0] and "answers again" in lines[1], lines
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port whose SYNs go unanswered, like a Redis host that is off or cut off: a
+    listener whose accept queue (length 1) one connection already fills."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    yield port
+    filler.close()
+    listener.close()
+
+
+CONNECT_TIMEOUT_S = 1.0
+BUDGET_MS = 50
+# A busy 2-core machine's event loop; far below CONNECT_TIMEOUT_S.
+LOOP_SLACK_S = 0.3
+
+
+async def test_a_call_stops_waiting_for_a_connect_at_its_deadline(blackhole: int) -> None:
+    client = PipelinedRedis(f"redis://127.0.0.1:{blackhole}/0", timeout_s=1.0, connect_timeout_s=CONNECT_TIMEOUT_S)
+    try:
+        async def call_with_budget() -> float:
+            CALL_DEADLINE_MS.set(int(time.time() * 1000) + BUDGET_MS)  # as a callback's handler does
+            started = time.monotonic()
+            with pytest.raises(WalletUnavailable, match="before the call's deadline; the call was not sent"):
+                await client.execute("INCR", "n")
+            return time.monotonic() - started
+
+        waited = await asyncio.gather(*(asyncio.create_task(call_with_budget()) for _ in range(5)))
+        assert max(waited) < BUDGET_MS / 1000 + LOOP_SLACK_S, waited
+        assert client.connecting is not None and client.link.failures == 0  # the one connect goes on
+        started = time.monotonic()
+        with pytest.raises(WalletUnavailable, match="cannot connect to Redis"):
+            await client.execute("INCR", "n")  # no deadline (not a callback): the whole connect time-out
+        assert time.monotonic() - started > CONNECT_TIMEOUT_S / 2
+        assert client.link.failures == 1 and client.link.down
+    finally:
+        await client.aclose()
 
 
 def test_amounts_are_never_floats() -> None:

@@ -89,13 +89,17 @@ def test_ctrl_c_stops_walletd_then_redis_cleanly_and_keeps_the_data(tmp_path: Pa
         server.stop()
 
 
-def test_a_bad_storage_url_exits_2_with_one_line(tmp_path: Path) -> None:
-    server = Server(tmp_path, storage_url="postgresql://walletd:s3cret@db.example/ledger")
+@pytest.mark.parametrize(("url", "named"), [
+    ("mysql://walletd:s3cret@db.example/ledger", "unsupported storage.url 'mysql://walletd:***@db.example/ledger'"),
+    ("postgresql://walletd:s3cret@127.0.0.1:1/ledger", "ledger store postgresql://walletd:***@127.0.0.1:1/ledger: "),
+], ids=["unsupported", "unreachable"])
+def test_a_bad_storage_url_exits_2_with_one_line(tmp_path: Path, url: str, named: str) -> None:
+    server = Server(tmp_path, storage_url=url)
     result = server.refused()
     assert result.returncode == EXIT_STARTUP
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("walletd: ") and "storage.url" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("walletd: ") and named in lines[0], lines
     assert "s3cret" not in lines[0]
     assert not (tmp_path / "var" / "redis.url").exists()  # the embedded Redis it started is stopped
 

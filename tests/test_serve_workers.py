@@ -54,8 +54,7 @@ def ledger_has(db: Path, player: str) -> bool:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_dead_flush_process_is_restarted_and_bookings_reach_the_store_again(tmp_path: Path, workers: int) -> None:
-    server = Server(tmp_path)
-    server.config.write_text(server.config.read_text().replace("[server]\n", f"[server]\nworkers = {workers}\n"))
+    server = Server(tmp_path, workers=workers)
     server.start()
     try:
         assert server.process is not None

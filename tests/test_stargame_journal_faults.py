@@ -111,11 +111,12 @@ async def test_a_redis_outage_is_logged_once_not_per_stargame_call(
         client, app = await open_client(settings, server.admin_url)
         async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
             server.stop()
-            caplog.set_level(logging.INFO, logger="walletd.stargame")
+            caplog.set_level(logging.INFO, logger="walletd")
             for i in range(20):
                 body = await sg(client, cmd="getBalance", uid=f"p{i}")
                 assert body == {"status": "fail", "error": "wallet unavailable"}
-    lines = [r for r in caplog.records if r.name == "walletd.stargame"]
+    # Said once by whichever part met it first: the booking client (walletd.redis) or StarGame.
+    lines = [r for r in caplog.records if r.name in ("walletd.stargame", "walletd.redis")]
     assert 1 <= len(lines) <= 2, [r.getMessage() for r in lines]
 
 

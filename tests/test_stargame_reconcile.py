@@ -124,6 +124,8 @@ async def test_a_landed_bet_answered_fail_is_reversed_exactly_once(
     (bet, bet_amount, request_id, bet_entry), (reverse, amount, ref, _) = stargame_rows(settings, eur)
     assert (bet, bet_amount, len(request_id)) == ("bet", -100, 32)
     assert (reverse, amount, ref) == ("reverse", 100, bet_entry)
+    # Both carry the account's currency (RECORD.md), the bet its request id as ref.
+    assert [r["currency"] for r in ledger_rows(settings, "player_id = ? AND kind != 'open'", (eur,))] == ["EUR"] * 2
     await verify_ok(settings, wallet)
 
 
@@ -166,12 +168,18 @@ async def test_a_request_that_never_reached_redis_is_tombstoned_and_can_never_la
     assert reconciler.counts == {"tombstoned": 1}
     assert journal_files(directory_of(settings.data_path), 10) == []  # settled, writer gone: deleted
     # The booking, still in flight somewhere, arrives now: refused, nothing moves.
-    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, "EUR", request_id=request_id)
     assert booking.code == "SETTLED"
     assert await balance_of(wallet, eur) == 5000
     state = redis_state(sync_redis)
     assert await reconciler_for(settings, wallet).reconcile_all() == 0
     assert redis_state(sync_redis) == state
+    # The tombstone reached the store (a rebuild restores it): a journal entry, nothing moved.
+    await drain(settings)
+    rows = ledger_rows(settings, "player_id = ? AND kind != 'open'", (eur,))
+    assert [(r["kind"], r["amount_minor"], r["balance_after_minor"], r["source"], r["ref"]) for r in rows] == [
+        ("tombstone", 0, 5000, "stargame", request_id)]
+    await verify_ok(settings, wallet)
 
 
 async def test_a_walletd_restart_between_the_note_and_the_reconcile_still_reconciles(
@@ -244,7 +252,7 @@ async def test_booking_records_the_request_for_the_retention(
     eur: str, wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     request_id = uuid.uuid4().hex
-    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id, retention_s=120)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, "EUR", request_id=request_id, retention_s=120)
     assert booking.code == "OK"
     key = wallet.keys.stargame_request(wallet.keys.partition(eur), request_id)
     assert sync_redis.get(key).startswith("booked|100|0|")
@@ -331,7 +339,7 @@ async def test_walletd_flush_runs_the_reconciler(
 ) -> None:
     config = write_config(tmp_path, free_port(), redis_url, budget_ms=40)
     request_id = uuid.uuid4().hex
-    booking = await stargame_book(wallet, eur, 100, 0, 0, request_id, "EUR", request_id=request_id)
+    booking = await stargame_book(wallet, eur, 100, 0, 0, "EUR", request_id=request_id)
     assert booking.code == "OK"  # it landed, but say its answer was lost and the note taken:
     directory = directory_of(tmp_path / "var")
     journal = Journal(directory, 10, 10)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
+import psycopg
 import pytest
 
 from app.ledger import PROFILE_FIELDS, LedgerConflict, LedgerEntry, LedgerStore, PartitionStats, StoredEntry, open_store
@@ -37,9 +38,17 @@ def sqlite_players(url: str) -> dict[str, tuple[str, ...]]:
         db.close()
 
 
-STORES = ["sqlite"]  # the PostgreSQL store joins here
+def postgresql_players(url: str) -> dict[str, tuple[str, ...]]:
+    with psycopg.connect(url) as db:
+        rows = db.execute("SELECT player_id, currency, country, language, name, aliases, operator FROM players")
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+
+# The postgresql_url fixture (tests/conftest.py): a fresh database on the session's server.
+STORES = ["sqlite", "postgresql"]
 # name -> the players' profiles as physically stored: (currency, country, language, name, aliases, operator).
-PHYSICAL: dict[str, Callable[[str], dict[str, tuple[str, ...]]]] = {"sqlite": sqlite_players}
+PHYSICAL: dict[str, Callable[[str], dict[str, tuple[str, ...]]]] = {"sqlite": sqlite_players,
+                                                                     "postgresql": postgresql_players}
 assert set(STORES) == PHYSICAL.keys()
 
 
@@ -143,7 +152,7 @@ def test_find_returns_one_players_entries_of_a_source_and_ref_oldest_first(store
     store.insert([
         entry(2, 1, "611", "bet", -300, 9_700, ref=ref, fp="f1"),
         entry(2, 2, "611", "win", MAX_MINOR, MAX_MINOR, ref=ref, fp="f2"),
-        entry(2, 3, "612", "bet", -300, 9_700, ref=ref),  # another player
+        entry(2, 3, "612", "refusal", 0, 9_700, ref=ref),  # another player (a booking would reuse the id)
         entry(2, 4, "611", "deposit", 5, 9_705, "admin", ref=ref),  # another source
         entry(2, 5, "611", "bet", -1, 9_704, ref="testcasino|43"),  # another ref
     ])
@@ -215,3 +224,30 @@ def test_a_ledger_file_without_fingerprints_gets_the_column_in_place(tmp_path: P
         store.close()
     store = SqliteStore(str(path))  # a second open finds the column there
     store.close()
+
+
+def test_read_gives_back_every_field_as_inserted_in_seq_order(store: LedgerStore) -> None:
+    full = msgspec.structs.replace(entry(3, 2, fp="f"), operator="testcasino", currency="EUR", round_id="77",
+                                   game_id="g1", round_finished="1")
+    refusal = msgspec.structs.replace(entry(3, 3, kind="refusal", amount=0, after=9_900), code="OP_31",
+                                      operator="testcasino", currency="EUR")
+    batch = [opening(3, 1, "611", 10_000), full, refusal, entry(4, 1, player="x")]
+    store.insert(batch)
+    assert store.read(3, 0, 10) == batch[:3]
+    assert store.read(3, 1, 1) == [full]
+    assert store.read(3, 3, 10) == []
+    assert store.read(4, 0, 10) == [batch[3]]
+
+
+def test_find_shows_journal_entries_with_their_code(store: LedgerStore) -> None:
+    refusal = msgspec.structs.replace(entry(1, 1, kind="refusal", amount=0, after=50, ref="op|9"), code="OP_31")
+    tomb = entry(1, 2, kind="tombstone", amount=0, after=50, ref="op|10")
+    store.insert([refusal, tomb])
+    assert store.find("611", "oia", "op|9") == [StoredEntry("refusal", 0, 50, "", "OP_31")]
+    assert store.find("611", "oia", "op|10") == [StoredEntry("tombstone", 0, 50, "", "")]
+
+
+def test_player_sums_count_money_entries_only(store: LedgerStore) -> None:
+    ghost = msgspec.structs.replace(entry(2, 1, player="ghost", kind="refusal", amount=0, after=0), code="OP_34")
+    store.insert([opening(2, 2, "611", 700), ghost])
+    assert store.player_sums() == {"611": 700}

@@ -67,8 +67,9 @@ def is_fixture(decorator: ast.expr) -> bool:
 
 
 # What makes a test a process test: it (or a fixture or helper of its module that it uses)
-# starts walletd (process.Server, process.walletd), a redis-server of its own, or signals one.
-PROCESS_NAMES = {"Server", "walletd", "private_redis", "PrivateRedis", "EmbeddedRedis", "subprocess", "killpg", "kill"}
+# starts walletd (process.Server, process.walletd), a redis-server or PostgreSQL of its own, or signals one.
+PROCESS_NAMES = {"Server", "walletd", "private_redis", "PrivateRedis", "EmbeddedRedis", "subprocess", "killpg", "kill",
+                 "private_postgres", "PrivatePostgres"}
 
 
 def process_tests(tree: ast.Module) -> set[str]:

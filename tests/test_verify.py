@@ -35,8 +35,8 @@ async def run_verify(wallet: Wallet, settings: Settings) -> list[str]:
 async def booked(wallet: Wallet) -> Wallet:
     await wallet.create_player("a", "EUR", 10_000, "", "en", "", [], operator_id=OPERATOR)
     await wallet.create_player("b", "JPY", 500, "", "en", "", [], operator_id=OPERATOR)
-    await stargame_book(wallet, "a", 250, 1000, 0, "t")
-    await stargame_book(wallet, "b", 500, 0, 0, "t")
+    await stargame_book(wallet, "a", 250, 1000, 0)
+    await stargame_book(wallet, "b", 500, 0, 0)
     await wallet.adjust("a", "deposit", 99, "dep-1")
     return wallet
 

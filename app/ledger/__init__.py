@@ -7,7 +7,26 @@ from typing import Protocol
 
 import msgspec
 
+from app.logsafe import without_passwords
+
 PROFILE_FIELDS = ("cur", "country", "lang", "name", "aliases", "op")  # op: the owning operator
+
+# Entries that move money (amount_minor may still be 0: a cancel of a refused transaction).
+MONEY_KINDS = ("open", "bet", "win", "refund", "cancel", "deposit", "withdraw", "reverse")
+# Entries that record a decision and move nothing (amount_minor is 0, balance_after_minor
+# the balance then), so the store alone can rebuild Redis (README "Rebuild"):
+#   refusal    an OIA changebalance refused and recorded (code: the OP_xx answered)
+#   tombstone  a cancel before its transaction (OIA), or a StarGame request settled as
+#              never landed (reconciler): a later booking with this ref is refused
+#   block, unblock   the player's blocked state
+#   finish     an OIA round marked finished
+JOURNAL_KINDS = ("refusal", "tombstone", "block", "unblock", "finish")
+KINDS = MONEY_KINDS + JOURNAL_KINDS
+# Optional stream fields (lua/lib/ledger.lua's `extra`) -> LedgerEntry attribute; absent = ''.
+# storage.url schemes of the PostgreSQL store (libpq's two spellings).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+OPTIONAL_FIELDS = {"op": "operator", "cur": "currency", "round": "round_id", "game": "game_id",
+                   "fin": "round_finished", "fp": "fp", "code": "code"}
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
@@ -15,14 +34,20 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     partition: int
     seq: int
     player_id: str
-    kind: str  # open, bet, win, refund, cancel, deposit, withdraw, reverse (StarGame reconciler)
-    amount_minor: int  # signed: debits are negative
+    kind: str  # one of KINDS
+    amount_minor: int  # signed: debits are negative; 0 for JOURNAL_KINDS
     balance_after_minor: int
-    source: str
-    ref: str
+    source: str  # oia, stargame, admin
+    ref: str  # oia: "<operator>|<transaction id>"; stargame: the request id; admin: the caller's reference
     ts_ms: int
     profile: dict[str, str] | None = None  # only on 'open' entries
     fp: str = ""  # OIA bookings: the request's fingerprint (tells a retry from other data)
+    operator: str = ""  # the operator the decision was made for ('' where none: StarGame, admin)
+    currency: str = ""  # the account's currency ('' on entries written before it was kept)
+    round_id: str = ""
+    game_id: str = ""
+    round_finished: str = ""  # OIA round_finished as sent: '1', '0' or '' (absent)
+    code: str = ""  # refusal: the answer given (OP_xx)
 
 
 class StoredEntry(msgspec.Struct, frozen=True):
@@ -32,11 +57,14 @@ class StoredEntry(msgspec.Struct, frozen=True):
     amount_minor: int
     balance_after_minor: int
     fp: str  # '' when stored before fingerprints were kept
+    code: str = ""  # refusal entries: the answer given
 
 
 class LedgerConflict(Exception):
     """An entry id already stored with other content: the Redis being flushed is not
-    the one that wrote the store (its data was lost or replaced). Never acknowledged."""
+    the one that wrote the store (its data was lost or replaced); or an entry the store's
+    constraints refuse (PostgreSQL: a second booking of an OIA transaction id). The
+    batch stored nothing and is never acknowledged."""
 
 
 class StoreUnavailable(Exception):
@@ -70,27 +98,54 @@ class LedgerStore(Protocol):
     def holds_entries(self, source: str) -> bool:
         """Whether any entry of this source is stored."""
 
+    def read(self, partition: int, after_seq: int, limit: int) -> list[LedgerEntry]:
+        """The partition's entries with seq > after_seq, in seq order, at most limit, each
+        exactly as inserted (profile included): for rebuild and ledger copy."""
+
     def close(self) -> None: ...
+
+
+# OPTIONAL_FIELDS' stream names in LedgerEntry's attribute order (after profile): from_stream
+# passes them by position, a third faster than by keyword (it runs once per entry flushed).
+OPTIONAL_IN_ORDER = tuple({attribute: name for name, attribute in OPTIONAL_FIELDS.items()}[attribute]
+                          for attribute in LedgerEntry.__struct_fields__[11:])
+assert LedgerEntry.__struct_fields__[10] == "profile" and len(OPTIONAL_IN_ORDER) == len(OPTIONAL_FIELDS)
 
 
 def from_stream(fields: dict[str, str]) -> LedgerEntry:
     """A stream entry's fields, as written by lua/lib/ledger.lua."""
-    partition, seq = fields["id"].split(":")
-    profile = None
-    if fields["kind"] == "open":
-        profile = {name: fields.get(name, "") for name in PROFILE_FIELDS}
-    return LedgerEntry(
-        entry_id=fields["id"], partition=int(partition), seq=int(seq),
-        player_id=fields["player"], kind=fields["kind"],
-        amount_minor=int(fields["amount"]), balance_after_minor=int(fields["balance"]),
-        source=fields["source"], ref=fields["ref"], ts_ms=int(fields["ts"]), profile=profile,
-        fp=fields.get("fp", ""),
-    )
+    get = fields.get
+    entry_id, kind = fields["id"], fields["kind"]
+    partition, seq = entry_id.split(":")
+    profile = {name: get(name, "") for name in PROFILE_FIELDS} if kind == "open" else None
+    return LedgerEntry(entry_id, int(partition), int(seq), fields["player"], kind, int(fields["amount"]),
+                       int(fields["balance"]), fields["source"], fields["ref"], int(fields["ts"]), profile,
+                       *[get(name, "") for name in OPTIONAL_IN_ORDER])
 
 
-def open_store(url: str) -> LedgerStore:
+def open_store(url: str, call_timeout_s: float | None = None) -> LedgerStore:
+    """call_timeout_s: how long a PostgreSQL call may go unanswered before it fails
+    (default: the store's own; SQLite's calls are bounded by its busy time-out)."""
     if url.startswith("sqlite:///"):
         from app.ledger.sqlite import SqliteStore  # noqa: PLC0415
 
         return SqliteStore(url.removeprefix("sqlite:///"))
-    raise StoreUnavailable(f"unsupported storage.url {url!r}: use sqlite:///PATH")
+    if url.startswith(POSTGRES_SCHEMES):
+        from app.ledger.postgres import PostgresStore  # noqa: PLC0415 - the driver only when used
+
+        return PostgresStore(url) if call_timeout_s is None else PostgresStore(url, call_timeout_s=call_timeout_s)
+    raise StoreUnavailable(f"unsupported storage.url {without_passwords(url)!r}: use sqlite:///PATH or "
+                           f"postgresql://user:password@host:port/database")
+
+
+def migrate_store(url: str) -> list[str]:
+    """Brings the store at url to this walletd's schema; returns what was applied
+    (PostgreSQL: the migration files; SQLite adds its columns in place on every open)."""
+    if url.startswith(POSTGRES_SCHEMES):
+        from app.ledger.postgres import PostgresStore  # noqa: PLC0415 - the driver only when used
+
+        store = PostgresStore(url)
+        store.close()
+        return store.applied
+    open_store(url).close()
+    return []

@@ -1,8 +1,8 @@
 """Moves ledger entries from the partition streams to the ledger store, exactly once.
 
-Per window of partitions: XREADGROUP at most batch_max entries in all -> insert in
-one transaction (entry id unique, identical repeats skipped) -> commit -> XACK ->
-trim only acknowledged entries.
+Per tick: XREADGROUP the partitions' new entries, at most read_max a read and
+batch_max in all -> insert them in one transaction (entry id unique, identical repeats
+skipped) -> commit -> XACK -> trim only acknowledged entries.
 It runs at its own pace (a tick), like uvicorn's main_loop, not per booking.
 """
 
@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, LedgerStore, from_stream
+from app.ledger.guard import ColdStart
 from app.settings import FlusherSettings
 
 log = logging.getLogger("walletd.flusher")
@@ -92,8 +93,10 @@ def older(a: str, b: str) -> str:
 
 
 class Flusher:
-    def __init__(self, redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings) -> None:
+    def __init__(self, redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings,
+                 guard: ColdStart | None = None) -> None:
         self.redis = redis
+        self.guard = guard  # run() idles while it refuses (drain(), for verify and tests, does not)
         self.store = store
         self.keys = keys
         self.settings = settings
@@ -101,11 +104,16 @@ class Flusher:
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.partition_of = {keys.ledger(partition): partition for partition in range(keys.partitions)}
-        # The partitions' streams in windows of at most batch_max: a read of a window gives
-        # each of its streams at least one entry and all of them at most batch_max.
+        # One XREADGROUP holds at most this many entries (a read never exceeds a batch).
+        self.read_max = min(settings.read_max, settings.batch_max)
+        # The partitions' streams in windows of at most read_max: a read of a window gives
+        # each of its streams at least one entry and all of them at most read_max.
         streams = list(self.partition_of)
-        self.windows = [streams[start:start + settings.batch_max]
-                        for start in range(0, len(streams), settings.batch_max)]
+        self.windows = [streams[start:start + self.read_max] for start in range(0, len(streams), self.read_max)]
+        self.first_window = 0  # where the next read starts: windows take turns when a batch fills
+        # The next batch, read while the store committed the last one (tick); cleared by
+        # recover(), which re-reads it with every other entry pending to us.
+        self.ahead: tuple[list[tuple[int, list[StreamMessage]]], bool] | None = None
         self.should_exit = False
         self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
 
@@ -119,6 +127,7 @@ class Flusher:
 
     async def recover(self) -> None:
         """Re-read our own pending entries, then claim those of dead consumers."""
+        self.ahead = None  # pending to us: re-read below
         for partition in range(self.keys.partitions):
             await self.reread_own(partition)
             await self.claim_dead(partition)
@@ -127,7 +136,7 @@ class Flusher:
         """Entries delivered to us but not acknowledged (a failed batch, a crash)."""
         stream = self.keys.ledger(partition)
         for _ in range(RECOVERY_ROUNDS_MAX):
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self.settings.batch_max)
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self.read_max)
             messages = delivered(reply)
             if not messages:
                 return
@@ -143,7 +152,7 @@ class Flusher:
         for _ in range(RECOVERY_ROUNDS_MAX):
             reply = await self.redis.xautoclaim(
                 stream, GROUP, self.consumer, self.settings.claim_idle_ms,
-                start_id=start, count=self.settings.batch_max,
+                start_id=start, count=self.read_max,
             )
             start, messages = reply[0], reply[1]
             if messages:
@@ -154,9 +163,11 @@ class Flusher:
     async def store_batch(self, partition: int, messages: list[StreamMessage]) -> int:
         return await self.store_batches([(partition, messages)])
 
-    async def store_batches(self, batches: list[tuple[int, list[StreamMessage]]]) -> int:
+    async def store_batches(self, batches: list[tuple[int, list[StreamMessage]]], read_ahead: bool = False) -> int:
         """Partitions' batches stored in one transaction (one commit, one fsync), then
-        acknowledged and trimmed: a few round trips for all of them, not a few each."""
+        acknowledged and trimmed: a few round trips for all of them, not a few each.
+        read_ahead: the next batch is read meanwhile, into self.ahead (its entries stay
+        pending to us, unacknowledged, until a later transaction stores them)."""
         entries: list[LedgerEntry] = []
         for partition, messages in batches:
             present = [fields for _, fields in messages if fields]
@@ -167,8 +178,12 @@ class Flusher:
             stored = [from_stream(fields) for fields in present]
             assert all(e.partition == partition for e in stored), "entry in the wrong partition stream"
             entries += stored
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.store.insert, entries)
+        storing = asyncio.get_running_loop().run_in_executor(self.executor, self.store.insert, entries)
+        try:
+            if read_ahead:
+                self.ahead = await self.read_batches()
+        finally:
+            await storing  # a failed read still lets the store finish (or fail) first
         # Ack only after the commit above: a crash before here re-reads the batches,
         # and the unique entry id makes the second insert a no-op.
         acks = self.redis.pipeline(transaction=False)
@@ -201,7 +216,7 @@ class Flusher:
 
     async def flush_partition(self, partition: int) -> int:
         reply = await self.redis.xreadgroup(
-            GROUP, self.consumer, {self.keys.ledger(partition): ">"}, count=self.settings.batch_max
+            GROUP, self.consumer, {self.keys.ledger(partition): ">"}, count=self.read_max
         )
         messages = delivered(reply)
         if not messages:
@@ -209,30 +224,53 @@ class Flusher:
         return await self.store_batch(partition, messages)
 
     async def tick(self) -> tuple[int, bool]:
-        """Every window of partitions read and its batches stored in one transaction.
-        (entries moved, whether a partition may hold more)."""
-        moved, more = 0, False
-        for window in self.windows:
-            batches, window_more = await self.read_window(window)
-            if batches:
-                moved += await self.store_batches(batches)
-            more = more or window_more
+        """One batch of every window's new entries stored in one transaction and
+        acknowledged; while the store commits it, the next batch is read (when there may
+        be more), so Redis's and this process's work on the next batch overlaps the
+        store's on this one. (entries moved, whether a partition may hold more)."""
+        if self.ahead is not None:
+            (batches, more), self.ahead = self.ahead, None
+        else:
+            batches, more = await self.read_batches()
+        if not batches:
+            return 0, more
+        moved = await self.store_batches(batches, read_ahead=more)
         return moved, more
 
-    async def read_window(self, streams: list[str]) -> tuple[list[tuple[int, list[StreamMessage]]], bool]:
-        """At most batch_max new entries of these streams, shared out evenly, in as few
-        XREADGROUPs as it takes: usually one for all (the commands, not the entries, were
-        most of the flusher's CPU). XREADGROUP's COUNT is per stream, and Redis serves no
-        booking while it builds a reply (~4 us an entry: 16 x 500 in one read stalled
-        every booking ~30 ms), so the count is the window's share; what one stream leaves
-        goes to those that filled theirs, so a lone busy partition still moves a full
-        batch. Also: whether a stream may hold more."""
+    async def read_batches(self) -> tuple[list[tuple[int, list[StreamMessage]]], bool]:
+        """New entries of every window of partitions, at most batch_max in all: one
+        commit (an fsync) for up to batch_max entries, however many reads it took.
+        Also: whether a partition may hold more."""
+        batches: list[tuple[int, list[StreamMessage]]] = []
+        room, more, read = self.settings.batch_max, False, 0
+        for turn in range(len(self.windows)):
+            if room == 0:
+                more = True  # the windows not read start the next batch
+                break
+            window = self.windows[(self.first_window + turn) % len(self.windows)]
+            got, window_more, room = await self.read_window(window, room)
+            batches += got
+            more = more or window_more
+            read += 1
+        self.first_window = (self.first_window + read) % len(self.windows)
+        return batches, more
+
+    async def read_window(self, streams: list[str], room: int) -> tuple[list[tuple[int, list[StreamMessage]]],
+                                                                         bool, int]:
+        """At most room new entries of these streams, shared out evenly, at most read_max
+        a read, in as few XREADGROUPs as it takes: usually one (the commands, not the
+        entries, were most of the flusher's CPU). XREADGROUP's COUNT is per stream, and
+        Redis serves no booking while it builds a reply (~4 us an entry: 16 x 500 in one
+        read stalled every booking ~30 ms), so each read asks for read_max / streams of
+        each; bookings are served between reads. What one stream leaves goes to those
+        that filled theirs, so a lone busy partition still moves a full batch.
+        Also: whether a stream may hold more, and the room left."""
         taken: dict[str, list[StreamMessage]] = {}
-        room, candidates = self.settings.batch_max, streams
-        # Each read either ends a stream's turn (it had fewer than count) or leaves
-        # less room than candidates (count 0 next): at most len(streams) + 1 reads.
-        for _ in range(len(streams) + 1):
-            count = room // len(candidates)
+        candidates = streams
+        # Each read either ends a stream's turn (it had fewer than count) or takes at least
+        # one entry of the room per candidate (count 0 ends it): bounded by both.
+        for _ in range(len(streams) + room + 1):
+            count = min(room, self.read_max) // len(candidates)
             if count == 0:
                 break
             reply = await self.redis.xreadgroup(GROUP, self.consumer, dict.fromkeys(candidates, ">"), count=count)
@@ -245,7 +283,7 @@ class Flusher:
                 break
         assert room >= 0
         batches = [(self.partition_of[stream], messages) for stream, messages in taken.items() if messages]
-        return batches, bool(candidates)
+        return batches, bool(candidates), room
 
     def request_exit(self) -> None:
         self.should_exit = True
@@ -262,7 +300,19 @@ class Flusher:
         recovered = started = False
         next_claim_s = 0.0
         while not self.should_exit:
+            if self.guard is not None and self.guard.refusal:
+                # Redis is behind the store (or being rebuilt): its streams are not to be
+                # stored, nor its groups created; set up and recover again afterwards.
+                recovered = False
+                await self.pause(self.settings.tick_ms / 1000)
+                continue
             try:
+                if not recovered and self.guard is not None:
+                    # After a failure (Redis restarted?) compare again before creating groups
+                    # in a Redis that may have lost its data; the next round idles if so.
+                    await self.guard.check()
+                    if self.guard.refusal:
+                        continue
                 if not recovered:
                     await self.setup()
                     await self.recover()

@@ -8,7 +8,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from app.ledger import LedgerConflict, LedgerEntry, PartitionStats, StoredEntry, StoreUnavailable
+from app.ledger import (
+    MONEY_KINDS,
+    PROFILE_FIELDS,
+    LedgerConflict,
+    LedgerEntry,
+    PartitionStats,
+    StoredEntry,
+    StoreUnavailable,
+)
 
 # entry_id is unique: a batch stored again after a crash inserts nothing twice.
 SCHEMA = """
@@ -24,6 +32,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     ref TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
     fp TEXT NOT NULL DEFAULT '',
+    operator TEXT NOT NULL DEFAULT '',
+    currency TEXT NOT NULL DEFAULT '',
+    round_id TEXT NOT NULL DEFAULT '',
+    game_id TEXT NOT NULL DEFAULT '',
+    round_finished TEXT NOT NULL DEFAULT '',
+    code TEXT NOT NULL DEFAULT '',
     UNIQUE (partition, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_player ON ledger (player_id);
@@ -43,13 +57,24 @@ CREATE TABLE IF NOT EXISTS players (
 # An entry already stored is skipped here and compared (SAME_ENTRY) by the caller.
 INSERT_ENTRY = """
 INSERT INTO ledger (entry_id, partition, seq, player_id, kind, amount_minor,
-                    balance_after_minor, source, ref, ts_ms, fp)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    balance_after_minor, source, ref, ts_ms, fp, operator, currency,
+                    round_id, game_id, round_finished, code)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 
-# Files written before the fp column existed get it in place (their rows read as '').
-ADD_FP = "ALTER TABLE ledger ADD COLUMN fp TEXT NOT NULL DEFAULT ''"
+# Columns added after the first release: files written before get them in place
+# (their rows read as '').
+ADDED_COLUMNS = ("fp", "operator", "currency", "round_id", "game_id", "round_finished", "code")
+
+# An entry exactly as inserted, its profile joined from players (only 'open' entries have one).
+READ_ENTRIES = """
+SELECT l.entry_id, l.partition, l.seq, l.player_id, l.kind, l.amount_minor, l.balance_after_minor,
+       l.source, l.ref, l.ts_ms, l.fp, l.operator, l.currency, l.round_id, l.game_id,
+       l.round_finished, l.code, p.currency, p.country, p.language, p.name, p.aliases, p.operator
+FROM ledger l LEFT JOIN players p ON l.kind = 'open' AND p.player_id = l.player_id
+WHERE l.partition = ? AND l.seq > ? ORDER BY l.seq LIMIT ?
+"""
 
 # A player is stored once; storing it again (a batch after a crash) changes nothing.
 INSERT_PLAYER = """
@@ -81,6 +106,21 @@ def add_operator_column(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(players)")}
     if "operator" not in columns:
         db.execute("ALTER TABLE players ADD COLUMN operator TEXT NOT NULL DEFAULT ''")
+
+
+def entry_of(row: tuple[object, ...]) -> LedgerEntry:
+    """A READ_ENTRIES row as the entry that was inserted."""
+    (entry_id, partition, seq, player_id, kind, amount, after, source, ref, ts_ms, fp, operator,
+     currency, round_id, game_id, round_finished, code) = row[:17]
+    profile = None
+    if kind == "open":
+        # PROFILE_FIELDS order; a missing players row would be a broken store, so fail loudly
+        assert row[17] is not None, f"ledger entry {entry_id} opens a player the players table lacks"
+        profile = dict(zip(PROFILE_FIELDS, (str(value) for value in row[17:]), strict=True))
+    return LedgerEntry(
+        str(entry_id), int(str(partition)), int(str(seq)), str(player_id), str(kind), int(str(amount)),
+        int(str(after)), str(source), str(ref), int(str(ts_ms)), profile, str(fp), str(operator), str(currency),
+        str(round_id), str(game_id), str(round_finished), str(code))
 
 
 class SqliteStore:
@@ -119,14 +159,16 @@ class SqliteStore:
 
     def migrate(self) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(ledger)")}
-        if "fp" not in columns:
-            self.db.execute(ADD_FP)
+        for column in ADDED_COLUMNS:
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE ledger ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         add_operator_column(self.db)
 
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
         rows = [
             (e.entry_id, e.partition, e.seq, e.player_id, e.kind, e.amount_minor,
-             e.balance_after_minor, e.source, e.ref, e.ts_ms, e.fp)
+             e.balance_after_minor, e.source, e.ref, e.ts_ms, e.fp, e.operator, e.currency,
+             e.round_id, e.game_id, e.round_finished, e.code)
             for e in entries
         ]
         players = [
@@ -171,7 +213,10 @@ class SqliteStore:
 
     def player_sums(self) -> dict[str, int]:
         with self.using():
-            cursor = self.db.execute("SELECT player_id, SUM(amount_minor) FROM ledger GROUP BY player_id")
+            # Journal entries move nothing and may name a player that never existed (a refusal).
+            kinds = ",".join(f"'{kind}'" for kind in MONEY_KINDS)
+            cursor = self.db.execute(
+                f"SELECT player_id, SUM(amount_minor) FROM ledger WHERE kind IN ({kinds}) GROUP BY player_id")  # noqa: S608 - constants
             return {player: int(total) for player, total in cursor}
 
     def partition_stats(self) -> dict[int, PartitionStats]:
@@ -182,9 +227,15 @@ class SqliteStore:
     def find(self, player_id: str, source: str, ref: str) -> list[StoredEntry]:
         with self.using():
             cursor = self.db.execute(
-                "SELECT kind, amount_minor, balance_after_minor, fp FROM ledger "
+                "SELECT kind, amount_minor, balance_after_minor, fp, code FROM ledger "
                 "WHERE ref = ? AND source = ? AND player_id = ? ORDER BY partition, seq", (ref, source, player_id))
-            return [StoredEntry(kind, int(amount), int(after), fp) for kind, amount, after, fp in cursor]
+            return [StoredEntry(kind, int(amount), int(after), fp, code) for kind, amount, after, fp, code in cursor]
+
+    def read(self, partition: int, after_seq: int, limit: int) -> list[LedgerEntry]:
+        assert limit > 0
+        with self.using():
+            rows = self.db.execute(READ_ENTRIES, (partition, after_seq, limit)).fetchall()
+        return [entry_of(row) for row in rows]
 
     def holds_entries(self, source: str) -> bool:
         with self.using():

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.ledger.flusher import Flusher
+from app.ledger.guard import behind_problems, stored_seqs, written_seqs
 
 # Accounts read per SCAN step and per pipelined HGET round: bounded memory, few round trips.
 SCAN_BATCH = 500
@@ -46,25 +47,12 @@ async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list
     return balances, problems
 
 
-async def written_seqs(redis: Redis, keys: Keys) -> list[int]:
-    """How many ledger entries Redis has written, per partition: one round trip for all
-    (up to PARTITIONS_MAX), not one per partition."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for partition in range(keys.partitions):
-            pipe.get(keys.seq(partition))
-        return [int(value or 0) for value in await pipe.execute()]
-
-
 async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> list[str]:
     """Partitions whose Redis has written fewer entries than the store holds: that
     Redis lost data (or is another one), and its next entry ids are already taken."""
-    problems = []
-    for partition, written in enumerate(await written_seqs(redis, keys)):
-        stored = store.seq_max(partition)
-        if written < stored:
-            problems.append(f"partition {partition}: Redis has written {written} ledger entries, "
-                            f"the ledger store holds {stored}")
-    return problems
+    # The store first, as the cold-start guard reads them (app/ledger/guard.py).
+    stored = stored_seqs(store, keys.partitions)
+    return behind_problems(await written_seqs(redis, keys), stored)
 
 
 async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:

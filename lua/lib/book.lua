@@ -18,7 +18,7 @@ local function book(b, balance, moves, backlog_max)
     after = after + moves[i][2]
     if after >= AMOUNT_LIMIT or after <= -AMOUNT_LIMIT then return 'OVERFLOW', balance, {} end
   end
-  if backlog_max and #moves > 0 and redis.call('XLEN', b.ledger_key) >= backlog_max then
+  if backlog_max and #moves > 0 and stream_full(b.ledger_key, backlog_max) then
     return 'BACKLOG', balance, {}
   end
   local ids = {}

@@ -22,6 +22,20 @@ local function ledger_append(seq_key, ledger_key, partition, player, kind,
   return entry_id
 end
 
+-- A journal entry (RECORD.md): a decision that moves nothing, so amount 0 and
+-- balance the account's balance then (0 when the account does not exist).
+local function journal_append(seq_key, ledger_key, partition, player, kind, balance,
+                              source, ref, now_ms, extra)
+  return ledger_append(seq_key, ledger_key, partition, player, kind, 0, balance, source, ref,
+                       now_ms, extra)
+end
+
+-- Whether the partition's stream already holds backlog_max entries not yet flushed:
+-- a decision that may be refused (answered BACKLOG, retried) is then recorded nowhere.
+local function stream_full(ledger_key, backlog_max)
+  return redis.call('XLEN', ledger_key) >= backlog_max
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -29,3 +29,18 @@ local function store_may_be_behind(ledger_key, now, retention_ms)
   if ms <= now - retention_ms + STREAM_CLOCK_SLACK_MS then return 1 end
   return 0
 end
+
+-- Sets an id's bits in the late-retry filter's current generation (README "Late retries";
+-- word and mask from app/protocols/oia/late_retry.py). Every decision recorded for an id (a
+-- booking, a refusal, a tombstone) sets them, so a retry arriving after the record expired
+-- is looked up in the ledger store, where that decision is.
+--   word: '#<index>'   old_word: the word as read (BITFIELD GET u32)
+--   signed_mask: bit.tobit(mask) (LuaBitOp works on signed 32-bit values)
+-- A new key has every word 0, so its first id sets the expiry; later ones need not (same
+-- absolute time), which keeps a PEXPIREAT out of most bookings and of the AOF.
+local function mark_seen(filter_key, word, old_word, signed_mask, expire_at_ms)
+  local set_word = bit.bor(old_word, signed_mask)
+  if set_word < 0 then set_word = set_word + 4294967296 end
+  redis.call('BITFIELD', filter_key, 'SET', 'u32', word, set_word)
+  if old_word == 0 then redis.call('PEXPIREAT', filter_key, expire_at_ms) end
+end

@@ -17,6 +17,7 @@ from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host,
 from app.callbacks import Callback
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
+from app.ledger.guard import ColdStart
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.protocols.oia.messages import (
@@ -47,6 +48,7 @@ from app.protocols.oia.messages import (
     well_formed,
 )
 from app.protocols.oia.wallet import Change, OiaWallet
+from app.redis_link import CALL_DEADLINE_MS, RedisLink
 from app.settings import OiaSettings, OperatorSettings
 
 log = logging.getLogger("walletd.oia")
@@ -82,6 +84,10 @@ INTERNAL_CODES = {
     "BEHIND": ("OP_50", "the ledger store is behind and may not hold this id yet: nothing was done, retry later"),
     "OVERFLOW": ("OP_50", "the balance would leave the supported range; nothing was booked"),
 }
+# What an operator reads when bookings stop at wallet.backlog_max (once a minute, with a count).
+BACKLOG_LOG = ("oia: a partition's ledger backlog is full (wallet.backlog_max entries not yet in the ledger store: "
+               "is the store down or the flusher stopped? its log says why); bookings refused unbooked (OP_50) "
+               "until the flusher catches up")
 DEFAULT_EXPONENT = 2  # an unknown currency is refused by the script (OP_30) and recorded
 # Commands that may move money: once sent, a lost reply means the outcome is unknown.
 BOOKING_COMMANDS = frozenset({"changebalance", "cancel"})
@@ -95,6 +101,8 @@ def now_ms() -> int:
 
 
 def refuse_code(code: str) -> Refusal:
+    if code == "BACKLOG":
+        limited_log.error("backlog", BACKLOG_LOG)
     if code in INTERNAL_CODES:
         return Refusal(*INTERNAL_CODES[code])
     return Refusal(code, DETAILS.get(code, ""))
@@ -185,11 +193,12 @@ def allowed(operator: OperatorSettings, currency_code: str) -> bool:
     return not operator.currencies or currency_code in operator.currencies
 
 
-def wallet_error(command: str, exc: Exception) -> ErrorReply:
+def wallet_error(command: str, exc: Exception, redis_down: bool = False) -> ErrorReply:
     """The answer to a wallet call that ended in an error. For a booking, only
     an error raised before anything was sent means nothing moved (OP_50); once
     sent, a lost reply may hide a booking that ran (OP_47: the platform cancels
-    or asks status)."""
+    or asks status). redis_down: an outage the Redis link has logged already
+    (app/redis_link.py), so its refusals log nothing more."""
     booking = command in BOOKING_COMMANDS
     if isinstance(exc, WalletUnavailable):
         answer, what = UNAVAILABLE, "wallet unavailable"
@@ -206,6 +215,8 @@ def wallet_error(command: str, exc: Exception) -> ErrorReply:
     else:
         limited_log.error(f"internal-{type(exc).__name__}", "oia %s: internal error", quoted(command), exc_info=exc)
         return ErrorReply("OP_50", "Internal error")
+    if redis_down and isinstance(exc, (WalletUnavailable, ConnectionFailed)):
+        return answer
     # The exception's text comes from the client layer, never the request; quoted anyway.
     limited_log.error(f"wallet-{type(exc).__name__}", "oia %s: %s (%s): %s", quoted(command), what,
                       type(exc).__name__, quoted(str(exc)))
@@ -213,9 +224,11 @@ def wallet_error(command: str, exc: Exception) -> ErrorReply:
 
 
 class Oia:
-    def __init__(self, wallet: OiaWallet, settings: OiaSettings) -> None:
+    def __init__(self, wallet: OiaWallet, settings: OiaSettings, link: RedisLink, guard: ColdStart) -> None:
         self.wallet = wallet
         self.settings = settings
+        self.link = link
+        self.guard = guard  # its refusal ('' = serve) answers every command OP_50 (Redis behind the store)
         self.operators = Operators(settings.operators)
         self.handlers: dict[str, Callable[[OperatorSettings, Any, int], Awaitable[Any]]] = {
             "authenticate": self.authenticate,
@@ -236,6 +249,7 @@ class Oia:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST <path>/<command>: a raw ASGI handler (app/callbacks.py)."""
         deadline_ms = now_ms() + self.settings.budget_ms
+        CALL_DEADLINE_MS.set(deadline_ms)
         command = scope["path"].rsplit("/", 1)[1]
         headers = headers_of(scope)
         operator = self.operators.pick(headers)
@@ -266,13 +280,15 @@ class Oia:
                 if duplicate is not None:
                     raise invalid(f"member `{duplicate}` appears more than once")
                 data = check_envelope(incoming, command, operator)
+            if self.guard.refusal:
+                raise Refusal("OP_50", f"{self.guard.refusal}; nothing was done")
             if now_ms() > deadline_ms:
                 raise Refusal("OP_47", "the deadline passed before the wallet was asked; nothing was done")
             result = await self.handlers[command](operator, data, deadline_ms)
         except Refusal as refusal:
             return refusal_reply(echo, operator.secret_key, refusal)
         except Exception as exc:  # noqa: BLE001 - a callback never ends in a 500
-            result = wallet_error(command, exc)
+            result = wallet_error(command, exc, self.link.down)
         return reply(echo, operator.secret_key, result)
 
     async def authenticate(self, operator: OperatorSettings, data: AuthenticateData, deadline_ms: int) -> Any:

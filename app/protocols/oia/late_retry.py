@@ -1,5 +1,6 @@
 """The late-retry guard's Python half (README "Late retries"): which ids may have been
-booked before although their transaction record has expired.
+decided before (booked, refused and recorded, or tombstoned by a cancel) although their
+transaction record has expired.
 
 Two answers, both cheap and both computed before the one booking script runs:
 - the id's word and bit mask in the (blocked) Bloom filter, from (operator, player,

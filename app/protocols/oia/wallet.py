@@ -7,16 +7,19 @@ reused by the platform for another player is therefore a separate transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import msgspec
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE
 from app.ledger import LedgerStore, StoredEntry, StoreUnavailable, open_store
+from app.ledger.guard import stored_seqs
 from app.protocols.oia.late_retry import Horizon, word_and_mask
-from app.redis_client import command_errors, optional_text
+from app.redis_client import optional_text
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
@@ -25,8 +28,13 @@ log = logging.getLogger("walletd.oia")
 
 # The ledger's source of OIA entries (and of their keys, with the operator id).
 LEDGER_SOURCE = "oia"
+# A changebalance waits on a lookup: a store that has not answered by then (hung, or the
+# one connection busy with such a call) refuses the call (OP_50, nothing booked) instead.
+LOOKUP_TIMEOUT_S = 3.0
 # Ledger entry kinds of a changebalance, to the spec's transaction_type.
 BOOKED_KINDS = {"bet": "BET", "win": "WIN", "refund": "REFUND"}
+# Journal kinds an OIA id's decisions leave in the store (app/ledger JOURNAL_KINDS).
+REFUSAL, TOMBSTONE = "refusal", "tombstone"
 # A fresh random token colliding even once is all but impossible; four tries bound the loop.
 NEW_TOKEN_ATTEMPTS_MAX = 4
 
@@ -83,23 +91,41 @@ class StoreReader:
         self.store: LedgerStore | None = None
         self.lock = threading.Lock()
 
+    def _opened(self) -> LedgerStore:
+        """The store, opened on first use (the caller holds the lock)."""
+        if self.store is None:
+            self.store = open_store(self.url, call_timeout_s=LOOKUP_TIMEOUT_S)
+        return self.store
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The one connection, or StoreUnavailable once another call held it for
+        LOOKUP_TIMEOUT_S (a hung store: waiting longer would queue every lookup behind it)."""
+        if not self.lock.acquire(timeout=LOOKUP_TIMEOUT_S):
+            raise StoreUnavailable(f"ledger store busy: no lookup answered within {LOOKUP_TIMEOUT_S:g} s")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def _find(self, player_id: str, ref: str) -> list[StoredEntry]:
-        with self.lock:
-            if self.store is None:
-                self.store = open_store(self.url)
-            return self.store.find(player_id, LEDGER_SOURCE, ref)
+        with self._locked():
+            return self._opened().find(player_id, LEDGER_SOURCE, ref)
 
     async def find(self, player_id: str, ref: str) -> list[StoredEntry]:
         return await asyncio.to_thread(self._find, player_id, ref)
 
     def _holds_entries(self) -> bool:
-        with self.lock:
-            if self.store is None:
-                self.store = open_store(self.url)
-            return self.store.holds_entries(LEDGER_SOURCE)
+        with self._locked():
+            return self._opened().holds_entries(LEDGER_SOURCE)
 
     async def holds_entries(self) -> bool:
         return await asyncio.to_thread(self._holds_entries)
+
+    def seq_maxes(self, partitions: int) -> list[int]:
+        """The highest stored seq per partition (the cold-start guard's, from a thread)."""
+        with self.lock:
+            return stored_seqs(self._opened(), partitions)
 
     def close(self) -> None:
         with self.lock:
@@ -174,8 +200,7 @@ class OiaWallet:
             return Authenticated("OP_21")
         session = self.wallet.keys.session(partition, token)
         # The session names the player; only then is the account key known.
-        with command_errors():
-            player_id = optional_text(await self.wallet.redis.hget(session, "player"))
+        player_id = optional_text(await self.wallet.read("HGET", session, "player"))
         if player_id is None:
             return Authenticated("OP_21")
         keys = [self.wallet.keys.account_at(partition, player_id), session]
@@ -218,14 +243,14 @@ class OiaWallet:
             return Outcome(reply[0], int(reply[1]), reply[2])
         store_may_be_behind = int(reply[1]) == 1
         try:
-            found = booked_from(await self.store.find(c.player_id, ref))
+            found = record_from(await self.store.find(c.player_id, ref))
         except (StoreUnavailable, OSError) as exc:
             log.error("ledger store unreadable, changebalance refused unbooked: %s", exc)
             return Outcome("STORE_DOWN")
         if store_may_be_behind and not final(found):
             return Outcome("BEHIND")
         answer = ["absent"] if found is None else ["found"]
-        stored = [] if found is None else found.change_args()
+        stored = [] if found is None else found.args()
         reply = await self.wallet.scripts.oia_change(keys=keys, args=[*args, *answer, *bits, *stored])
         assert reply[0] != "CHECK", "the script asked the store twice"
         return Outcome(reply[0], int(reply[1]), reply[2])
@@ -235,21 +260,25 @@ class OiaWallet:
         """CANCELED, NOT_FOUND, NO_PLAYER, OP_34, LATE, BACKLOG, OVERFLOW or BEHIND."""
         keys, partition = self.wallet.booking_keys(player_id)
         ref = ledger_ref(operator_id, transaction_id)
+        generation = self.horizon.generation(time.time())
         keys += [
             self.tx_key(partition, operator_id, player_id, transaction_id),
             self.round_key(partition, operator_id, player_id, round_id),
+            self.wallet.keys.seen(partition, generation),  # a tombstone sets the id's bits
         ]
+        word, mask = word_and_mask(operator_id, player_id, transaction_id, self.filter_bits)
         args = [player_id, partition, game_id, flag(round_finished), deadline_ms, self.wallet.settings.backlog_max,
-                self.retention_ms, ref, round_id, operator_id, self.implied_owner]
+                self.retention_ms, ref, round_id, operator_id, self.implied_owner, word, mask,
+                self.horizon.expire_at_ms(generation)]
         reply = await self.wallet.scripts.oia_cancel(keys=keys, args=[*args, "check"])
         if reply[0] != "MISSING":
             return reply[0]
         # Not in Redis: past the retention (look in the ledger store) or never seen.
         store_may_be_behind = int(reply[1]) == 1
-        found = booked_from(await self.store.find(player_id, ref))
+        found = record_from(await self.store.find(player_id, ref))
         if store_may_be_behind and not final(found):
             return "BEHIND"
-        mode = ["tombstone"] if found is None else ["restore", *found.cancel_args()]
+        mode = ["tombstone"] if found is None else ["restore", *found.args()]
         reply = await self.wallet.scripts.oia_cancel(keys=keys, args=[*args, *mode])
         return reply[0]
 
@@ -265,21 +294,21 @@ class OiaWallet:
             return "NOT_FOUND"
         if state != "MISSING":
             return state
-        found = booked_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
+        found = record_from(await self.store.find(player_id, ledger_ref(operator_id, transaction_id)))
         if int(reply[1]) == 1 and not final(found):
             # "not found" or "booked" from a store that may lack the booking or its
             # cancel: the platform would settle (or not cancel) on a wrong answer.
             return "BEHIND"
-        if found is None:
+        if found is None or found.state == "TOMB":
             return "NOT_FOUND"
-        return "CANCELED" if found.cancelled else "OK"
+        return found.state
 
     async def finish_round(self, operator_id: str, player_id: str, round_id: int) -> str:
-        """OK, NOT_FOUND, NO_PLAYER or OP_34."""
-        partition = self.wallet.keys.partition(player_id)
-        keys = [self.wallet.keys.account_at(partition, player_id),
-                self.round_key(partition, operator_id, player_id, round_id)]
-        args = [self.retention_ms, operator_id, self.implied_owner]
+        """OK, NOT_FOUND, NO_PLAYER, OP_34 or BACKLOG."""
+        keys, partition = self.wallet.booking_keys(player_id)
+        keys.insert(1, self.round_key(partition, operator_id, player_id, round_id))
+        args = [self.retention_ms, operator_id, self.implied_owner, player_id, partition,
+                self.wallet.settings.backlog_max, round_id]
         return (await self.wallet.scripts.oia_finish(keys=keys, args=args))[0]
 
     async def open_session(self, operator_id: str, player_id: str, game_id: str, lobby_id: str) -> tuple[str, str, str]:
@@ -305,40 +334,47 @@ def ledger_ref(operator_id: str, transaction_id: int) -> str:
     return f"{operator_id}|{transaction_id}"
 
 
-class StoredBooking(msgspec.Struct, frozen=True):
-    """A changebalance found in the ledger store (its record left Redis)."""
+class StoredRecord(msgspec.Struct, frozen=True):
+    """What the ledger store holds for one OIA id whose record left Redis: the record
+    oia_change.lua and oia_cancel.lua restore from it (their 'found' and 'restore' modes)."""
 
-    kind: str  # BET, WIN, REFUND
-    amount_minor: int
-    balance_after_minor: int  # the original answer's balance
-    fp: str  # '' if stored before fingerprints were kept
-    cancelled: bool
+    state: str  # OK (booked), CANCELED, ERROR (a recorded refusal), TOMB (a cancel's tombstone)
+    kind: str = ""  # BET, WIN, REFUND ('' for a refusal or tombstone)
+    amount_minor: int = 0
+    balance_after_minor: int = 0  # the original answer's balance
+    fp: str = ""  # '' if stored before fingerprints were kept (or a tombstone)
+    code: str = "OK"  # a refusal's OP_xx
 
-    def change_args(self) -> list[str]:
-        """ARGV[23..27] of oia_change.lua's 'found' mode."""
-        return [self.kind, str(self.amount_minor), str(self.balance_after_minor), self.fp,
-                "1" if self.cancelled else "0"]
-
-    def cancel_args(self) -> list[str]:
-        """ARGV[13..17] of oia_cancel.lua's 'restore' mode."""
-        return [self.kind, str(self.amount_minor), "1" if self.cancelled else "0", self.fp,
-                str(self.balance_after_minor)]
+    def args(self) -> list[str]:
+        """ARGV[23..28] of oia_change.lua's 'found' mode, ARGV[16..21] of oia_cancel.lua's 'restore'."""
+        return [self.state, self.kind, str(self.amount_minor), str(self.balance_after_minor), self.fp, self.code]
 
 
-def final(found: StoredBooking | None) -> bool:
+def final(found: StoredRecord | None) -> bool:
     """Whether a store that may be behind can still be trusted for this id. It may
-    lack the booking (a tombstone or a booking now would deny or repeat it) or the
-    cancel of a booking it holds (restoring it as booked would let it be reversed
-    twice); only a cancel found there is the id's last word."""
-    return found is not None and found.cancelled
+    lack the booking (a tombstone or a booking now would deny or repeat it), the cancel
+    of a booking or refusal it holds (restoring it uncancelled would let it be cancelled
+    twice), or the refusal after a tombstone it holds (a second refusal entry); only a
+    cancel found there is the id's last word."""
+    return found is not None and found.state == "CANCELED"
 
 
-def booked_from(entries: list[StoredEntry]) -> StoredBooking | None:
-    """The booking among a ref's stored entries, if any."""
-    booked = [e for e in entries if e.kind in BOOKED_KINDS]
-    if not booked:
-        return None
-    first = booked[0]
+def record_from(entries: list[StoredEntry]) -> StoredRecord | None:
+    """The record a ref's stored entries (oldest first) leave, as the scripts wrote it live:
+    a booking (cancelled or not), else a recorded refusal (cancelled or not: a tombstone's
+    later OP_49 is one), else a tombstone; None if the store holds no decision for it."""
     cancelled = any(e.kind == "cancel" for e in entries)
-    return StoredBooking(BOOKED_KINDS[first.kind], abs(first.amount_minor), first.balance_after_minor, first.fp,
-                         cancelled)
+    state = "CANCELED" if cancelled else ""
+    booked = [e for e in entries if e.kind in BOOKED_KINDS]
+    if booked:
+        first = booked[0]
+        return StoredRecord(state or "OK", BOOKED_KINDS[first.kind], abs(first.amount_minor),
+                            first.balance_after_minor, first.fp)
+    refusals = [e for e in entries if e.kind == REFUSAL]
+    if refusals:
+        first = refusals[0]
+        return StoredRecord(state or "ERROR", balance_after_minor=first.balance_after_minor, fp=first.fp,
+                            code=first.code)
+    if any(e.kind == TOMBSTONE for e in entries):
+        return StoredRecord("TOMB")
+    return None

@@ -13,12 +13,14 @@ from app import currency
 from app.allowlist import AllowList
 from app.asgi import JSON_TYPE, Receive, Scope, Send, client_host
 from app.callbacks import Callback
-from app.errors import OutcomeUnknown, WalletCallError
+from app.errors import ConnectionFailed, OutcomeUnknown, WalletCallError, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
+from app.ledger.guard import ColdStart
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.protocols.stargame.journal import Journal, JournalFull, Note
 from app.protocols.stargame.wallet import REQUEST_IDS, Booking, book
+from app.redis_link import CALL_DEADLINE_MS, RedisLink
 from app.settings import StarGameSettings
 from app.wallet import Account, Wallet
 
@@ -83,6 +85,10 @@ def fail(error: str) -> bytes:
     return ENCODER.encode(Fail("fail", error))
 
 
+# What an operator reads when bookings stop at wallet.backlog_max (once a minute, with a count).
+BACKLOG_LOG = ("stargame: a partition's ledger backlog is full (wallet.backlog_max entries not yet in the ledger "
+               "store: is the store down or the flusher stopped? its log says why); writeBets refused unbooked "
+               "until the flusher catches up")
 # Constant answers, encoded once.
 FORBIDDEN = fail("forbidden")
 METHOD_NOT_ALLOWED = fail("method not allowed: use GET")
@@ -156,7 +162,10 @@ def amount(query: Query, name: str) -> int:
 
 
 class StarGame:
-    def __init__(self, wallet: Wallet, settings: StarGameSettings, journal: Journal) -> None:
+    def __init__(self, wallet: Wallet, settings: StarGameSettings, journal: Journal, link: RedisLink,
+                 guard: ColdStart) -> None:
+        self.link = link  # an outage it has logged needs no line per call here
+        self.guard = guard  # its refusal ('' = serve) fails every call (Redis behind the store)
         self.wallet = wallet
         self.settings = settings
         self.journal = journal
@@ -170,6 +179,7 @@ class StarGame:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A raw ASGI handler (app/callbacks.py); the request's body, if any, is never read."""
         arrived_ms = int(time.time() * 1000)
+        CALL_DEADLINE_MS.set(arrived_ms + self.settings.budget_ms)
         if scope["method"] != "GET":
             return await respond(send, METHOD_NOT_ALLOWED, 405, allow=True)
         client = client_host(scope)
@@ -180,6 +190,8 @@ class StarGame:
         await respond(send, await self.answer(scope, arrived_ms))
 
     async def answer(self, scope: Scope, arrived_ms: int) -> bytes:
+        if self.guard.refusal:
+            return fail(f"wallet unavailable: {self.guard.refusal}; nothing booked")
         try:
             query = query_of(scope)
             cmd = single(query, "cmd")
@@ -198,8 +210,9 @@ class StarGame:
                               quoted(scope["query_string"].decode(errors="replace")))
             return fail("wallet timeout")
         except (WalletCallError, OSError) as exc:  # unavailable, refused, connection failed
-            # An outage fails every call the same way: one line a minute, not one per call.
-            limited_log.error(f"unavailable-{type(exc).__name__}", "stargame: wallet unavailable: %s", quoted(exc))
+            # An outage fails every call the same way: the link's line, else one a minute.
+            if not (self.link.down and isinstance(exc, (WalletUnavailable, ConnectionFailed))):
+                limited_log.error(f"unavailable-{type(exc).__name__}", "stargame: wallet unavailable: %s", quoted(exc))
             return fail("wallet unavailable")
         except Exception:
             log.exception("stargame: internal error")
@@ -231,6 +244,8 @@ class StarGame:
     async def write_bet(self, query: Query, deadline_ms: int) -> bytes:
         uid = uid_of(query)
         bet_cents, win_cents = amount(query, "bet"), amount(query, "win")
+        if int(time.time() * 1000) > deadline_ms:  # already late: no Redis call at all
+            raise Refused(REFUSALS["LATE"])
         player_id = await self.player_of(uid)
         if not self.journal.has_room():
             limited_log.error("journal", "stargame: the reconciliation journal cannot take a note (%s; is the "
@@ -257,6 +272,8 @@ class StarGame:
             self.remember_currency(player_id, currency_code)
         assert booking is not None and booking.account is not None
         if booking.code != "OK":
+            if booking.code == "BACKLOG":
+                limited_log.error("backlog", BACKLOG_LOG)
             return reply("fail", REFUSALS[booking.code], uid, booking.account)
         return reply("success", "", uid, booking.account)
 
@@ -265,7 +282,7 @@ class StarGame:
         (before the answer) for the reconciler, and Unanswerable raised."""
         try:
             return await book(
-                self.wallet, note.player_id, bet, win, deadline_ms, note.request_id, currency_code,
+                self.wallet, note.player_id, bet, win, deadline_ms, currency_code,
                 request_id=note.request_id, retention_s=self.settings.request_retention_s)
         except OutcomeUnknown as exc:
             await self.note_unknown(msgspec.structs.replace(note, ts_ms=int(time.time() * 1000)), exc)

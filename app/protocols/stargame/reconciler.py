@@ -22,6 +22,7 @@ from typing import Any
 
 from app.ids import is_player_id
 from app.keys import Keys
+from app.ledger.guard import ColdStart
 from app.logsafe import quoted
 from app.protocols.stargame.journal import SUFFIX, JournalFile, Note, journal_files
 from app.scripts import Scripts
@@ -47,8 +48,10 @@ def is_request_id(text: str) -> bool:
 
 
 class Reconciler:
-    def __init__(self, scripts: Scripts, keys: Keys, settings: StarGameSettings, directory: Path) -> None:
+    def __init__(self, scripts: Scripts, keys: Keys, settings: StarGameSettings, directory: Path,
+                 guard: ColdStart | None = None) -> None:
         self.scripts = scripts
+        self.guard = guard  # it books nothing while this refuses (Redis behind the ledger store)
         self.keys = keys
         self.settings = settings
         self.directory = directory
@@ -61,6 +64,9 @@ class Reconciler:
         delay_s = self.settings.reconcile_interval_ms / 1000
         failing = False
         while not self.should_exit:
+            if self.guard is not None and self.guard.refusal:
+                await asyncio.sleep(self.settings.reconcile_interval_ms / 1000)
+                continue
             try:
                 await self.reconcile_all()
             except Exception as exc:  # noqa: BLE001 - Redis or disk trouble: retried, never fatal
@@ -131,7 +137,8 @@ class Reconciler:
         partition = self.keys.partition(note.player_id)
         keys = [self.keys.stargame_request(partition, note.request_id), self.keys.account_at(partition, note.player_id),
                 self.keys.seq(partition), self.keys.ledger(partition)]
-        reply = await self.scripts.stargame_reconcile(keys=keys, args=[note.player_id, partition, self.retention_ms])
+        reply = await self.scripts.stargame_reconcile(
+            keys=keys, args=[note.player_id, partition, self.retention_ms, note.request_id])
         self.report(note, reply)
         return 1
 

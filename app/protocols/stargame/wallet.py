@@ -36,16 +36,18 @@ class Booking(msgspec.Struct):
 
 
 async def book(
-    wallet: Wallet, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int, ref: str,
+    wallet: Wallet, player_id: str, bet_minor: int, win_minor: int, deadline_ms: int,
     currency_code: str = "", request_id: str | None = None, retention_s: int = 3600,
 ) -> Booking:
     """currency_code: the currency the amounts were converted for; the script
     refuses (CURRENCY) if the account's differs. '' books minor units as given.
     request_id (hex; a fresh one if None) is recorded with what the booking moved,
-    for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost."""
+    for retention_s, so app/protocols/stargame/reconciler.py can settle it if the reply is lost;
+    it is also the ref of the booking's ledger entries (one name for the request everywhere)."""
+    request_id = request_id or REQUEST_IDS.new()
     keys, partition = wallet.booking_keys(player_id)
-    keys.append(wallet.keys.stargame_request(partition, request_id or REQUEST_IDS.new()))
-    args = [player_id, partition, bet_minor, win_minor, deadline_ms, wallet.settings.backlog_max, ref,
+    keys.append(wallet.keys.stargame_request(partition, request_id))
+    args = [player_id, partition, bet_minor, win_minor, deadline_ms, wallet.settings.backlog_max, request_id,
             currency_code, retention_s * 1000]
     reply = await wallet.scripts.stargame_book(keys=keys, args=args)
     if reply[0] == "NO_PLAYER":
