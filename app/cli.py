@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -209,6 +210,9 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Runti
 
 
 def flush(settings: Settings, config_path: str | None) -> int:
+    # Draining may lag; a callback may not: the server process(es) and Redis win the CPU.
+    os.nice(settings.flusher.nice)
+
     async def work(runtime: Runtime) -> int:
         flusher, reconciler = runtime.flusher, runtime.reconciler
         assert flusher is not None and reconciler is not None

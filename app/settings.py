@@ -28,6 +28,14 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Server processes sharing the port (uvicorn's supervisor); each has its own
     # event loop and Redis connections, and its own flusher.
     workers: int = 1
+    # TLS from uvicorn: both set, or neither (plain HTTP).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed;
+    # from any other peer the header is ignored (the StarGame allow-list judges the peer).
+    forwarded_allow_ips: list[str] = []
+    # After SIGINT/SIGTERM in-flight callbacks get this long to be answered.
+    shutdown_timeout_s: int = 10
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,7 +64,10 @@ OPERATOR_ID = re.compile(r"[A-Za-z0-9_-]{1,20}")  # the seed's operator_id: STRI
 
 class OperatorSettings(msgspec.Struct, forbid_unknown_fields=True):
     id: str
-    secret_key: str
+    # The secret, or a file holding it (secret_key_file), or the environment
+    # (README "Configuration": one variable per operator); exactly one source.
+    secret_key: str = ""
+    secret_key_file: str = ""
     # ISO codes this operator may play in; empty means any.
     currencies: list[str] = []
     # BETs on these game ids are refused with OP_35 (WIN/REFUND still credit).
@@ -87,11 +98,20 @@ class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Host (or https://host/path) of the platform's game launcher, for launch URLs.
     game_launch_host: str = ""
     home_url: str = ""
+    # Secrets shorter than 16 characters or equal to an example value are refused at
+    # start unless this is true (a test bed, never production).
+    allow_weak_secrets: bool = False
 
 
 class AdminSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Bearer token for POST /admin/sessions; empty turns the admin API off.
     token: str = ""
+    # A file holding the token (or WALLETD_ADMIN_TOKEN_FILE), instead of token.
+    token_file: str = ""
+    # The admin API on a listener of its own, so it need not face the platform;
+    # port 0 = on the main listener with the callbacks.
+    host: str = "127.0.0.1"
+    port: int = 0
 
     def __repr__(self) -> str:
         return "AdminSettings(token='***')"
@@ -144,6 +164,22 @@ class FlusherSettings(msgspec.Struct, forbid_unknown_fields=True):
     # After a failed tick (store locked or down, Redis down) the next try waits
     # twice as long as the last, from tick_ms up to this.
     retry_backoff_max_ms: int = 5_000
+    # The flush process runs at this niceness (0-19): on a host shared with the
+    # server process(es) and Redis, the callbacks' latency wins the CPU over draining.
+    nice: int = 10
+
+
+class LogSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # "text" (one line, UTC timestamps) or "json" (one object per line).
+    format: str = "text"
+    level: str = "info"
+    # One line per HTTP request (uvicorn's access log), in the same format.
+    access_log: bool = False
+
+
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # GET /metrics in Prometheus text format.
+    enabled: bool = True
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -156,6 +192,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)
     flusher: FlusherSettings = msgspec.field(default_factory=FlusherSettings)
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 
     @property
     def data_path(self) -> Path:
@@ -218,6 +256,8 @@ FILTER_GENERATION_MIN_S = 3600
 WORKERS_MAX = 64
 # One flusher batch is one store transaction held in memory: bounded so neither grows unchecked.
 FLUSHER_BATCH_MAX = 10_000
+NICE_MAX = 19
+LOG_FORMATS = ("text", "json")
 
 
 def check(settings: Settings) -> None:
@@ -235,6 +275,12 @@ def check(settings: Settings) -> None:
     if min(flusher.tick_ms, flusher.retry_backoff_max_ms) < 1 or flusher.claim_interval_ms < 0:
         raise ConfigError("flusher.tick_ms and flusher.retry_backoff_max_ms must be positive, "
                           "flusher.claim_interval_ms not negative")
+    if not 0 <= flusher.nice <= NICE_MAX:
+        raise ConfigError(f"flusher.nice must be 0..{NICE_MAX}")
+    if settings.log.format not in LOG_FORMATS:
+        raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}")
+    if settings.server.shutdown_timeout_s < 1:
+        raise ConfigError("server.shutdown_timeout_s must be positive")
     check_redis(settings.redis)
     for entry in settings.stargame.allowed_ips:
         try:
