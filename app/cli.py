@@ -1,4 +1,4 @@
-"""The walletd command line: serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild."""
+"""The walletd command line: init, serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import msgspec
 import uvloop
 from redis.exceptions import RedisError
 
-from app import currency, serve, settings as config
+from app import currency, serve, settings as config, starter_config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
     main = argparse.ArgumentParser(prog="walletd", parents=[common])
     commands = main.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", parents=[common], help="write a starter walletd.toml with fresh secrets")
+    init.add_argument("--operator", default=starter_config.DEFAULT_OPERATOR, help="the operator id to configure")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
     commands.add_parser("serve", parents=[common], help="HTTP server and flusher")
     commands.add_parser("flush", parents=[common], help="run the flusher alone")
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
@@ -307,6 +310,16 @@ def run_migrate(settings: Settings) -> int:
     return 0
 
 
+def run_init(args: argparse.Namespace) -> int:
+    path = starter_config.target(getattr(args, "config", None))
+    try:
+        created = starter_config.create(path, args.operator, args.force)
+    except FileExistsError:
+        raise Refusal(f"{path} exists; not overwritten (walletd init --force replaces it)") from None
+    print(starter_config.announcement(created))
+    return 0
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     config_path = getattr(args, "config", None)
     if args.command == "serve":
@@ -334,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "ledger":  # two store URLs, no config, no Redis
             return copy_ledger(args)
+        if args.command == "init":  # writes the config, reads none
+            return run_init(args)
         settings = config.load(getattr(args, "config", None))
         return dispatch(args, settings)
     except RebuildRefused as exc:
