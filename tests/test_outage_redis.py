@@ -84,8 +84,8 @@ async def test_redis_killed_and_restarted_under_load(tmp_path: Path, loading: st
         answers = await load.finish()
         print(f"\n{summary(answers)}")
         settled = await wait_for(lambda: sg_balances_settled(backing.admin_url, answers))
-        log = server.log.read_text()[len(log_before):]
         server.stop()  # verify drains the rest alone, not racing serve's flusher
+        log = server.log.read_text()[len(log_before):]  # after the stop: every line is written
         check = walletd(server.config, "verify", check=False)
     finally:
         server.stop()
