@@ -30,9 +30,7 @@ from app.redis_server import served_redis_url
 from app.runtime import Runtime
 from app.settings import Settings
 
-# In-flight callbacks get this long to be answered after SIGINT/SIGTERM; each
-# one answers within its budget (oia.budget_ms), so this is plenty.
-GRACEFUL_SHUTDOWN_S = 10
+
 class StartupError(Exception):
     pass
 
@@ -82,11 +80,15 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
 
     from app.web import create_app  # noqa: PLC0415
 
-    # proxy_headers off: the StarGame allow-list must see the socket's peer,
-    # not an X-Forwarded-For header anyone can write.
+    server = settings.server
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from its own list of
+    # proxies; walletd applies server.forwarded_allow_ips itself (app/proxies.py).
     options: dict[str, Any] = {
-        "host": settings.server.host, "port": settings.server.port, "loop": "uvloop", "http": "httptools",
-        "proxy_headers": False, "access_log": False, "lifespan": "on", "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+        "host": server.host, "port": server.port, "loop": "uvloop", "http": "httptools",
+        "proxy_headers": False, "access_log": False, "lifespan": "on",
+        # In-flight callbacks get this long after SIGINT/SIGTERM; each answers within its budget.
+        "timeout_graceful_shutdown": server.shutdown_timeout_s,
+        "ssl_certfile": server.ssl_certfile or None, "ssl_keyfile": server.ssl_keyfile or None,
     }
     # Children (the flush process, uvicorn's workers) read the same settings and this Redis.
     os.environ["WALLETD_REDIS_URL"] = url
@@ -106,9 +108,10 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
             uvicorn.run("app.web:worker_app", factory=True, workers=settings.server.workers, **options)
     except SystemExit as exc:
         if exc.code not in (0, None):  # uvicorn: 1 = cannot bind, 3 = lifespan start-up failed
-            raise StartupError(f"the HTTP server on {settings.server.host}:{settings.server.port} "
+            raise StartupError(f"the HTTP server on {server.host}:{server.port} "
                                f"did not start (the reason is logged above)") from None
         raise
     finally:
         if flusher is not None:
             flusher.stop()
+

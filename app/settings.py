@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -282,11 +283,8 @@ def check(settings: Settings) -> None:
     if settings.server.shutdown_timeout_s < 1:
         raise ConfigError("server.shutdown_timeout_s must be positive")
     check_redis(settings.redis)
-    for entry in settings.stargame.allowed_ips:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError as exc:
-            raise ConfigError(f"stargame.allowed_ips: {exc}") from exc
+    check_networks("stargame.allowed_ips", settings.stargame.allowed_ips)
+    check_network(settings.server, settings.admin)
     check_paths(settings.oia.path, settings.stargame.path)
     check_oia(settings.oia)
     check_stargame(settings.stargame)
@@ -294,6 +292,48 @@ def check(settings: Settings) -> None:
         # Each server process keeps one journal file open for its next note; one without
         # a file refuses every writeBet.
         raise ConfigError("stargame.journal_files_max must be at least server.workers")
+
+
+def check_networks(key: str, entries: list[str]) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+
+
+# Hosts that listen on every address, so any port they take is taken on all hosts.
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - names the wildcard, binds nothing
+PORT_MAX = 65535
+
+
+def check_network(server: ServerSettings, admin: AdminSettings) -> None:
+    """TLS files, trusted proxies and the admin listener (README "TLS", "Behind a proxy", "Admin listener")."""
+    if bool(server.ssl_certfile) != bool(server.ssl_keyfile):
+        raise ConfigError("server.ssl_certfile and server.ssl_keyfile: set both (TLS) or neither (plain HTTP)")
+    if server.ssl_certfile:
+        check_tls(server.ssl_certfile, server.ssl_keyfile)
+    check_networks("server.forwarded_allow_ips", server.forwarded_allow_ips)
+    if not 0 <= admin.port <= PORT_MAX:
+        raise ConfigError(f"admin.port must be 0..{PORT_MAX} (0: the admin API on the main listener)")
+    same_host = admin.host == server.host or admin.host in WILDCARD_HOSTS or server.host in WILDCARD_HOSTS
+    if admin.port and admin.port == server.port and same_host:
+        raise ConfigError(f"admin.port {admin.port} is server.port on the same host: choose another port "
+                          "(or 0 for the admin API on the main listener)")
+
+
+def check_tls(certfile: str, keyfile: str) -> None:
+    for key, path in (("server.ssl_certfile", certfile), ("server.ssl_keyfile", keyfile)):
+        try:
+            Path(path).open("rb").close()
+        except OSError as exc:
+            raise ConfigError(f"{key} {path!r}: cannot read it: {exc.strerror}") from exc
+    try:
+        # password "": an encrypted key fails here instead of prompting on the terminal.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile, password="")
+    except ssl.SSLError as exc:
+        raise ConfigError(f"server.ssl_certfile {certfile!r} and server.ssl_keyfile {keyfile!r}: not a PEM "
+                          f"certificate and its unencrypted private key: {exc}") from exc
 
 
 # The paths app/web.py's Starlette app serves, besides <oia.path>/ping: the raw callback

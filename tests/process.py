@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -19,19 +20,21 @@ REFUSAL_TIMEOUT_S = 20.0  # a refused start takes a second; past this it did not
 
 
 def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, redis_extra: str = "",
-                 storage_url: str = "", data_dir: Path | None = None, extra: str = "", workers: int = 1) -> Path:
-    """extra: more TOML, appended (sections this function does not write)."""
+                 storage_url: str = "", data_dir: Path | None = None, extra: str = "", workers: int = 1,
+                 server_extra: str = "", admin_extra: str = "") -> Path:
+    """extra: more TOML, appended (sections this function does not write); server_extra,
+    admin_extra: more keys of [server], [admin]."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "walletd.toml"
     config.write_text(
         f'data_dir = "{data_dir or directory / "var"}"\n'
-        f"[server]\nport = {port}\nworkers = {workers}\n"
+        f"[server]\nport = {port}\nworkers = {workers}\n{server_extra}"
         f'[redis]\nurl = "{redis_url}"\n{redis_extra}'
         f'[storage]\nurl = "{storage_url or "sqlite:///" + str(directory / "ledger.db")}"\n'
         f"[stargame]\nbudget_ms = {budget_ms}\n"
         f"[flusher]\ntick_ms = 20\n"
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
-        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n{extra}'
+        f'[admin]\ntoken = "{ADMIN_TOKEN}"\n{admin_extra}{extra}'
     )
     return config
 
@@ -47,14 +50,21 @@ def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60)
 
 
 class Server:
+    """tls: (certificate, key) files: served over HTTPS, the certificate trusted by self.verify."""
+
     def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, cwd: Path | None = None,
-                 **config: str | Path | int) -> None:
+                 tls: tuple[Path, Path] | None = None, **config: str | Path | int) -> None:
         self.cwd = cwd  # the folder serve is started from (default: ours)
         self.port = free_port()
+        self.verify: ssl.SSLContext | bool = True
+        if tls is not None:
+            tls_keys = f'ssl_certfile = "{tls[0]}"\nssl_keyfile = "{tls[1]}"\n'
+            config["server_extra"] = tls_keys + str(config.get("server_extra", ""))
+            self.verify = ssl.create_default_context(cafile=tls[0])
         self.config = write_config(directory, self.port, redis_url, budget_ms, **config)  # type: ignore[arg-type]
         self.log = directory / "serve.log"
         self.process: subprocess.Popen | None = None
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, ready_status: int = 200) -> Server:
         """Started once /healthz answers ready_status (503: serving refusals, tests/test_cold_start.py)."""
@@ -67,7 +77,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
             try:
-                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == ready_status:
+                if httpx.get(self.base_url + "/healthz", timeout=1, verify=self.verify).status_code == ready_status:
                     return self
             except httpx.HTTPError:
                 pass
