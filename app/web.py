@@ -22,6 +22,7 @@ from app.ledger.guard import SERVER_ROLE
 from app.logsafe import configure_logging, limit_server_logs
 from app.protocols.oia.handler import Oia
 from app.protocols.stargame.handler import StarGame
+from app.proxies import ForwardedClient, behind_proxies
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -112,7 +113,8 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def create_app(settings: Settings, redis_url: str, flush_process: FlushProcess | None = None) -> Callbacks:
+def create_app(settings: Settings, redis_url: str,
+               flush_process: FlushProcess | None = None) -> Callbacks | ForwardedClient:
     limit_server_logs()  # any client can make uvicorn log: one line per kind per minute
     service = Service(settings, redis_url, flush_process)
 
@@ -133,10 +135,11 @@ def create_app(settings: Settings, redis_url: str, flush_process: FlushProcess |
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service
     # The platforms' callbacks are served by the raw path only (app/callbacks.py).
-    return Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()])
+    return behind_proxies(Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()]),
+                          settings.server.forwarded_allow_ips)
 
 
-def worker_app() -> Callbacks:
+def worker_app() -> Callbacks | ForwardedClient:
     """One of several server processes (server.workers > 1): settings from the
     environment the supervisor set; the supervisor runs the one flusher."""
     configure_logging()

@@ -1,5 +1,5 @@
-"""`walletd serve` on the network, as real processes: TLS, the graceful-shutdown
-timeout (README "TLS", "Stopping")."""
+"""`walletd serve` on the network, as real processes: TLS, behind a reverse proxy, the
+graceful-shutdown timeout (README "TLS", "Behind a proxy", "Stopping")."""
 
 from __future__ import annotations
 
@@ -17,7 +17,22 @@ from tests.support import ADMIN_TOKEN
 
 pytestmark = pytest.mark.slow
 
+# Loopback addresses the test calls from (Linux routes all of 127/8 to lo): the trusted
+# proxy, and a peer that is neither a proxy nor in stargame.allowed_ips (127.0.0.1, ::1).
+PROXY, STRANGER = "127.0.0.2", "127.0.0.3"
+# Allowed by nothing: the address a client tries to pass off, or its real one.
+ELSEWHERE = "198.51.100.9"
 SHUTDOWN_TIMEOUT_S = 2
+
+
+def from_address(local: str) -> httpx.Client:
+    """A client whose connections come from local (the peer walletd sees)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=local), timeout=5)
+
+
+def stargame(client: httpx.Client, server: Server, uid: str, forwarded: str | None = None) -> httpx.Response:
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else {}
+    return client.get(server.base_url + "/stargame", params={"cmd": "getBalance", "uid": uid}, headers=headers)
 
 
 def test_a_callback_over_https_with_a_self_signed_certificate(tmp_path: Path, redis_url: str) -> None:
@@ -36,6 +51,39 @@ def test_a_callback_over_https_with_a_self_signed_certificate(tmp_path: Path, re
         server.stop()
     assert server.process is not None and server.process.returncode == 0
     assert "https://127.0.0.1" in server.log.read_text()
+
+
+def test_stargame_believes_x_forwarded_for_only_from_a_trusted_proxy(tmp_path: Path, redis_url: str) -> None:
+    server = Server(tmp_path, redis_url, server_extra=f'forwarded_allow_ips = ["{PROXY}/32"]\n').start()
+    try:
+        walletd(server.config, "player", "create", "p1", "--currency", "EUR", "--balance", "1.00")
+        with from_address(PROXY) as proxy, from_address(STRANGER) as stranger, from_address("127.0.0.1") as near:
+            # Through the proxy, for an allowed client: allowed.
+            assert stargame(proxy, server, "p1", "127.0.0.1").json()["status"] == "success"
+            # The same header from a peer that is no proxy: judged by that peer.
+            refused = stargame(stranger, server, "p1", "127.0.0.1")
+            assert (refused.status_code, refused.json()) == (403, {"status": "fail", "error": "forbidden"})
+            # A client's own left-most entry does not help: the proxy saw ELSEWHERE call it.
+            assert stargame(proxy, server, "p1", f"127.0.0.1, {ELSEWHERE}").status_code == 403
+            # Several proxies: trusted entries are skipped from the right, several header lines read as one.
+            assert stargame(proxy, server, "p1", f"{ELSEWHERE}, 127.0.0.1, {PROXY}").status_code == 200
+            # A malformed header from the proxy: refused as not allowed, never a 500.
+            for garbage in ("not-an-address", "", "127.0.0.1,,", "127.0.0.1:8080", "127.0.0.1 10.0.0.1"):
+                answer = stargame(proxy, server, "p1", garbage)
+                assert (answer.status_code, answer.json()["error"]) == (403, "forbidden"), garbage
+            # From the proxy without the header: the proxy itself calls, and is not allowed.
+            assert stargame(proxy, server, "p1").status_code == 403
+            # An allowed peer that is no proxy is judged by its own address, whatever it writes.
+            assert stargame(near, server, "p1", ELSEWHERE).json()["status"] == "success"
+            # OIA's log line names the same address the allow-list judged.
+            oia = proxy.post(server.base_url + "/oia/balance", content=b"{}",
+                             headers={"X-Forwarded-For": ELSEWHERE, "X-Operator-Id": "nobody"})
+            assert oia.status_code == 403
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert f"stargame call from '{STRANGER}' refused" in log and f"from '{ELSEWHERE}' refused (403)" in log, log
+    assert "Traceback" not in log
 
 
 def test_in_flight_requests_get_shutdown_timeout_s_then_are_cut(tmp_path: Path, redis_url: str) -> None:
