@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import msgspec
 from redis.connection import parse_url
 
+from app import currency, secret_sources
 from app.keys import PARTITIONS_MAX
 from app.redis_pipe import redacted, tls_context
 
@@ -232,8 +233,20 @@ def load(explicit: str | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"config {path}: {exc}") from exc
     apply_env(settings)
+    resolve_secrets(settings)
     check(settings)
     return settings
+
+
+def resolve_secrets(settings: Settings) -> None:
+    """Each secret's final value from its one source, refused if weak (README "Secrets")."""
+    try:
+        secret_sources.resolve(settings, os.environ)
+    except secret_sources.SecretError as exc:
+        raise ConfigError(str(exc)) from None
+    weak = secret_sources.weak_secret(settings)
+    if weak:
+        raise ConfigError(weak)
 
 
 def apply_env(settings: Settings) -> None:
@@ -241,8 +254,6 @@ def apply_env(settings: Settings) -> None:
         settings.redis.url = os.environ["WALLETD_REDIS_URL"]
     if os.environ.get("WALLETD_STORAGE_URL"):
         settings.storage.url = os.environ["WALLETD_STORAGE_URL"]
-    if os.environ.get("WALLETD_ADMIN_TOKEN"):
-        settings.admin.token = os.environ["WALLETD_ADMIN_TOKEN"]
     if os.environ.get("WALLETD_PORT"):
         try:
             settings.server.port = int(os.environ["WALLETD_PORT"])
@@ -417,6 +428,9 @@ def check_oia(oia: OiaSettings) -> None:
             raise ConfigError(f"oia.operators: id {operator.id!r} must be 1-20 of [A-Za-z0-9_-]")
         if operator.id in seen:
             raise ConfigError(f"oia.operators: id {operator.id!r} appears twice")
-        if not operator.secret_key:
-            raise ConfigError(f"oia.operators: {operator.id} has an empty secret_key")
+        for code in operator.currencies:
+            try:
+                currency.lookup(code)
+            except currency.CurrencyError as exc:
+                raise ConfigError(f"oia.operators {operator.id}: currencies: {exc}") from None
         seen.add(operator.id)

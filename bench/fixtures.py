@@ -24,7 +24,8 @@ from app.runtime import Runtime
 from app.settings import Settings
 from app.wallet import WalletError
 
-OPERATOR, SECRET, ADMIN_TOKEN = "benchcasino", "bench-secret", "bench-admin"
+# 16+ characters, no example value: walletd refuses weak secrets at start.
+OPERATOR, SECRET, ADMIN_TOKEN = "benchcasino", "benchcasino-oia-key-5Tw1", "bench-admin-bearer-8Hd6"
 GAME_ID = 200
 CURRENCY = "EUR"
 STAMP = "2026-11-21 10:00:00"  # request_timestamp: signed once, never checked for age

@@ -39,22 +39,27 @@ def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, red
     return config
 
 
-def environment() -> dict[str, str]:
-    """Ours without WALLETD_ overrides, leading the child to the `app` these tests import."""
-    return spawn.environment({k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")})
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Ours without WALLETD_ overrides (plus a test's own: extra), leading the child to the
+    `app` these tests import."""
+    ours = {k: v for k, v in os.environ.items() if not k.startswith("WALLETD_")}
+    return spawn.environment({**ours, **(extra or {})})
 
 
-def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60) -> subprocess.CompletedProcess:
+def walletd(config: Path, *args: str, check: bool = True, timeout_s: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(spawn.command("app.cli", "--config", str(config), *args),
-                          capture_output=True, text=True, timeout=timeout_s, check=check, env=environment())
+                          capture_output=True, text=True, timeout=timeout_s, check=check, env=environment(env))
 
 
 class Server:
     """tls: (certificate, key) files: served over HTTPS, the certificate trusted by self.verify."""
 
     def __init__(self, directory: Path, redis_url: str = "embedded", budget_ms: int = 40, cwd: Path | None = None,
-                 tls: tuple[Path, Path] | None = None, **config: str | Path | int) -> None:
+                 tls: tuple[Path, Path] | None = None, env: dict[str, str] | None = None,
+                 **config: str | Path | int) -> None:
         self.cwd = cwd  # the folder serve is started from (default: ours)
+        self.env = env  # WALLETD_* variables for serve (none of ours reach it)
         self.port = free_port()
         self.verify: ssl.SSLContext | bool = True
         if tls is not None:
@@ -72,7 +77,7 @@ class Server:
             # Own process group, like a shell job: interrupt() signals all of it.
             self.process = subprocess.Popen(
                 spawn.command("app.cli", "--config", str(self.config), "serve"),
-                stdout=log, stderr=subprocess.STDOUT, env=environment(), start_new_session=True, cwd=self.cwd)
+                stdout=log, stderr=subprocess.STDOUT, env=environment(self.env), start_new_session=True, cwd=self.cwd)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
@@ -97,4 +102,4 @@ class Server:
 
     def refused(self) -> subprocess.CompletedProcess:
         """Run `walletd serve` expecting it to refuse to start."""
-        return walletd(self.config, "serve", check=False, timeout_s=REFUSAL_TIMEOUT_S)
+        return walletd(self.config, "serve", check=False, timeout_s=REFUSAL_TIMEOUT_S, env=self.env)

@@ -22,9 +22,11 @@ from app.settings import Settings
 from app.wallet import Wallet
 from app.web import create_app
 
-OPERATOR, SECRET = "testcasino", "test-secret"
-OTHER_OPERATOR, OTHER_SECRET = "othercasino", "other-secret"
-ADMIN_TOKEN = "admin-token-for-tests"
+# At least 16 characters and no example value: walletd refuses weak secrets at start
+# (app/secret_sources.py), and the tests' configs must start without allow_weak_secrets.
+OPERATOR, SECRET = "testcasino", "testcasino-oia-key-7Qm2"
+OTHER_OPERATOR, OTHER_SECRET = "othercasino", "othercasino-oia-key-9Zr4"
+ADMIN_TOKEN = "tests-admin-bearer-3Kx8"
 
 # Keeps Redis busy (scripts run alone) for ARGV[1] microseconds.
 BUSY_LUA = """

@@ -12,7 +12,7 @@ import redis
 from app.settings import Settings
 from app.wallet import Wallet
 from tests.oia_calls import call, change, error_code, new_session, redis_state
-from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, balance_of, drain, ledger_rows
+from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, balance_of, drain, ledger_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ async def test_ownerless_account_is_refused_to_every_operator_when_several_are_c
 ) -> None:
     await wallet.create_player("old", "EUR", 1000, "", "en", "", [], operator_id="")
     before = redis_state(sync_redis)
-    for secret, operator in (("test-secret", OPERATOR), (OTHER_SECRET, OTHER_OPERATOR)):
+    for secret, operator in ((SECRET, OPERATOR), (OTHER_SECRET, OTHER_OPERATOR)):
         answer = await call(client, "changebalance", change("old", 1, "WIN", 1), secret=secret, operator=operator)
         assert error_code(answer) == "OP_34"
     r = await client.post("/admin/sessions", json={"player_id": "old", "game_id": 200, "operator_id": OPERATOR},

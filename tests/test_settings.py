@@ -9,6 +9,8 @@ import pytest
 from app import settings as config
 from app.settings import ConfigError
 
+STRONG = "casino-oia-key-0123456789"
+
 
 def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
@@ -24,14 +26,14 @@ def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "w.toml"
     path.write_text('data_dir = "/srv/w"\n[server]\nport = 9000\n[redis]\nurl = "redis://h:1/0"\n'
-                    '[[oia.operators]]\nid = "casino"\nsecret_key = "s3cret"\n')
+                    f'[[oia.operators]]\nid = "casino"\nsecret_key = "{STRONG}"\n')
     monkeypatch.setenv("WALLETD_CONFIG", str(path))
     monkeypatch.setenv("WALLETD_PORT", "9100")
     monkeypatch.setenv("WALLETD_STORAGE_URL", "sqlite:////tmp/x.db")
     monkeypatch.delenv("WALLETD_REDIS_URL", raising=False)
     s = config.load()
     assert (s.server.port, s.redis.url, s.storage_url) == (9100, "redis://h:1/0", "sqlite:////tmp/x.db")
-    assert "s3cret" not in repr(s)  # secrets never reach a log line
+    assert STRONG not in repr(s)  # secrets never reach a log line
     monkeypatch.setenv("WALLETD_REDIS_URL", "redis://other:2/0")
     assert config.load().redis.url == "redis://other:2/0"
 
@@ -40,10 +42,10 @@ def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     "text",
     ['[redis]\nurll = "embedded"\n', "[wallet]\npartitions = 0\n", '[stargame]\nallowed_ips = ["10.0.0.0/33"]\n',
      '[redis]\nurl = "http://x"\n', "[server]\nport = 'eighty'\n", "not toml [",
-     '[[oia.operators]]\nid = "bad|id"\nsecret_key = "s"\n',
+     f'[[oia.operators]]\nid = "bad|id"\nsecret_key = "{STRONG}"\n',
      '[[oia.operators]]\nid = "a"\nsecret_key = ""\n',
-     '[[oia.operators]]\nid = "a"\nsecret_key = "s"\n[[oia.operators]]\nid = "a"\nsecret_key = "t"\n',
-     '[[oia.operators]]\nid = "a"\nsecret_key = "s"\ncurrencies = ["EUR"]\ndisabled_games = ["x"]\n',
+     f'[[oia.operators]]\nid = "a"\nsecret_key = "{STRONG}"\n[[oia.operators]]\nid = "a"\nsecret_key = "{STRONG}"\n',
+     f'[[oia.operators]]\nid = "a"\nsecret_key = "{STRONG}"\ncurrencies = ["EUR"]\ndisabled_games = ["x"]\n',
      "[oia]\nretention_s = 0\n", "[flusher]\nretry_backoff_max_ms = 0\n", "[flusher]\ntick_ms = -1\n",
      "[redis]\nrequire_durable = 'no'\n"],
 )
@@ -57,10 +59,10 @@ def test_bad_config_is_refused(tmp_path: Path, text: str) -> None:
 def test_admin_token_from_env_is_not_logged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WALLETD_CONFIG", raising=False)
-    monkeypatch.setenv("WALLETD_ADMIN_TOKEN", "tok-123")
+    monkeypatch.setenv("WALLETD_ADMIN_TOKEN", STRONG)
     s = config.load()
-    assert s.admin.token == "tok-123"
-    assert "tok-123" not in repr(s)
+    assert s.admin.token == STRONG
+    assert STRONG not in repr(s)
 
 
 @pytest.mark.parametrize("oia_path, stargame_path, named", [
