@@ -1,4 +1,5 @@
-"""The walletd command line: init, serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild."""
+"""The walletd command line: init, serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild,
+config check."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import msgspec
 import uvloop
 from redis.exceptions import RedisError
 
-from app import currency, serve, settings as config, starter_config
+from app import config_show, currency, serve, settings as config, starter_config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
@@ -28,6 +29,7 @@ from app.redis_server import redis_url
 from app.runtime import Runtime
 from app.sessions import DEVICES
 from app.settings import Settings
+from app.version import version
 from app.wallet import Wallet, WalletError
 
 # Exit codes (README "Command line"): 0 done or stopped by SIGINT/SIGTERM.
@@ -44,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file")
     main = argparse.ArgumentParser(prog="walletd", parents=[common])
+    main.add_argument("--version", action="version", version=f"walletd {version()}")
     commands = main.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", parents=[common], help="write a starter walletd.toml with fresh secrets")
     init.add_argument("--operator", default=starter_config.DEFAULT_OPERATOR, help="the operator id to configure")
@@ -81,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--home-url", default="")
     new.add_argument("--device", default="", choices=["", *DEVICES])
     new.add_argument("--fun", action="store_true", help="also print the fun-mode URL")
+    configuration = commands.add_parser("config", help="the configuration")
+    check = configuration.add_subparsers(dest="action", required=True).add_parser(
+        "check", parents=[common], help="validate it as serve would; print it, secrets masked")
+    check.add_argument("--format", choices=config_show.FORMATS, default="toml")
     ledger = commands.add_parser("ledger", help="the ledger store").add_subparsers(dest="action", required=True)
     copy = ledger.add_parser("copy", help="copy a ledger into another store (resumable; checks the result)")
     copy.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:///./var/ledger.db")
@@ -320,6 +327,16 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Reached once config.load accepted the configuration (file, environment, secret
+    sources, every check serve makes before it opens Redis or the ledger store)."""
+    print(config_show.render(settings, args.format), end="" if args.format == "toml" else "\n")
+    source = config.config_file(getattr(args, "config", None)) or "no file: the defaults"
+    print(f"walletd: config check: valid ({source}); Redis and the ledger store were not contacted",
+          file=sys.stderr)
+    return 0
+
+
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     config_path = getattr(args, "config", None)
     if args.command == "serve":
@@ -332,6 +349,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_rebuild(settings)
     if args.command == "migrate":
         return run_migrate(settings)
+    if args.command == "config":
+        return config_check(args, settings)
     if args.command == "session":
         return with_runtime(settings, session_new(args, settings), writes=True, config_path=config_path)
     if args.action == "create":

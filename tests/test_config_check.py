@@ -1,0 +1,120 @@
+"""`walletd config check` (the effective configuration, secrets masked; exit 0 or 2) and
+`walletd --version`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from app import cli
+
+OPERATOR_SECRET = "file-casino-key-0123456789"  # in the config file
+FILE_SECRET = "from-a-file-key-0123456789"  # in a secret file
+ENV_SECRET = "from-the-env-key-0123456789"  # in WALLETD_OIA_SECRET_ENV_CASINO
+ADMIN_TOKEN = "admin-from-env-0123456789"  # in WALLETD_ADMIN_TOKEN
+REDIS_PASSWORD, STORE_PASSWORD = "redis-pass-0123456789", "store-pass-0123456789"
+SECRETS = (OPERATOR_SECRET, FILE_SECRET, ENV_SECRET, ADMIN_TOKEN, REDIS_PASSWORD, STORE_PASSWORD)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration with a secret from each source and passwords in both URLs."""
+    for name in list(os.environ):
+        if name.startswith("WALLETD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("WALLETD_OIA_SECRET_ENV_CASINO", ENV_SECRET)
+    monkeypatch.setenv("WALLETD_ADMIN_TOKEN", ADMIN_TOKEN)
+    secret_file = tmp_path / "casino.secret"
+    secret_file.write_text(FILE_SECRET + "\n")
+    path = tmp_path / "walletd.toml"
+    path.write_text(f'data_dir = "{tmp_path / "var"}"\n'
+                    f'[redis]\nurl = "redis://walletd:{REDIS_PASSWORD}@redis.example:6379/0"\n'
+                    f'[storage]\nurl = "postgresql://walletd:{STORE_PASSWORD}@db.example/walletd"\n'
+                    f'[[oia.operators]]\nid = "plain-casino"\nsecret_key = "{OPERATOR_SECRET}"\ncurrencies = ["EUR"]\n'
+                    f'[[oia.operators]]\nid = "file-casino"\nsecret_key_file = "{secret_file}"\n'
+                    f'[[oia.operators]]\nid = "env-casino"\n')
+    return path
+
+
+def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(["config", "check", *args])
+    out, err = capsys.readouterr()
+    for secret in SECRETS:
+        assert secret not in out and secret not in err, secret
+    return code, out, err
+
+
+def test_prints_the_effective_configuration_as_toml_with_secrets_masked(
+        config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = check(capsys, "--config", str(config_file))
+    assert code == 0 and "valid" in err and str(config_file) in err
+    shown = tomllib.loads(out)
+    assert [o["secret_key"] for o in shown["oia"]["operators"]] == ["***"] * 3
+    assert shown["oia"]["operators"][1]["secret_key_file"].endswith("casino.secret")  # a path, shown
+    assert shown["admin"]["token"] == "***"
+    assert shown["redis"]["url"] == "redis://walletd:***@redis.example:6379/0"
+    assert shown["storage"]["url"] == "postgresql://walletd:***@db.example/walletd"
+    assert shown["oia"]["operators"][0]["currencies"] == ["EUR"]
+    assert shown["wallet"]["partitions"] == 16  # defaults filled in
+
+
+def test_json_and_an_unset_admin_token(config_file: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WALLETD_ADMIN_TOKEN")
+    code, out, _ = check(capsys, "--config", str(config_file), "--format", "json")
+    shown = json.loads(out)
+    assert code == 0 and shown["admin"]["token"] == ""  # empty: the admin API is off, nothing to hide
+    assert shown["storage"]["url"].endswith("@db.example/walletd")
+
+
+def test_the_default_storage_url_is_shown_resolved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "walletd.toml"
+    path.write_text(f'data_dir = "{tmp_path / "var"}"\n')
+    code, out, _ = check(capsys, "--config", str(path))
+    assert code == 0 and tomllib.loads(out)["storage"]["url"] == f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda text: text.replace('currencies = ["EUR"]', 'currencies = ["EUX"]'), "'EUX'"),
+    (lambda text: text.replace('id = "env-casino"\n', 'id = "env-casino"\nsecret_key = "change-me"\n'),
+     "env-casino"),  # two sources: the file and the environment
+    (lambda text: text + '[server]\nworkers = 0\n', "server.workers"),
+])
+def test_an_invalid_configuration_exits_2_with_one_line(config_file: Path, capsys: pytest.CaptureFixture[str],
+                                                        change: Callable[[str], str], named: str) -> None:
+    config_file.write_text(change(config_file.read_text()))
+    code, out, err = check(capsys, "--config", str(config_file))
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("walletd: ") and named in err
+
+
+def test_a_weak_secret_exits_2_without_its_value(config_file: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WALLETD_OIA_SECRET_ENV_CASINO", "short-env-key")
+    code, out, err = check(capsys, "--config", str(config_file))
+    assert (code, out) == (2, "") and "env-casino" in err and "short-env-key" not in err
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"walletd {metadata.version('walletd')}\n"
+
+
+def test_version_from_a_source_tree_never_installed() -> None:
+    """-S: no site-packages, so no installed walletd; app.version needs only the stdlib."""
+    root = Path(cli.__file__).resolve().parent.parent
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    shown = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                            "from app.version import version; print(version())", str(root)],
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    assert shown == f"{pyproject['project']['version']} (source tree, not installed)\n"
