@@ -110,6 +110,7 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out == f"walletd {metadata.version('walletd')}\n"
 
 
+@pytest.mark.slow
 def test_version_from_a_source_tree_never_installed() -> None:
     """-S: no site-packages, so no installed walletd; app.version needs only the stdlib."""
     root = Path(cli.__file__).resolve().parent.parent
