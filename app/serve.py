@@ -21,6 +21,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from app import redis_durability, settings as config
+from app.admin_listener import listening_socket
 from app.instance import single_instance
 from app.ledger import open_store
 from app.ledger.flush_process import FlushProcess
@@ -90,6 +91,7 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         "timeout_graceful_shutdown": server.shutdown_timeout_s,
         "ssl_certfile": server.ssl_certfile or None, "ssl_keyfile": server.ssl_keyfile or None,
     }
+    check_admin_port(settings)
     # Children (the flush process, uvicorn's workers) read the same settings and this Redis.
     os.environ["WALLETD_REDIS_URL"] = url
     if config_path:
@@ -115,3 +117,14 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         if flusher is not None:
             flusher.stop()
 
+
+def check_admin_port(settings: Settings) -> None:
+    """The admin listener's port is free (one line, before anything starts), or
+    raises; the server process that serves it binds it again (app/admin_listener.py)."""
+    if not settings.admin.port:
+        return
+    try:
+        listening_socket(settings.admin.host, settings.admin.port).close()
+    except OSError as exc:
+        raise StartupError(f"the admin listener on {settings.admin.host}:{settings.admin.port} "
+                           f"cannot listen: {exc.strerror or exc}") from None

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from app import settings as config
 from app.admin import Admin
+from app.admin_listener import admin_listener
 from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.ledger.flush_process import FlushProcess
@@ -118,25 +119,41 @@ def create_app(settings: Settings, redis_url: str,
     limit_server_logs()  # any client can make uvicorn log: one line per kind per minute
     service = Service(settings, redis_url, flush_process)
 
+    main_routes, admin_routes = route_tables(service)
+    proxies = settings.server.forwarded_allow_ips
+    admin_app = behind_proxies(Starlette(routes=admin_routes), proxies) if admin_routes else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:  # a failed start still closes what the runtime built
             await service.start()
-            yield
+            async with admin_listener(settings, admin_app):  # after the start: it shares the runtime
+                yield
         finally:
             await service.stop()
 
-    routes = [
-        Route("/healthz", service.healthz, methods=["GET"]),
-        Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"]),
+    app = Starlette(routes=main_routes, lifespan=lifespan)
+    app.state.service = service
+    # The platforms' callbacks are served by the raw path only (app/callbacks.py).
+    return behind_proxies(Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()]), proxies)
+
+
+def route_tables(service: Service) -> tuple[list[Route], list[Route]]:
+    """Every Starlette route, in one place: (the main listener's, the admin listener's).
+    Shared routes, those an operator watches (/healthz; /metrics belongs there too), are
+    served on both; the admin API on its own listener when admin.port is set (README
+    "Admin listener"), then 404 on the main one; else beside the callbacks and no admin
+    listener (an empty table)."""
+    settings = service.settings
+    shared = [Route("/healthz", service.healthz, methods=["GET"])]
+    platform = [Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"])]
+    admin = [
         Route("/admin/players", service.admin.players, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.service = service
-    # The platforms' callbacks are served by the raw path only (app/callbacks.py).
-    return behind_proxies(Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()]),
-                          settings.server.forwarded_allow_ips)
+    if settings.admin.port:
+        return [*shared, *platform], [*shared, *admin]
+    return [*shared, *platform, *admin], []
 
 
 def worker_app() -> Callbacks | ForwardedClient:

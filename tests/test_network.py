@@ -1,5 +1,6 @@
 """`walletd serve` on the network, as real processes: TLS, behind a reverse proxy, the
-graceful-shutdown timeout (README "TLS", "Behind a proxy", "Stopping")."""
+admin API on its own listener, the graceful-shutdown timeout (README "TLS", "Behind a
+proxy", "Admin listener", "Stopping")."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.redis_server import free_port
 from tests.certs import self_signed
 from tests.process import Server, walletd
 from tests.support import ADMIN_TOKEN
@@ -23,6 +25,7 @@ PROXY, STRANGER = "127.0.0.2", "127.0.0.3"
 # Allowed by nothing: the address a client tries to pass off, or its real one.
 ELSEWHERE = "198.51.100.9"
 SHUTDOWN_TIMEOUT_S = 2
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def from_address(local: str) -> httpx.Client:
@@ -36,12 +39,15 @@ def stargame(client: httpx.Client, server: Server, uid: str, forwarded: str | No
 
 
 def test_a_callback_over_https_with_a_self_signed_certificate(tmp_path: Path, redis_url: str) -> None:
-    server = Server(tmp_path, redis_url, tls=self_signed(tmp_path)).start()  # ready: /healthz over HTTPS
+    admin_port = free_port()
+    server = Server(tmp_path, redis_url, tls=self_signed(tmp_path), admin_extra=f"port = {admin_port}\n")
+    server.start()  # ready: /healthz over HTTPS
     try:
         walletd(server.config, "player", "create", "t1", "--currency", "EUR", "--balance", "10.00")
         with httpx.Client(verify=server.verify, timeout=5) as client:
             params = {"cmd": "writeBet", "uid": "t1", "bet": "250", "win": "100"}
             answer = client.get(server.base_url + "/stargame", params=params).json()
+            assert client.get(f"https://127.0.0.1:{admin_port}/healthz").text == "ok"  # the admin listener too
         assert (answer["status"], answer["cash"]) == ("success", 850)
         with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port gets no answer
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
@@ -84,6 +90,44 @@ def test_stargame_believes_x_forwarded_for_only_from_a_trusted_proxy(tmp_path: P
     log = server.log.read_text()
     assert f"stargame call from '{STRANGER}' refused" in log and f"from '{ELSEWHERE}' refused (403)" in log, log
     assert "Traceback" not in log
+
+
+def admin_server(tmp_path: Path, redis_url: str, workers: int) -> tuple[Server, int]:
+    admin_port = free_port()
+    return Server(tmp_path, redis_url, workers=workers, admin_extra=f"port = {admin_port}\n"), admin_port
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_admin_api_on_its_own_listener_and_not_on_the_main_one(
+        tmp_path: Path, redis_url: str, workers: int) -> None:
+    server, admin_port = admin_server(tmp_path, redis_url, workers)
+    server.start()
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    player = {"player_id": "a1", "currency": "EUR", "balance": "5.00"}
+    try:
+        assert httpx.post(server.base_url + "/admin/players", json=player, headers=AUTH).status_code == 404
+        created = httpx.post(admin_url + "/admin/players", json=player, headers=AUTH, timeout=5)
+        assert created.status_code == 201, created.text
+        for url in (admin_url, server.base_url):
+            assert httpx.get(url + "/healthz", timeout=5).text == "ok"
+        # The callbacks stay on the main listener only.
+        assert httpx.get(admin_url + "/stargame", params={"cmd": "getBalance", "uid": "a1"}).status_code == 404
+        assert httpx.get(server.base_url + "/stargame", params={"cmd": "getBalance", "uid": "a1"}).json()["cash"] == 500
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert server.process is not None and server.process.returncode == 0, log
+    assert log.count(f"admin API on http://127.0.0.1:{admin_port}") == 1, log  # one process serves it
+    assert "Traceback" not in log
+
+
+def test_serve_refuses_an_admin_port_in_use_with_one_line(tmp_path: Path, redis_url: str) -> None:
+    server, admin_port = admin_server(tmp_path, redis_url, 1)
+    with socket.create_server(("127.0.0.1", admin_port)):
+        result = server.refused()
+    assert result.returncode == 2, result.stderr
+    assert f"the admin listener on 127.0.0.1:{admin_port} cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_in_flight_requests_get_shutdown_timeout_s_then_are_cut(tmp_path: Path, redis_url: str) -> None:
