@@ -6,16 +6,24 @@ Callbacks skip Starlette's middleware, routing, Request and Response objects
 (measured: README "Benchmarks"). Each protocol package names its own paths
 (`callbacks()` on its handler); adding a protocol adds its entries here, nothing
 else. A callback handler never lets an exception out: it answers in its
-protocol's own way (OP_50, {"status":"fail"}) itself.
+protocol's own way (OP_50, {"status":"fail"}) itself, and returns what it answered:
+(command, outcome), counted here when metrics are on (app/callback_meter.py), so
+every callback is timed from the moment the front has it until its answer is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from app.asgi import Handler, Receive, Scope, Send
+from app.callback_meter import CallbackMeter
+
+# What a callback handler answered: (its command as the request named it, its outcome key).
+Answered = tuple[str, str]
+CallbackHandler = Callable[[Scope, Receive, Send], Awaitable[Answered | None]]
 
 
 @dataclass(frozen=True)
@@ -24,12 +32,14 @@ class Callback:
     followed by one path segment (OIA's POST <path>/<command>). A configured exact
     path may end in '/' too (stargame.path = "/stargame/"): it stays exact, as its
     Starlette route was. methods: those the handler takes; None for all, when the
-    protocol answers a wrong method itself."""
+    protocol answers a wrong method itself. meter: the protocol's tallies, used when
+    the front counts (metrics on)."""
 
     path: str
-    handler: Handler
+    handler: CallbackHandler
     methods: frozenset[str] | None = None
     prefix: bool = False
+    meter: CallbackMeter | None = None
 
     def __post_init__(self) -> None:
         assert self.path.startswith("/"), self.path
@@ -51,8 +61,9 @@ class Callback:
 
 
 class Callbacks:
-    def __init__(self, app: Handler, callbacks: Iterable[Callback]) -> None:
+    def __init__(self, app: Handler, callbacks: Iterable[Callback], metered: bool = False) -> None:
         self.app = app
+        self.metered = metered
         self.exact: dict[str, Callback] = {}
         prefixes: list[Callback] = []
         for callback in callbacks:
@@ -68,7 +79,11 @@ class Callbacks:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)  # app.state, app.router: the Starlette app's
 
-    def find(self, method: str, path: str) -> Handler | None:
+    def meters(self) -> list[CallbackMeter]:
+        found = [callback.meter for callback in (*self.exact.values(), *self.prefixes) if callback.meter]
+        return list(dict.fromkeys(found))  # one protocol may have several paths
+
+    def find(self, method: str, path: str) -> Callback | None:
         callback = self.exact.get(path)
         if callback is None:
             for prefixed in self.prefixes:
@@ -77,11 +92,23 @@ class Callbacks:
                     break
         if callback is None or not callback.takes(method):
             return None
-        return callback.handler
+        return callback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            handler = self.find(scope["method"], scope["path"])
-            if handler is not None:
-                return await handler(scope, receive, send)
+            callback = self.find(scope["method"], scope["path"])
+            if callback is not None:
+                meter = callback.meter
+                if meter is None or not self.metered:
+                    await callback.handler(scope, receive, send)
+                    return None
+                started = perf_counter()
+                meter.in_flight += 1
+                try:
+                    answered = await callback.handler(scope, receive, send)
+                finally:
+                    meter.in_flight -= 1
+                assert answered is not None, "a metered callback handler returns what it answered"
+                meter.record(answered[0], answered[1], perf_counter() - started)
+                return None
         return await self.app(scope, receive, send)

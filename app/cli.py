@@ -228,6 +228,7 @@ def flush(settings: Settings, config_path: str | None) -> int:
         assert flusher is not None and reconciler is not None
         # Both idle while Redis is behind the ledger store, and start once it is not.
         runtime.start_guard(FLUSHER_ROLE)
+        runtime.start_metrics()  # under serve: the flusher's counts, beside the workers' (app/metrics.py)
         guard = runtime.guard
 
         def stop() -> None:  # SIGINT/SIGTERM: both stop between rounds, no traceback

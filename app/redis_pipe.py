@@ -232,6 +232,7 @@ class PipelinedRedis:
         # connect fail unsent. None: the run_id is not asked for at all.
         self.on_restart: Callable[[], None] | None = None
         self.run_id: str | None = None  # INFO server's run_id at the last connect ('' = not allowed)
+        self.connects = 0  # connections published; all but the first are reconnects (app/metrics.py)
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -317,6 +318,7 @@ class PipelinedRedis:
             assert self.on_restart is not None
             self.on_restart()  # callbacks are refused before this connection can take one
         self.connection = connection
+        self.connects += 1
         if restarted:
             raise WalletUnavailable(f"Redis at {self.where} restarted; it is compared with the ledger store "
                                     f"before calls are sent; the call was not sent")
@@ -345,6 +347,11 @@ class PipelinedRedis:
                 await reply
             except (ResponseError, WalletUnavailable, OutcomeUnknown) as exc:
                 raise WalletUnavailable(f"Redis at {self.where} refused {name}: {exc}") from exc
+
+    def pending(self) -> int:
+        """Calls queued or written and awaiting their reply (the metrics' pending depth)."""
+        connection = self.connection
+        return 0 if connection is None else len(connection.queued) + len(connection.written)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -17,8 +17,11 @@ compares Redis with the ledger store and, unless Redis is behind, prepares it (t
 meta hash, the scripts; `prepare()`, run again by the guard once Redis has caught
 up); `close()` undoes everything built, in reverse, whether or not
 `start()` ran or succeeded; a construction that fails half-way closes what it had
-built before it raises. Metrics belong here too, when they come: built with the
-other parts, their closer pushed the same way.
+built before it raises.
+
+    metrics       (metrics.enabled) what the process exports (app/metrics.py): a
+                  server's script client and store lookups (app/web.py adds its
+                  callbacks), the flush process's flusher when serve started it
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from types import TracebackType
 
 from redis.exceptions import RedisError
 
-from app import settings as config
+from app import metrics, settings as config
 from app.ledger import LedgerStore, open_store
 from app.ledger.flusher import Flusher
 from app.ledger.guard import ColdStart
@@ -69,6 +72,7 @@ class Runtime:
         self.reconciler: Reconciler | None = None
         self.flusher_task: asyncio.Task[None] | None = None
         self.guard_task: asyncio.Task[None] | None = None
+        self.metrics: metrics.ProcessMetrics | None = None
         try:
             self.build(redis_url, ledger)
         except BaseException:
@@ -110,8 +114,10 @@ class Runtime:
         # Whatever the client, a script Redis no longer holds (NOSCRIPT: it restarted, maybe
         # without its data) waits for the guard's comparison before it is sent again.
         self.wallet.scripts.check_before_reload(self.guard.confirm)
-        # Metrics, when they come: built here from settings, their closer pushed on self.parts
-        # (or, if it must be awaited, on self.exit, opening nothing until start()).
+        # A server's, and the flush process's under serve (its metrics directory is set):
+        # not a command's, whose counts no scrape would see.
+        if settings.metrics.enabled and (self.serving or (ledger and metrics.multiprocess())):
+            self.build_metrics()
 
     def build_ledger(self) -> None:
         store = self.store = open_store(self.settings.storage_url)
@@ -121,6 +127,26 @@ class Runtime:
         # The reconciler lives with the flusher: one per deployment's data_dir.
         self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,
                                      directory_of(self.settings.data_path), self.guard)
+
+    def build_metrics(self) -> None:
+        exported = self.metrics = metrics.ProcessMetrics()
+        defined = exported.defined
+        if isinstance(self.script_client, PipelinedRedis):
+            client = self.script_client
+            exported.gauge(defined.pending, client.pending)
+            exported.total(defined.reconnects, lambda: max(0, client.connects - 1))
+        if self.serving:
+            exported.total(defined.store_errors.labels(metrics.LOOKUP), lambda: self.store_reader.errors)
+        if self.flusher is not None:
+            flusher = self.flusher
+            exported.total(defined.store_errors.labels(metrics.FLUSHER), lambda: flusher.store_errors)
+            exported.total(defined.stored, lambda: flusher.entries_stored)
+
+    def start_metrics(self) -> None:
+        """Fold the metrics every interval until close(), and once more then."""
+        if self.metrics is not None:
+            self.metrics.start()
+            self.exit.push_async_callback(self.metrics.stop)
 
     async def start(self) -> None:
         """Compare Redis with the ledger store (the guard), then prepare Redis, unless it

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
-from app import redis_durability, settings as config
+from app import metrics, redis_durability, settings as config
 from app.admin_listener import listening_socket
 from app.instance import single_instance
 from app.ledger import open_store
@@ -92,8 +92,10 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         "ssl_certfile": server.ssl_certfile or None, "ssl_keyfile": server.ssl_keyfile or None,
     }
     check_admin_port(settings)
-    # Children (the flush process, uvicorn's workers) read the same settings and this Redis.
+    # Children (the flush process, uvicorn's workers) read the same settings and this Redis,
+    # and write their metrics where this process reads them.
     os.environ["WALLETD_REDIS_URL"] = url
+    metrics.use_directory(settings)
     if config_path:
         os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
     # The flusher and the StarGame reconciler run in one supervised `walletd flush`

@@ -351,7 +351,7 @@ def check_tls(certfile: str, keyfile: str) -> None:
 # front (app/callbacks.py) answers a protocol's path before Starlette sees the request,
 # so a protocol path equal to or under one of these would take it (or, for /admin, a
 # route to come).
-STARLETTE_PATHS = ("/healthz", "/admin")
+STARLETTE_PATHS = ("/healthz", "/admin", "/metrics")
 
 
 def under(path: str, base: str) -> bool:

@@ -16,12 +16,14 @@ from starlette.routing import Route
 from app import settings as config
 from app.admin import Admin
 from app.admin_listener import admin_listener
+from app.callback_meter import Endpoint, metered
 from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.ledger.flush_process import FlushProcess
 from app.ledger.guard import SERVER_ROLE
 from app.logsafe import configure_logging, limit_server_logs
-from app.protocols.oia.handler import Oia
+from app.metrics import Exporter, LedgerBacklog
+from app.protocols.oia.handler import PING, Oia
 from app.protocols.stargame.handler import StarGame
 from app.proxies import ForwardedClient, behind_proxies
 from app.runtime import Runtime
@@ -50,12 +52,15 @@ class Service:
         self.oia = Oia(rt.oia_wallet, settings.oia, rt.redis_link, rt.guard)
         self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin, rt.guard)
         self.health_problem = ""  # the last probe's, so each change is logged once
+        exported = self.runtime.metrics
+        self.exporter = None if exported is None else Exporter(exported, LedgerBacklog(rt.redis, rt.wallet.keys))
 
     async def start(self) -> None:
         await self.runtime.start()  # Redis behind the ledger store: serves refusals, no failure
         self.runtime.start_guard(SERVER_ROLE)
         if self.runtime.flusher is not None:
             self.runtime.start_background()
+        self.runtime.start_metrics()
         settle_garbage_collector()
 
     async def stop(self) -> None:
@@ -79,6 +84,11 @@ class Service:
                 log.info("healthz: ok again")
             self.health_problem = problem
         return PlainTextResponse("unavailable" if problem else "ok", status_code=503 if problem else 200)
+
+    async def metrics(self, request: Request) -> Response:
+        assert self.exporter is not None, "routed only with metrics on"
+        body, content_type = await self.exporter.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": content_type})
 
     async def ping(self) -> None:
         """redis-py's PING, once more after a connection error: a pooled connection that
@@ -134,19 +144,27 @@ def create_app(settings: Settings, redis_url: str,
 
     app = Starlette(routes=main_routes, lifespan=lifespan)
     app.state.service = service
-    # The platforms' callbacks are served by the raw path only (app/callbacks.py).
-    return behind_proxies(Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()]), proxies)
+    # The platforms' callbacks are served by the raw path only (app/callbacks.py), counted there.
+    exported = service.runtime.metrics
+    callbacks = Callbacks(app, [*service.oia.callbacks(), *service.stargame.callbacks()], metered=exported is not None)
+    if exported is not None:
+        exported.count_callbacks(callbacks.meters())
+    return behind_proxies(callbacks, proxies)
 
 
 def route_tables(service: Service) -> tuple[list[Route], list[Route]]:
     """Every Starlette route, in one place: (the main listener's, the admin listener's).
-    Shared routes, those an operator watches (/healthz; /metrics belongs there too), are
+    Shared routes, those an operator watches (/healthz, /metrics), are
     served on both; the admin API on its own listener when admin.port is set (README
     "Admin listener"), then 404 on the main one; else beside the callbacks and no admin
     listener (an empty table)."""
     settings = service.settings
     shared = [Route("/healthz", service.healthz, methods=["GET"])]
-    platform = [Route(f"{settings.oia.path}/ping", service.oia.ping, methods=["GET"])]
+    ping: Endpoint = service.oia.ping
+    if service.runtime.metrics is not None:
+        shared.append(Route("/metrics", service.metrics, methods=["GET"]))
+        ping = metered(service.oia.meter, PING, "OK", ping)  # a platform's callback like the others
+    platform = [Route(f"{settings.oia.path}/ping", ping, methods=["GET"])]
     admin = [
         Route("/admin/players", service.admin.players, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),

@@ -116,6 +116,10 @@ class Flusher:
         self.ahead: tuple[list[tuple[int, list[StreamMessage]]], bool] | None = None
         self.should_exit = False
         self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
+        # Counted for the metrics (app/metrics.py): entries committed, and batches the store
+        # failed to take (each stays pending and is retried).
+        self.entries_stored = 0
+        self.store_errors = 0
 
     async def setup(self) -> None:
         for partition in range(self.keys.partitions):
@@ -183,7 +187,7 @@ class Flusher:
             if read_ahead:
                 self.ahead = await self.read_batches()
         finally:
-            await storing  # a failed read still lets the store finish (or fail) first
+            await self.stored(storing)  # a failed read still lets the store finish (or fail) first
         # Ack only after the commit above: a crash before here re-reads the batches,
         # and the unique entry id makes the second insert a no-op.
         acks = self.redis.pipeline(transaction=False)
@@ -192,6 +196,14 @@ class Flusher:
         await acks.execute()
         await self.trim([partition for partition, _ in batches])
         return sum(len(messages) for _, messages in batches)
+
+    async def stored(self, storing: asyncio.Future[int]) -> None:
+        """Waits for the store's insert, counting the entries it added or its failure."""
+        try:
+            self.entries_stored += await storing
+        except Exception:
+            self.store_errors += 1
+            raise
 
     async def trim(self, partitions: list[int]) -> None:
         """Drop delivered and acknowledged entries: below the oldest pending one."""

@@ -14,7 +14,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from app import currency
 from app.asgi import TEXT_TYPE, BodyTooLarge, Receive, Scope, Send, client_host, headers_of, read_body, respond
-from app.callbacks import Callback
+from app.callback_meter import DEADLINE, OUTCOME_UNKNOWN as REPLY_LOST, CallbackMeter
+from app.callbacks import Answered, Callback
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.ledger.guard import ColdStart
@@ -22,6 +23,7 @@ from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.protocols.oia.messages import (
     DATA,
+    MESSAGES,
     AuthenticateData,
     AuthenticateReply,
     BalanceData,
@@ -94,6 +96,15 @@ BOOKING_COMMANDS = frozenset({"changebalance", "cancel"})
 OUTCOME_UNKNOWN = ErrorReply("OP_47", "Timeout: outcome unknown; cancel the transaction or ask its status")
 TIMEOUT = ErrorReply("OP_47", "Timeout: the wallet did not answer in time")
 UNAVAILABLE = ErrorReply("OP_50", "Internal error: wallet unavailable; nothing was done")
+# Outcome keys for the metrics (app/callback_meter.py): every OP_xx a Refusal carries,
+# OK, the 403, and OP_47 told apart: a Refusal's OP_47 is always the deadline (nothing was
+# asked of the wallet), an ErrorReply's always a lost or late Redis reply (wallet_error).
+FORBIDDEN = "forbidden"
+OP_47_UNKNOWN = "OP_47 outcome unknown"
+OUTCOMES = {"OK": ("OK", ""), FORBIDDEN: (FORBIDDEN, ""), OP_47_UNKNOWN: ("OP_47", REPLY_LOST),
+            **{code: (code, DEADLINE if code == "OP_47" else "") for code in MESSAGES}}
+# The metrics' command labels: the commands walletd answers, and GET <path>/ping.
+PING = "ping"
 
 
 def now_ms() -> int:
@@ -230,6 +241,7 @@ class Oia:
         self.link = link
         self.guard = guard  # its refusal ('' = serve) answers every command OP_50 (Redis behind the store)
         self.operators = Operators(settings.operators)
+        self.meter = CallbackMeter("oia", [*DATA, PING], OUTCOMES)
         self.handlers: dict[str, Callable[[OperatorSettings, Any, int], Awaitable[Any]]] = {
             "authenticate": self.authenticate,
             "balance": self.balance,
@@ -241,12 +253,12 @@ class Oia:
 
     def callbacks(self) -> list[Callback]:
         """POST <path>/<command>; GET <path>/ping stays Starlette's (web.py)."""
-        return [Callback(f"{self.settings.path}/", self.handle, frozenset({"POST"}), prefix=True)]
+        return [Callback(f"{self.settings.path}/", self.handle, frozenset({"POST"}), prefix=True, meter=self.meter)]
 
     async def ping(self, request: Request) -> Response:
         return PlainTextResponse("PONG")
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Answered:
         """POST <path>/<command>: a raw ASGI handler (app/callbacks.py)."""
         deadline_ms = now_ms() + self.settings.budget_ms
         CALL_DEADLINE_MS.set(deadline_ms)
@@ -256,14 +268,21 @@ class Oia:
         if operator is None or not self.operators.authorizes(operator, command, headers.get(b"x-authorization")):
             limited_log.warning("forbidden", "oia %s from %s refused (403): unknown operator or bad X-Authorization",
                                 quoted(command), quoted(client_host(scope) or "?"))
-            return await respond(send, ACCESS_DENIED, 403, TEXT_TYPE)
+            await respond(send, ACCESS_DENIED, 403, TEXT_TYPE)
+            return command, FORBIDDEN
         try:
             body = await read_body(receive, headers, BODY_BYTES_MAX)
         except BodyTooLarge as exc:
-            return await respond(send, refusal_reply(NO_REQUEST, operator.secret_key, invalid(str(exc))))
-        await respond(send, await self.answer(command, operator, body, deadline_ms))
+            refusal = invalid(str(exc))
+            await respond(send, refusal_reply(NO_REQUEST, operator.secret_key, refusal))
+            return command, refusal.code
+        answer, outcome = await self.answer(command, operator, body, deadline_ms)
+        await respond(send, answer)
+        return command, outcome
 
-    async def answer(self, command: str, operator: OperatorSettings, body: bytes, deadline_ms: int) -> bytes:
+    async def answer(self, command: str, operator: OperatorSettings, body: bytes,
+                     deadline_ms: int) -> tuple[bytes, str]:
+        """The answer, and its outcome key (OUTCOMES)."""
         echo = NO_REQUEST
         try:
             typed = well_formed(command, body)
@@ -286,10 +305,12 @@ class Oia:
                 raise Refusal("OP_47", "the deadline passed before the wallet was asked; nothing was done")
             result = await self.handlers[command](operator, data, deadline_ms)
         except Refusal as refusal:
-            return refusal_reply(echo, operator.secret_key, refusal)
+            return refusal_reply(echo, operator.secret_key, refusal), refusal.code
         except Exception as exc:  # noqa: BLE001 - a callback never ends in a 500
-            result = wallet_error(command, exc, self.link.down)
-        return reply(echo, operator.secret_key, result)
+            error = wallet_error(command, exc, self.link.down)
+            outcome = OP_47_UNKNOWN if error.error_code == "OP_47" else error.error_code
+            return reply(echo, operator.secret_key, error), outcome
+        return reply(echo, operator.secret_key, result), "OK"
 
     async def authenticate(self, operator: OperatorSettings, data: AuthenticateData, deadline_ms: int) -> Any:
         found = await self.wallet.authenticate(operator.id, data.token)

@@ -11,7 +11,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -23,6 +24,8 @@ from app.redis_client import optional_text
 from app.sessions import new_token, token_partition
 from app.settings import OiaSettings
 from app.wallet import Wallet
+
+T = TypeVar("T")
 
 log = logging.getLogger("walletd.oia")
 
@@ -90,6 +93,7 @@ class StoreReader:
         self.url = url
         self.store: LedgerStore | None = None
         self.lock = threading.Lock()
+        self.errors = 0  # lookups that failed (app/metrics.py)
 
     def _opened(self) -> LedgerStore:
         """The store, opened on first use (the caller holds the lock)."""
@@ -112,15 +116,23 @@ class StoreReader:
         with self._locked():
             return self._opened().find(player_id, LEDGER_SOURCE, ref)
 
+    async def in_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """call(*args) off the event loop; a failure is counted (self.errors) and raised."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except Exception:
+            self.errors += 1
+            raise
+
     async def find(self, player_id: str, ref: str) -> list[StoredEntry]:
-        return await asyncio.to_thread(self._find, player_id, ref)
+        return await self.in_thread(self._find, player_id, ref)
 
     def _holds_entries(self) -> bool:
         with self._locked():
             return self._opened().holds_entries(LEDGER_SOURCE)
 
     async def holds_entries(self) -> bool:
-        return await asyncio.to_thread(self._holds_entries)
+        return await self.in_thread(self._holds_entries)
 
     def seq_maxes(self, partitions: int) -> list[int]:
         """The highest stored seq per partition (the cold-start guard's, from a thread)."""

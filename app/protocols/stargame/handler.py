@@ -12,7 +12,8 @@ import msgspec
 from app import currency
 from app.allowlist import AllowList
 from app.asgi import JSON_TYPE, Receive, Scope, Send, client_host
-from app.callbacks import Callback
+from app.callback_meter import DEADLINE, OUTCOME_UNKNOWN, UNKNOWN_COMMAND, CallbackMeter
+from app.callbacks import Answered, Callback
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletCallError, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.ledger.guard import ColdStart
@@ -50,6 +51,16 @@ REFUSALS = {
     "CURRENCY": "player's currency changed during the request; nothing booked",
     "SETTLED": "request already settled; nothing booked",
 }
+# The metrics' code label of each booking refusal (app/callback_meter.py).
+REFUSAL_CODES = {"FUNDS": "insufficient_funds", "BLOCKED": "blocked", "LATE": DEADLINE, "OVERFLOW": "overflow",
+                 "BACKLOG": "backlog", "CURRENCY": "currency_changed", "SETTLED": "settled"}
+# Outcome keys are the code labels: "success", each way to fail, and the two refusals
+# the metrics count apart (a spent budget; a lost or late Redis reply).
+BAD_REQUEST = "bad_request"
+OUTCOMES = {code: (code, code if code in (DEADLINE, OUTCOME_UNKNOWN) else "") for code in (
+    "success", "forbidden", "method_not_allowed", BAD_REQUEST, "unknown_player", *REFUSAL_CODES.values(),
+    OUTCOME_UNKNOWN, "unavailable", "journal_full", "internal")}
+COMMANDS = ("getBalance", "writeBet")
 # A lost reply: the reconciler reverses a booking that did land (app/protocols/stargame/reconciler.py).
 ANSWER_UNKNOWN = "wallet timeout: outcome unknown; a booking that landed will be reversed"
 # One encoder for every answer: reused, not built per call.
@@ -74,7 +85,11 @@ class Fail(msgspec.Struct):
 
 
 class Refused(Exception):
-    pass
+    """A fail answer with this text; outcome: its key in OUTCOMES."""
+
+    def __init__(self, text: str, outcome: str = BAD_REQUEST) -> None:
+        super().__init__(text)
+        self.outcome = outcome
 
 
 class Unanswerable(Exception):
@@ -171,52 +186,60 @@ class StarGame:
         self.journal = journal
         self.allowed = AllowList(settings.allowed_ips)
         self.currencies: dict[str, str] = {}  # player id -> ISO code
+        self.meter = CallbackMeter("stargame", COMMANDS, OUTCOMES)
 
     def callbacks(self) -> list[Callback]:
         """GET <path>?cmd=...; every method comes here: a HEAD writeBet must not book."""
-        return [Callback(self.settings.path, self.handle)]
+        return [Callback(self.settings.path, self.handle, meter=self.meter)]
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Answered:
         """A raw ASGI handler (app/callbacks.py); the request's body, if any, is never read."""
         arrived_ms = int(time.time() * 1000)
         CALL_DEADLINE_MS.set(arrived_ms + self.settings.budget_ms)
         if scope["method"] != "GET":
-            return await respond(send, METHOD_NOT_ALLOWED, 405, allow=True)
+            await respond(send, METHOD_NOT_ALLOWED, 405, allow=True)
+            return UNKNOWN_COMMAND, "method_not_allowed"
         client = client_host(scope)
         if not self.allowed.allows(client):
             limited_log.warning("forbidden", "stargame call from %s refused: not in stargame.allowed_ips",
                                 quoted(client))
-            return await respond(send, FORBIDDEN, 403)
-        await respond(send, await self.answer(scope, arrived_ms))
+            await respond(send, FORBIDDEN, 403)
+            return UNKNOWN_COMMAND, "forbidden"
+        answer, cmd, outcome = await self.answer(scope, arrived_ms)
+        await respond(send, answer)
+        return cmd, outcome
 
-    async def answer(self, scope: Scope, arrived_ms: int) -> bytes:
-        if self.guard.refusal:
-            return fail(f"wallet unavailable: {self.guard.refusal}; nothing booked")
+    async def answer(self, scope: Scope, arrived_ms: int) -> tuple[bytes, str, str]:
+        """The answer, the command it was for (as the request named it) and its outcome key."""
+        if self.guard.refusal:  # refused before the query is read: its command is not known
+            return fail(f"wallet unavailable: {self.guard.refusal}; nothing booked"), UNKNOWN_COMMAND, "unavailable"
+        cmd: str | None = UNKNOWN_COMMAND
         try:
             query = query_of(scope)
             cmd = single(query, "cmd")
             if cmd == "getBalance":
-                return await self.get_balance(query)
+                return await self.get_balance(query), "getBalance", "success"
             if cmd == "writeBet":
-                return await self.write_bet(query, arrived_ms + self.settings.budget_ms)
+                answer, outcome = await self.write_bet(query, arrived_ms + self.settings.budget_ms)
+                return answer, "writeBet", outcome
             raise Refused(f"unknown cmd {cmd!r}")
         except Refused as exc:
-            return fail(str(exc))
+            return fail(str(exc)), cmd or UNKNOWN_COMMAND, exc.outcome
         except Unanswerable:
-            return fail(ANSWER_UNKNOWN)
+            return fail(ANSWER_UNKNOWN), cmd or UNKNOWN_COMMAND, OUTCOME_UNKNOWN
         except OutcomeUnknown:
             # Only reads get here (a booking's time-out is Unanswerable): nothing booked.
             limited_log.error("timeout", "stargame %s: Redis timed out",
                               quoted(scope["query_string"].decode(errors="replace")))
-            return fail("wallet timeout")
+            return fail("wallet timeout"), cmd or UNKNOWN_COMMAND, OUTCOME_UNKNOWN
         except (WalletCallError, OSError) as exc:  # unavailable, refused, connection failed
             # An outage fails every call the same way: the link's line, else one a minute.
             if not (self.link.down and isinstance(exc, (WalletUnavailable, ConnectionFailed))):
                 limited_log.error(f"unavailable-{type(exc).__name__}", "stargame: wallet unavailable: %s", quoted(exc))
-            return fail("wallet unavailable")
+            return fail("wallet unavailable"), cmd or UNKNOWN_COMMAND, "unavailable"
         except Exception:
             log.exception("stargame: internal error")
-            return fail("internal error")
+            return fail("internal error"), cmd or UNKNOWN_COMMAND, "internal"
 
     async def get_balance(self, query: Query) -> bytes:
         uid = uid_of(query)
@@ -224,7 +247,7 @@ class StarGame:
         player_id = await self.player_of(uid)
         account = await self.wallet.account(player_id)
         if account is None:
-            raise Refused("unknown player")
+            raise Refused("unknown player", "unknown_player")
         self.remember_currency(player_id, account.currency)
         return reply("success", "", uid, account)
 
@@ -233,7 +256,7 @@ class StarGame:
         player_id = await self.wallet.resolve(ALIAS_KIND, uid)
         if not is_player_id(player_id):
             log.error("stargame alias %s names an invalid player id %s", quoted(uid), quoted(player_id))
-            raise Refused("alias names an invalid player id")
+            raise Refused("alias names an invalid player id", "internal")
         return player_id
 
     def remember_currency(self, player_id: str, currency_code: str) -> None:
@@ -241,17 +264,19 @@ class StarGame:
             self.currencies.clear()
         self.currencies[player_id] = currency_code
 
-    async def write_bet(self, query: Query, deadline_ms: int) -> bytes:
+    async def write_bet(self, query: Query, deadline_ms: int) -> tuple[bytes, str]:
+        """The answer and its outcome key."""
         uid = uid_of(query)
         bet_cents, win_cents = amount(query, "bet"), amount(query, "win")
         if int(time.time() * 1000) > deadline_ms:  # already late: no Redis call at all
-            raise Refused(REFUSALS["LATE"])
+            raise Refused(REFUSALS["LATE"], DEADLINE)
         player_id = await self.player_of(uid)
         if not self.journal.has_room():
             limited_log.error("journal", "stargame: the reconciliation journal cannot take a note (%s; is the "
                               "flusher's process running? is data_dir writable?); writeBets refused unbooked",
                               self.journal.problem)
-            raise Refused("wallet unavailable: reconciliation journal full or not writable; nothing booked")
+            raise Refused("wallet unavailable: reconciliation journal full or not writable; nothing booked",
+                          "journal_full")
         request_id = REQUEST_IDS.new()
         # The currency is known after the first call for a player (getBalance comes
         # first in a session); on a miss the script answers CURRENCY without booking.
@@ -259,13 +284,13 @@ class StarGame:
         booking = None
         for _ in range(2):
             if int(time.time() * 1000) > deadline_ms:
-                raise Refused(REFUSALS["LATE"])
+                raise Refused(REFUSALS["LATE"], DEADLINE)
             bet, win = (0, 0) if currency_code is None else (
                 to_minor(bet_cents, currency_code, "bet"), to_minor(win_cents, currency_code, "win"))
             note = Note(request_id, player_id, uid, bet_cents, win_cents, 0)
             booking = await self.book(note, bet, win, deadline_ms, currency_code or CURRENCY_NOT_KNOWN)
             if booking.account is None:
-                raise Refused("unknown player")
+                raise Refused("unknown player", "unknown_player")
             if booking.code != "CURRENCY":
                 break
             currency_code = booking.account.currency
@@ -274,8 +299,8 @@ class StarGame:
         if booking.code != "OK":
             if booking.code == "BACKLOG":
                 limited_log.error("backlog", BACKLOG_LOG)
-            return reply("fail", REFUSALS[booking.code], uid, booking.account)
-        return reply("success", "", uid, booking.account)
+            return reply("fail", REFUSALS[booking.code], uid, booking.account), REFUSAL_CODES[booking.code]
+        return reply("success", "", uid, booking.account), "success"
 
     async def book(self, note: Note, bet: int, win: int, deadline_ms: int, currency_code: str) -> Booking:
         """One booking call; if its outcome is unknown, the request is noted durably
