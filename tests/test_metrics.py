@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -174,10 +173,9 @@ def test_a_meter_counts_an_invented_command_or_outcome_under_fixed_labels() -> N
 
 
 def test_a_dead_processes_live_gauges_are_dropped(tmp_path: Path) -> None:
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    dead, alive = tmp_path / f"gauge_livesum_{finished.pid}.db", tmp_path / "gauge_livesum_1.db"  # init
-    kept = tmp_path / f"counter_{finished.pid}.db"  # a dead process's counts still count
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text())  # pids stay below it: no such process
+    dead, alive = tmp_path / f"gauge_livesum_{gone}.db", tmp_path / "gauge_livesum_1.db"  # init
+    kept = tmp_path / f"counter_{gone}.db"  # a dead process's counts still count
     for path in (dead, alive, kept):
         path.write_bytes(b"")
     sweep_dead(tmp_path)
