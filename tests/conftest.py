@@ -108,3 +108,11 @@ def postgresql_url(postgres_server: str) -> Iterator[str]:
     url = fresh_database(postgres_server)
     yield url
     drop_database(postgres_server, url)
+
+
+@pytest.fixture
+def no_walletd_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the shell's WALLETD_* variables: a config test sets the ones it means to."""
+    for name in list(os.environ):
+        if name.startswith("WALLETD_"):
+            monkeypatch.delenv(name)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -25,11 +24,8 @@ SECRETS = (OPERATOR_SECRET, FILE_SECRET, ENV_SECRET, ADMIN_TOKEN, REDIS_PASSWORD
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_walletd_env: None) -> Path:
     """A configuration with a secret from each source and passwords in both URLs."""
-    for name in list(os.environ):
-        if name.startswith("WALLETD_"):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("WALLETD_OIA_SECRET_ENV_CASINO", ENV_SECRET)
     monkeypatch.setenv("WALLETD_ADMIN_TOKEN", ADMIN_TOKEN)
     secret_file = tmp_path / "casino.secret"
@@ -119,3 +115,18 @@ def test_version_from_a_source_tree_never_installed() -> None:
                             "from app.version import version; print(version())", str(root)],
                            capture_output=True, text=True, check=True, timeout=30).stdout
     assert shown == f"{pyproject['project']['version']} (source tree, not installed)\n"
+
+
+@pytest.mark.usefixtures("no_walletd_env")
+def test_walletd_inits_file_passes_and_its_generated_secrets_stay_hidden(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "walletd.toml"
+    assert cli.main(["init", "--config", str(path)]) == 0
+    written = capsys.readouterr().out
+    generated = [line.rsplit(": ", 1)[1] for line in written.splitlines()
+                 if "secret_key: " in line or "admin token: " in line]
+    assert len(generated) == 2
+    assert cli.main(["config", "check", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert all(secret not in out + err for secret in generated)
+    assert tomllib.loads(out)["admin"]["token"] == "***"

@@ -12,17 +12,11 @@ from app import settings as config
 from app.secret_sources import SECRET_CHARS_MIN, operator_env_name
 from app.settings import ConfigError, Settings
 
+pytestmark = pytest.mark.usefixtures("no_walletd_env")
+
 STRONG = "casino-oia-key-0123456789"
 OTHER_STRONG = "another-oia-key-9876543210"
 ADMIN = "admin-bearer-abcdefghijkl"
-
-
-@pytest.fixture(autouse=True)
-def no_walletd_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's shell may set WALLETD_*: each test sets what it means to."""
-    for name in list(os.environ):
-        if name.startswith("WALLETD_"):
-            monkeypatch.delenv(name)
 
 
 def load(tmp_path: Path, text: str) -> Settings:
