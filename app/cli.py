@@ -15,7 +15,7 @@ import msgspec
 import uvloop
 from redis.exceptions import RedisError
 
-from app import config_show, currency, serve, settings as config, starter_config
+from app import config_show, currency, healthcheck, serve, settings as config, starter_config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
     commands.add_parser("rebuild", parents=[common], help="restore a Redis that lost its data from the ledger store")
     commands.add_parser("migrate", parents=[common], help="apply the ledger store's schema migrations, alone")
+    commands.add_parser("healthcheck", parents=[common],
+                        help="GET /healthz of the configured server: exit 0 when healthy, else 1 (a container's probe)")
     player = commands.add_parser("player", help="player accounts").add_subparsers(dest="action", required=True)
     create = player.add_parser("create", parents=[common])
     create.add_argument("player_id")
@@ -369,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             return copy_ledger(args)
         if args.command == "init":  # writes the config, reads none
             return run_init(args)
+        if args.command == "healthcheck":  # exit 0 or 1 only, a bad config included (Docker reserves 2)
+            return healthcheck.main(getattr(args, "config", None))
         settings = config.load(getattr(args, "config", None))
         return dispatch(args, settings)
     except RebuildRefused as exc:
