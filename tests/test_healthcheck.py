@@ -4,12 +4,7 @@ server's /healthz answers 200; 1 otherwise, a configuration it cannot read inclu
 
 from __future__ import annotations
 
-import contextlib
-import ssl
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,8 +12,9 @@ import pytest
 from app import healthcheck
 from app.redis_server import free_port
 from app.settings import ServerSettings
+from tests.certs import self_signed
 from tests.process import Server, walletd
-from tests.redis_servers import private_redis, self_signed_cert
+from tests.redis_servers import private_redis
 
 UNHEALTHY_WITHIN_S = 10.0
 
@@ -37,39 +33,16 @@ def test_a_config_it_cannot_read_is_exit_1_not_2(tmp_path: Path, capsys: pytest.
     assert "server.port" in capsys.readouterr().err
 
 
-class Healthz(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/healthz" else 404)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-
-@contextlib.contextmanager
-def https_server(cert: Path, key: Path) -> Iterator[int]:
-    """A real HTTPS listener on 127.0.0.1 answering /healthz 200 with a self-signed certificate."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
+@pytest.mark.slow
 def test_with_tls_on_it_speaks_https_to_a_self_signed_certificate(tmp_path: Path) -> None:
-    self_signed_cert(tmp_path)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    with https_server(cert, key) as port:
-        tls = ServerSettings(host="0.0.0.0", port=port, ssl_certfile=str(cert), ssl_keyfile=str(key))  # noqa: S104
-        assert healthcheck.probe(tls) == (True, "200 ok")
-        assert not healthcheck.probe(ServerSettings(host="127.0.0.1", port=port))[0]  # plain HTTP gets no answer
+    server = Server(tmp_path / "walletd", tls=self_signed(tmp_path)).start()
+    try:
+        done = walletd(server.config, "healthcheck", check=False)
+        assert (done.returncode, done.stdout.strip()) == (0, "walletd healthcheck: 200 ok"), done.stderr
+        plain = healthcheck.probe(ServerSettings(host="127.0.0.1", port=server.port))
+        assert not plain[0], plain  # the same port over plain HTTP gets no answer: it was HTTPS
+    finally:
+        server.stop()
 
 
 @pytest.mark.slow
