@@ -31,6 +31,9 @@ from app.supervision import end, keep_running
 
 log = logging.getLogger("walletd.redis")
 
+# Under data_dir: the embedded server's --dir, where its AOF lives (the container mounts a
+# volume of its own here; README "Container").
+DIRECTORY = "redis"
 # Before 7.0 appendfsync always gives weaker fsync-before-reply guarantees (see find_binary).
 MIN_VERSION = (7, 0)
 START_TIMEOUT_S = 120.0  # replaying a large AOF takes a while
@@ -178,7 +181,7 @@ def shutdown_orphan(url: str, directory: Path) -> None:
 
 class EmbeddedRedis:
     def __init__(self, data_dir: Path, port: int = 0) -> None:
-        self.directory = data_dir / "redis"
+        self.directory = data_dir / DIRECTORY
         self.url_file = data_dir / "redis.url"
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None

@@ -18,7 +18,7 @@ import yaml
 
 from app import settings as config
 from app.cli import parser
-from app.redis_server import EmbeddedRedis
+from app.redis_server import DIRECTORY
 from app.secret_sources import operator_env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def container_settings(monkeypatch: pytest.MonkeyPatch) -> config.Settings:
 
 
 def test_the_dockerfile_reader_joins_continuations_and_skips_comments() -> None:
-    assert [name for name, _ in IMAGE][0] == "FROM"
+    assert IMAGE[0][0] == "FROM"
     assert all(not rest.endswith("\\") for _, rest in IMAGE)
     assert WHEEL_CHECK.exec_form('--interval=10s CMD ["walletd", "healthcheck"]') == ["walletd", "healthcheck"]
 
@@ -96,7 +96,7 @@ def test_the_health_check_is_walletd_healthcheck() -> None:
 def test_the_volumes_are_the_ledger_and_the_aof(container_settings: config.Settings) -> None:
     """data_dir (ledger.db, the StarGame journal) and the embedded Redis's AOF directory in it."""
     volumes = WHEEL_CHECK.exec_form(WHEEL_CHECK.last(IMAGE, "VOLUME"))
-    aof = EmbeddedRedis(container_settings.data_path).directory
+    aof = container_settings.data_path / DIRECTORY
     assert volumes == [container_settings.data_dir, str(aof)]
     assert container_settings.storage_url == f"sqlite:///{container_settings.data_dir}/ledger.db"
     created = " ".join(rest for name, rest in IMAGE if name == "RUN")
@@ -128,18 +128,18 @@ def test_compose_redis_is_durable_as_walletd_requires(compose: dict) -> None:
 
 
 def test_compose_walletd_waits_for_healthy_redis_and_postgres(compose: dict) -> None:
-    walletd = compose["services"]["walletd"]
-    assert walletd["depends_on"] == {name: {"condition": "service_healthy"} for name in ("redis", "postgres")}
+    service = compose["services"]["walletd"]
+    assert service["depends_on"] == {name: {"condition": "service_healthy"} for name in ("redis", "postgres")}
     assert all(compose["services"][name]["healthcheck"]["test"] for name in ("redis", "postgres"))
 
 
 def test_compose_walletd_settings_reach_its_redis_and_postgres(compose: dict, monkeypatch: pytest.MonkeyPatch,
                                                                container_settings: config.Settings) -> None:
-    walletd = compose["services"]["walletd"]
+    service = compose["services"]["walletd"]
     config_mount = f"./walletd.toml:{image_env()['WALLETD_CONFIG']}:ro"
-    assert config_mount in walletd["volumes"]
-    assert f"walletd-data:{container_settings.data_dir}" in walletd["volumes"]
-    environment = walletd["environment"]
+    assert config_mount in service["volumes"]
+    assert f"walletd-data:{container_settings.data_dir}" in service["volumes"]
+    environment = service["environment"]
     assert operator_env_name(container_settings.oia.operators[0].id) in environment
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
