@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.metrics import FOLD_INTERVAL_S
 from app.redis_server import free_port
 from tests.certs import self_signed
 from tests.process import Server, walletd
@@ -92,6 +93,12 @@ def test_stargame_believes_x_forwarded_for_only_from_a_trusted_proxy(tmp_path: P
     assert "Traceback" not in log
 
 
+def server_answer(base_url: str) -> str:
+    """A StarGame answer the main listener gives, as /metrics then counts it."""
+    assert httpx.get(base_url + "/stargame", params={"cmd": "getBalance", "uid": "a1"}, timeout=5).status_code == 200
+    return 'walletd_callback_answers_total{code="success",command="getBalance",protocol="stargame"} 1.0'
+
+
 def admin_server(tmp_path: Path, redis_url: str, workers: int) -> tuple[Server, int]:
     admin_port = free_port()
     return Server(tmp_path, redis_url, workers=workers, admin_extra=f"port = {admin_port}\n"), admin_port
@@ -108,8 +115,15 @@ def test_the_admin_api_on_its_own_listener_and_not_on_the_main_one(
         assert httpx.post(server.base_url + "/admin/players", json=player, headers=AUTH).status_code == 404
         created = httpx.post(admin_url + "/admin/players", json=player, headers=AUTH, timeout=5)
         assert created.status_code == 201, created.text
+        # What an operator watches, on both: so only the callbacks need face the platform.
         for url in (admin_url, server.base_url):
             assert httpx.get(url + "/healthz", timeout=5).text == "ok"
+        counted = server_answer(server.base_url)
+        # Another worker may have answered: its counts reach a scrape within FOLD_INTERVAL_S.
+        deadline = time.monotonic() + 5 * FOLD_INTERVAL_S
+        while counted not in httpx.get(admin_url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "the admin listener's /metrics never counted the callback"
+            time.sleep(0.1)
         # The callbacks stay on the main listener only.
         assert httpx.get(admin_url + "/stargame", params={"cmd": "getBalance", "uid": "a1"}).status_code == 404
         assert httpx.get(server.base_url + "/stargame", params={"cmd": "getBalance", "uid": "a1"}).json()["cash"] == 500
