@@ -1,4 +1,4 @@
-# make bench: the full benchmark (about 3 minutes); writes bench/results/report.md and latency.png.
+# make bench: the full benchmark (about 4 minutes); writes bench/results/report.md and latency.png.
 # wrk comes from Debian's packages; the rest from PyPI.
 .PHONY: bench bench-smoke
 

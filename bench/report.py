@@ -23,6 +23,7 @@ from bench import drain
 from bench.drain import Drain
 from bench.floor import EPISODE_GAP_S, EPISODES_LISTED, LATENCY_THRESHOLD_MS, Floor, quantiles
 from bench.loads import Backlog, Latency, Saturation, Scenario
+from bench.metrics_cost import ORDER, SCRAPE_INTERVAL_S, MetricsCost, summary, table
 
 GOAL_SHARE = 0.5  # the issue's goal is stated at 50 % of saturation
 GOAL_MARGIN_MS = 5.0  # walletd's p99.9 at most this much above the disk's
@@ -256,8 +257,22 @@ def plot(lat: list[Latency], path: Path) -> None:
     plt.close(figure)
 
 
+def metrics_cost_text(measured: MetricsCost, args: argparse.Namespace) -> str:
+    order = ", ".join("on" if on else "off" for on in ORDER)
+    return f"""## The metrics' cost (`bench/metrics_cost.py`)
+
+OIA saturation (wrk as above, {args.seconds:g} s after a 2 s warm-up) of a walletd with `[metrics] enabled = false`
+and one with it true, in the order {order} (a linear drift of the machine's load cancels out of the means), one
+worker on CPU {args.server_cpus}; with metrics on, `/metrics` is scraped every {SCRAPE_INTERVAL_S:g} s meanwhile
+(Prometheus's default is 15 s). "walletd CPU" counts all its processes (the flush process too).
+
+{table(measured)}
+
+{summary(measured)}."""
+
+
 def write(results: Path, args: argparse.Namespace, sat: dict[str, Saturation], lat: list[Latency],
-          scenario: Scenario, drained: list[Drain], backlogs: list[Backlog]) -> Path:
+          scenario: Scenario, drained: list[Drain], backlogs: list[Backlog], cost: MetricsCost) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     floors = [s.floor for s in sat.values() if s.floor] + [r.floor for r in lat]
     probe_cpu = max(f.probe.cpu_seconds / max(1e-9, f.window[1] - f.window[0]) for f in floors)
@@ -286,6 +301,8 @@ bet. The bare endpoint gets the same requests and answers a constant.
 {saturation_table(sat)}
 
 wrk command: `{next(iter(sat.values())).command}`
+
+{metrics_cost_text(cost, args)}
 
 ## Latency at fixed offered rates (open loop, `bench/openloop.py`, OIA changebalance BET)
 

@@ -1,10 +1,11 @@
 """walletd's benchmark: saturation against a bare endpoint, open-loop latency,
 the disk's fsync floor and Redis's latency events beside every walletd step (an
 AOF rewrite's effect included), the realistic locust scenarios, the flusher's
-drain rate into SQLite and PostgreSQL and its backlog at saturation; a Markdown
+drain rate into SQLite and PostgreSQL and its backlog at saturation, the metrics'
+cost (OIA saturation with them off and on); a Markdown
 report and a plot in bench/results/.
 
-    python3 -m bench.run            # the full run (make bench), about 3 minutes
+    python3 -m bench.run            # the full run (make bench), about 4 minutes
     python3 -m bench.run --smoke    # CI's budget guard: a modest fixed rate and a drain check, about a minute
 
 Placement: walletd and the bare endpoint on --server-cpus; this runner, wrk,
@@ -25,7 +26,7 @@ import uvloop
 
 from app import settings as config
 from app.redis_server import free_port
-from bench import drain, fixtures, loads, report
+from bench import drain, fixtures, loads, metrics_cost, report
 from bench.floor import Monitor
 from bench.servers import Process, start_bare, start_redis, start_walletd, walletd_config
 
@@ -52,10 +53,11 @@ class Bench:
         self.players_file = work / "players.txt"
         self.commands: list[str] = []
 
-    def start_walletd(self, workers: int = 1, script_client: str = "pipelined", cpus: str | None = None) -> None:
+    def start_walletd(self, workers: int = 1, script_client: str = "pipelined", cpus: str | None = None,
+                      metrics: bool = True) -> None:
         self.stop_walletd()
         self.walletd_port = free_port()
-        conf = walletd_config(self.work, self.walletd_port, self.redis_url, workers, script_client)
+        conf = walletd_config(self.work, self.walletd_port, self.redis_url, workers, script_client, metrics)
         self.walletd = start_walletd(conf, self.walletd_port, cpus or self.args.server_cpus)
         if not self.players_file.exists():
             tokens = asyncio.run(fixtures.create_players(config.load(str(conf)), self.redis_url))
@@ -145,10 +147,12 @@ def full_run(bench: Bench) -> int:
         sat["walletd oia, 2 workers"] = loads.wrk(bench.walletd_port, "oia", "walletd", bench.players_file,
                                                   args.connections, args.seconds, bench.redis, bench.walletd,
                                                   bench.monitor)
+        cost = metrics_cost.measure(bench)
     finally:
         bare.stop()
     print(report.drain_summary(drained, sat), file=sys.stderr)
-    written = report.write(RESULTS, args, sat, lat, scenario, drained, backlogs)
+    print(metrics_cost.summary(cost), file=sys.stderr)
+    written = report.write(RESULTS, args, sat, lat, scenario, drained, backlogs, cost)
     print(f"report: {written}")
     return 0
 

@@ -96,7 +96,8 @@ def start_redis(directory: Path, cpus: str | None) -> tuple[Process, str]:
     return redis, url
 
 
-def walletd_config(directory: Path, port: int, redis_url: str, workers: int, script_client: str) -> Path:
+def walletd_config(directory: Path, port: int, redis_url: str, workers: int, script_client: str,
+                   metrics: bool = True) -> Path:
     config = directory / f"walletd-{port}.toml"
     config.write_text(
         f'data_dir = "{directory / "var"}"\n'
@@ -105,6 +106,7 @@ def walletd_config(directory: Path, port: int, redis_url: str, workers: int, scr
         f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
         f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
+        f"[metrics]\nenabled = {'true' if metrics else 'false'}\n"
     )
     return config
 
