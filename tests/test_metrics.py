@@ -16,6 +16,7 @@ import redis
 
 from app.callback_meter import LATENCY_BUCKETS_S, CallbackMeter
 from app.metrics import sweep_dead
+from app.runtime import Runtime
 from app.settings import STARLETTE_PATHS, ConfigError, Settings, check_paths
 from app.wallet import Wallet
 from tests.oia_calls import call, change, envelope, error_code, new_session, post
@@ -180,3 +181,65 @@ def test_a_dead_processes_live_gauges_are_dropped(tmp_path: Path) -> None:
         path.write_bytes(b"")
     sweep_dead(tmp_path)
     assert not dead.exists() and alive.exists() and kept.exists()
+
+
+async def test_script_client_pending_calls_and_callbacks_in_flight_are_seen(
+    settings: Settings, player: str, wallet: Wallet
+) -> None:
+    await wallet.create_player("sg1", "EUR", 500, "DE", "en", "", [], operator_id=OPERATOR)
+    settings.redis.socket_timeout_ms = 1500
+    settings.stargame.budget_ms = 5000
+    async with serving(settings) as client:
+        token = await new_session(client, player)
+        assert await sg(client, cmd="getBalance", uid="sg1") == "success"
+        async with redis_busy(settings.redis.url, 2.5):
+            calls = asyncio.gather(call(client, "changebalance", change(player, 1, token=token)),
+                                   sg(client, cmd="writeBet", uid="sg1", bet="100", win="0"))
+            await asyncio.sleep(0.3)  # both written, waiting behind the script
+            during = await scrape(client)  # folded at once; answered once Redis is free again
+            await calls
+        await asyncio.sleep(0.2)  # the timed-out calls' late replies, read once Redis is free
+        after = await scrape(client)
+    in_flight = {dict(k)["protocol"]: v for k, v in named(during, "walletd_callbacks_in_flight").items()}
+    assert in_flight == {"oia": 1, "stargame": 1}
+    assert named(during, "walletd_redis_script_client_pending") == {(): 2}
+    assert set(named(after, "walletd_callbacks_in_flight").values()) == {0}
+    assert named(after, "walletd_redis_script_client_pending") == {(): 0}
+
+
+async def test_reconnects_of_the_script_client_are_counted(
+    client: httpx.AsyncClient, wallet: Wallet, sync_redis: redis.Redis
+) -> None:
+    await wallet.create_player("sg1", "EUR", 500, "DE", "en", "", [], operator_id=OPERATOR)
+    assert await sg(client, cmd="getBalance", uid="sg1") == "success"
+    assert named(await scrape(client), "walletd_redis_script_client_reconnects_total") == {(): 0}
+    sync_redis.client_kill_filter(_type="normal", skipme=True)  # every other client: walletd's too
+    await asyncio.sleep(0.1)
+    answers_after = [await sg(client, cmd="getBalance", uid="sg1") for _ in range(3)]
+    assert answers_after[-1] == "success"
+    assert named(await scrape(client), "walletd_redis_script_client_reconnects_total") == {(): 1}
+
+
+async def test_failed_store_lookups_are_counted(client: httpx.AsyncClient, player: str, settings: Settings) -> None:
+    app_reader = client._transport.app.state.service.runtime.store_reader  # type: ignore[attr-defined]
+    not_a_folder = settings.data_path.parent / "not-a-folder"
+    not_a_folder.write_text("")
+    app_reader.close()
+    app_reader.url = f"sqlite:///{not_a_folder / 'ledger.db'}"  # the store cannot be opened any more
+    assert error_code(await call(client, "status", {"user_id": player, "transaction_id": 7})) == "OP_50"
+    errors = named(await scrape(client), "walletd_ledger_store_errors_total", source="lookup")
+    assert list(errors.values()) == [1]
+
+
+async def test_the_flushers_store_failures_and_stored_entries_are_counted(settings: Settings, player: str) -> None:
+    async with Runtime(settings, settings.redis.url, ledger=True) as runtime:
+        flusher, store = runtime.flusher, runtime.store
+        assert flusher is not None and store is not None
+        store.close()  # the store fails the batch: it stays pending
+        with pytest.raises(Exception, match="closed"):
+            await flusher.drain()
+        assert (flusher.store_errors, flusher.entries_stored) == (1, 0)
+    async with Runtime(settings, settings.redis.url, ledger=True) as runtime:
+        assert runtime.flusher is not None
+        await runtime.flusher.drain()
+        assert (runtime.flusher.store_errors, runtime.flusher.entries_stored) == (0, 1)  # the player's opening
