@@ -12,8 +12,9 @@ from app.logsafe import without_passwords
 from app.settings import Settings
 
 MASK = "***"
-# Keys whose values are secrets, in any section (operators' secret_key, admin.token).
-SECRET_KEYS = frozenset({"secret_key", "token", "password"})
+# A key naming one of these holds a secret, in any section (operators' secret_key, admin.token,
+# and whatever key is added later), unless it names the file holding it (secret_key_file).
+SECRET_WORDS = ("secret", "token", "password")
 FORMATS = ("toml", "json")
 
 
@@ -25,10 +26,14 @@ def masked(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [masked(item, key) for item in value]
     if isinstance(value, str):
-        if key in SECRET_KEYS:
+        if is_secret(key):
             return MASK if value else ""
         return without_passwords(value)
     return value
+
+
+def is_secret(key: str) -> bool:
+    return any(word in key for word in SECRET_WORDS) and not key.endswith("_file")
 
 
 def effective(settings: Settings) -> dict[str, Any]:

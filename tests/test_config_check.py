@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app import cli, config_show
 
 OPERATOR_SECRET = "file-casino-key-0123456789"  # in the config file
 FILE_SECRET = "from-a-file-key-0123456789"  # in a secret file
@@ -130,3 +130,10 @@ def test_walletd_inits_file_passes_and_its_generated_secrets_stay_hidden(
     out, err = capsys.readouterr()
     assert all(secret not in out + err for secret in generated)
     assert tomllib.loads(out)["admin"]["token"] == "***"
+
+
+def test_any_key_naming_a_secret_is_masked_but_not_a_file_path() -> None:
+    shown = config_show.masked({"x": {"api_token": "t", "db_password": "p", "token_file": "/run/t",
+                                      "url": "redis://:pw@h:1/0", "names": ["a"]}})
+    assert shown == {"x": {"api_token": "***", "db_password": "***", "token_file": "/run/t",
+                           "url": "redis://:***@h:1/0", "names": ["a"]}}
