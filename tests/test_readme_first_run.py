@@ -5,7 +5,7 @@ from curl, each of which must print what the README says it prints.
 
 The only changes to the README's text: the port (8080 is not ours to take on a shared
 machine; WALLETD_PORT moves serve, and the blocks' URLs follow), and the tests command is
-not run (it would run this suite inside itself)."""
+not run (it would run this suite inside itself): .ci/run must run it verbatim instead."""
 
 from __future__ import annotations
 
@@ -132,3 +132,8 @@ def test_the_readme_first_run_works_as_written(tmp_path: Path) -> None:
     assert stopped == 0, f"serve did not stop cleanly on Ctrl-C:\n{terminal.tail() if terminal else ''}"
     written = clone / "walletd.toml"
     assert written.stat().st_mode & 0o777 == 0o600
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    (command,) = [b.code.strip() for b in blocks((ROOT / "README.md").read_text(), SECTIONS) if "-m pytest" in b.code]
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
