@@ -114,4 +114,5 @@ def announcement(created: Created) -> str:
             f"(they stay in the file):\n"
             f"  operator {created.operator} secret_key: {created.secret}\n"
             f"  admin token: {created.token}\n"
-            f"next: walletd serve, then create a player and open a session (README \"First OIA call\")")
+            f"next: walletd serve (walletd config check shows what it will use), then create a player and open "
+            f"a session (README \"First OIA call\")")
