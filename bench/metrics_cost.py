@@ -9,14 +9,11 @@ While metrics are on, /metrics is scraped every SCRAPE_INTERVAL_S, as Prometheus
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -149,20 +146,15 @@ def summary(measured: MetricsCost) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import Bench, parse_args  # noqa: PLC0415 - run imports this module
+    from bench.run import parse_args, with_bench  # noqa: PLC0415 - run imports this module
 
-    args = parse_args(argv)  # bench.run's options (--seconds, --connections, the CPUs)
-    if args.load_cpus is not None:
-        os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
-    with tempfile.TemporaryDirectory(prefix="walletd-bench-") as tmp:
-        bench = Bench(Path(tmp), args)
-        try:
-            measured = measure(bench)
-        finally:
-            bench.stop()
-    print(table(measured))
-    print(summary(measured))
-    return 0
+    def work(bench: Bench) -> int:
+        measured = measure(bench)
+        print(table(measured))
+        print(summary(measured))
+        return 0
+
+    return with_bench(parse_args(argv), work)  # bench.run's options (--seconds, --connections, the CPUs)
 
 
 if __name__ == "__main__":

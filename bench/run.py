@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -236,16 +237,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def with_bench(args: argparse.Namespace, work: Callable[[Bench], int]) -> int:
+    """work on a Bench of its own (this runner on the load CPUs), stopped afterwards."""
     if args.load_cpus is not None:
         os.sched_setaffinity(0, {int(c) for c in args.load_cpus.split(",")})
     with tempfile.TemporaryDirectory(prefix="walletd-bench-") as tmp:
         bench = Bench(Path(tmp), args)
         try:
-            return smoke_run(bench) if args.smoke else full_run(bench)
+            return work(bench)
         finally:
             bench.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return with_bench(args, smoke_run if args.smoke else full_run)
 
 
 if __name__ == "__main__":
