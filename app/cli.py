@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -23,7 +24,8 @@ from app.ledger import LedgerConflict, StoreUnavailable, copy as ledger_copy, mi
 from app.ledger.guard import FLUSHER_ROLE
 from app.ledger.rebuild import RebuildRefused, rebuild
 from app.ledger.verify import verify
-from app.logsafe import configure_logging, without_passwords
+from app.logformat import configure_logging
+from app.logsafe import without_passwords
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
 from app.redis_server import redis_url
 from app.runtime import Runtime
@@ -112,7 +114,7 @@ def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int]], 
                               f"run: {runtime.guard.command}")
             return await work(runtime)
 
-    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port, settings.log.redis_relayed) as url:
         return uvloop.run(run(url))  # the flush process runs for good: the faster loop
 
 
@@ -308,7 +310,7 @@ def run_rebuild(settings: Settings) -> int:
               f"{summary.players} players)")
         return 0
 
-    with redis_url(settings.redis.url, settings.data_path, settings.redis.port) as url:
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port, settings.log.redis_relayed) as url:
         return uvloop.run(work(url))
 
 
@@ -363,9 +365,20 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return with_wallet(settings, builders[args.action](args), args.action != "show", config_path)
 
 
+def plain(message: str) -> None:
+    """Why a command ended, for the person at the terminal: one line."""
+    print(f"walletd: {message}", file=sys.stderr)
+
+
+def logged(message: str) -> None:
+    """Why a command ended, as a line of the configured log format."""
+    logging.getLogger("walletd").error("%s", message)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging()
+    configure_logging()  # the defaults until the settings say otherwise
+    report = plain
     try:
         if args.command == "ledger":  # two store URLs, no config, no Redis
             return copy_ledger(args)
@@ -374,27 +387,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "healthcheck":  # exit 0 or 1 only, a bad config included (Docker reserves 2)
             return healthcheck.main(getattr(args, "config", None))
         settings = config.load(getattr(args, "config", None))
+        configure_logging(settings.log)
+        if settings.log.format == "json" or args.command == "flush":
+            report = logged  # read by a log pipeline, or in serve's log (the flush process)
         return dispatch(args, settings)
     except RebuildRefused as exc:
-        print(f"walletd: rebuild refused: {exc}", file=sys.stderr)
+        report(f"rebuild refused: {exc}")
         return EXIT_USAGE
     except (config.ConfigError, serve.StartupError) as exc:
-        print(f"walletd: {exc}", file=sys.stderr)
+        report(str(exc))
         return EXIT_USAGE
     except AlreadyRunning as exc:
-        print(f"walletd: {exc}", file=sys.stderr)
+        report(str(exc))
         return EXIT_RUNNING
     except (RedisError, WalletCallError) as exc:
         # Redis down or refusing us is no answer to the command: not exit 1 ("refused",
         # or for verify "mismatch"), and not a traceback.
-        print(f"walletd: cannot use Redis: {without_passwords(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        report(f"cannot use Redis: {without_passwords(str(exc) or type(exc).__name__)}")
         return EXIT_USAGE
     except StoreUnavailable as exc:
         # Like Redis: a store that cannot be opened or used is no answer to the command.
-        print(f"walletd: cannot use the ledger store: {without_passwords(str(exc))}", file=sys.stderr)
+        report(f"cannot use the ledger store: {without_passwords(str(exc))}")
         return EXIT_USAGE
     except (Refusal, WalletError, AmountError, currency.CurrencyError) as exc:
-        print(f"walletd: {exc}", file=sys.stderr)
+        report(str(exc))
         return EXIT_REFUSED
 
 

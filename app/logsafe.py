@@ -56,18 +56,23 @@ def _secret_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
 SECRETS = _secret_pattern(SECRET_NAMES)
 
 
-def redacted(text: str | bytes, pattern: re.Pattern[str] = SECRETS) -> str:
+def _mask(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return f'{match.group(1)}"{REDACTED}"'
+    return f"{match.group(3)}{REDACTED}"
+
+
+def masked(text: str, pattern: re.Pattern[str] = SECRETS) -> str:
     """text with the value of every secret member or parameter replaced by <redacted>
-    (then quoted: the result is safe to log as it is)."""
+    (not quoted: for a log field, which its formatter escapes)."""
+    return pattern.sub(_mask, text)
+
+
+def redacted(text: str | bytes, pattern: re.Pattern[str] = SECRETS) -> str:
+    """masked(text), then quoted: the result is safe to log as it is."""
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("utf-8", "backslashreplace")
-
-    def mask(match: re.Match[str]) -> str:
-        if match.group(1) is not None:
-            return f'{match.group(1)}"{REDACTED}"'
-        return f"{match.group(3)}{REDACTED}"
-
-    return quoted(pattern.sub(mask, text))
+    return quoted(masked(text, pattern))
 
 
 # A password in a URL's user part (scheme://user:PASSWORD@host): Redis and PostgreSQL URLs.
@@ -136,19 +141,21 @@ class RateLimitedLog:
     def kinds(self) -> dict[str, list[float | int]]:
         return self.limiter.kinds
 
-    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
-        """Log msg % args under kind unless one was logged less than interval_s ago; True if logged."""
+    def log(self, level: int, kind: str, msg: str, *args: object, exc_info: BaseException | None = None,
+            extra: dict[str, object] | None = None) -> bool:
+        """Log msg % args under kind unless one was logged less than interval_s ago; True if logged.
+        extra: fields of the line (app/logfields.py), as logging's extra=."""
         suppressed = self.limiter.admit(kind)
         if suppressed is None:
             return False
         if suppressed:
             msg += " (%d more like this suppressed in the last %.0f s)"
             args = (*args, suppressed, self.interval_s)
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
         return True
 
-    def warning(self, kind: str, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, kind, msg, *args)
+    def warning(self, kind: str, msg: str, *args: object, extra: dict[str, object] | None = None) -> bool:
+        return self.log(logging.WARNING, kind, msg, *args, extra=extra)
 
     def error(self, kind: str, msg: str, *args: object, exc_info: BaseException | None = None) -> bool:
         return self.log(logging.ERROR, kind, msg, *args, exc_info=exc_info)
@@ -174,17 +181,6 @@ class FloodFilter(logging.Filter):
 
 # Loggers of the HTTP server that any client can make write (bad requests, bad upgrades).
 SERVER_LOGGERS = ("uvicorn.error",)
-
-
-# Every walletd process's log lines: when, how bad, which part (walletd.guard, walletd.oia, ...).
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging() -> None:
-    """INFO and up to stderr in LOG_FORMAT. The CLI's process does it in main(); uvicorn's
-    worker processes (server.workers > 1) are spawned, not forked, and start without it:
-    their INFO lines were dropped and the rest printed bare."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def limit_server_logs() -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import redis
@@ -30,6 +30,8 @@ from app.settings import ConfigError
 from app.supervision import end, keep_running
 
 log = logging.getLogger("walletd.redis")
+# The embedded server's own lines, when relayed into walletd's log ([log] redis = "walletd").
+server_log = logging.getLogger("walletd.redis.server")
 
 # Under data_dir: the embedded server's --dir, where its AOF lives (the container mounts a
 # volume of its own here; README "Container").
@@ -129,15 +131,36 @@ def die_with_parent_preexec() -> Callable[[], None] | None:
     return _die_with_parent if _PRCTL is not None else None
 
 
-def server_args(binary: str, directory: Path, port: int) -> list[str]:
+def server_args(binary: str, directory: Path, port: int, logfile: str | None = None) -> list[str]:
+    """logfile: redis.log under directory by default; "" is standard output."""
     return [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-        "--dir", str(directory), "--daemonize", "no", "--logfile", str(directory / "redis.log"),
+        "--dir", str(directory), "--daemonize", "no",
+        "--logfile", str(directory / "redis.log") if logfile is None else logfile,
         # The durability point: fsync the AOF before every reply (Redis 7 orders it so).
         "--appendonly", "yes", "--appendfsync", "always", "--no-appendfsync-on-rewrite", "no",
         "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE, "--auto-aof-rewrite-percentage", "100",
         "--save", "",
     ]
+
+
+# A line of redis-server's log: "pid:role 22 Nov 2026 04:13:18.885 * text"; the mark before
+# the text is its level (. debug, - verbose, * notice, # warning).
+REDIS_LOG_LINE = re.compile(r"\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ ([.*#-]) (.*)")
+# A longer line is relayed in pieces of this size.
+REDIS_LOG_LINE_BYTES_MAX = 4096
+
+
+def relay_log(stream: IO[bytes]) -> None:
+    """Each line redis-server writes to its standard output, as a record of walletd's log
+    (one format, one stream: a container's), until the server and its forks close it.
+    Redis's own time stamp (local time) is dropped: the record has walletd's, in UTC."""
+    with stream:
+        for raw in iter(lambda: stream.readline(REDIS_LOG_LINE_BYTES_MAX), b""):
+            line = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+            match = REDIS_LOG_LINE.fullmatch(line)
+            level = logging.WARNING if match and match[1] == "#" else logging.INFO
+            server_log.log(level, "%s", match[2] if match else line)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
@@ -148,7 +171,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout_s: flo
     try:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {process.returncode}; see its redis.log")
+                raise RuntimeError(f"redis-server exited with {process.returncode}; see its log ([log] redis)")
             try:
                 client.ping()
                 answering = int(client.info("server")["process_id"])
@@ -180,10 +203,12 @@ def shutdown_orphan(url: str, directory: Path) -> None:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, relay: bool = False) -> None:
+        """relay: the server's log goes into walletd's (relay_log), not to redis.log."""
         self.directory = data_dir / DIRECTORY
         self.url_file = data_dir / "redis.url"
         self.port = port
+        self.relay = relay
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.stopping = threading.Event()
@@ -204,16 +229,19 @@ class EmbeddedRedis:
         return self.url
 
     def launch(self) -> None:
-        args = server_args(find_binary(), self.directory, self.port)
+        args = server_args(find_binary(), self.directory, self.port, "" if self.relay else None)
+        output = subprocess.PIPE if self.relay else subprocess.DEVNULL
         with self.lock:
             if self.stopping.is_set():
                 return
             # Own session: a Ctrl-C in walletd's terminal (SIGINT to the whole
             # process group) must not reach it; walletd stops it last, cleanly.
             self.process = subprocess.Popen(
-                args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509 - see _load_prctl
             )
+            if self.process.stdout is not None:  # one relay per server process; it ends with it
+                threading.Thread(target=relay_log, args=(self.process.stdout,), name="redis-log", daemon=True).start()
         wait_ready(self.url, self.process, START_TIMEOUT_S)
         log.info("embedded redis-server %s (pid %d, AOF under %s)", self.url, self.process.pid, self.directory)
 
@@ -305,7 +333,7 @@ class QuietRewriter:
         self.failures += 1
         delay_s = min(self.retry_min_s * 2 ** min(self.failures - 1, 20), QUIET_REWRITE_RETRY_MAX_S)
         self.retry_at_s = time.monotonic() + delay_s
-        log.error("AOF rewrite failed (redis.log says why; the AOF is intact and still fsynced on every "
+        log.error("AOF rewrite failed (Redis's log says why; the AOF is intact and still fsynced on every "
                   "write); the next try at a quiet moment in %.0f s", delay_s)
 
 
@@ -343,8 +371,9 @@ def published_url(data_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
-    """The Redis to use: the configured URL, the running embedded one, or a new embedded one."""
+def redis_url(url: str, data_dir: Path, port: int = 0, relay: bool = False) -> Iterator[str]:
+    """The Redis to use: the configured URL, the running embedded one, or a new embedded one
+    (relay: its log into walletd's, EmbeddedRedis)."""
     if url != "embedded":
         yield url
         return
@@ -352,7 +381,7 @@ def redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
         if not owner:
             yield published_url(data_dir)
             return
-        server = EmbeddedRedis(data_dir, port)
+        server = EmbeddedRedis(data_dir, port, relay)
         try:
             yield server.start()
         finally:
@@ -360,7 +389,7 @@ def redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served_redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
+def served_redis_url(url: str, data_dir: Path, port: int = 0, relay: bool = False) -> Iterator[str]:
     """For `walletd serve`: the configured URL, or an embedded server it owns and
     restarts whenever it dies. A CLI command's own embedded server is waited for."""
     if url != "embedded":
@@ -370,7 +399,7 @@ def served_redis_url(url: str, data_dir: Path, port: int = 0) -> Iterator[str]:
         if not owner:
             raise RuntimeError(f"{data_dir}/redis.lock is still held by another walletd command "
                                f"after {OWNER_WAIT_S:.0f} s")
-        server = EmbeddedRedis(data_dir, port)
+        server = EmbeddedRedis(data_dir, port, relay)
         try:
             url = server.start()
             server.supervise()

@@ -25,6 +25,7 @@ from app.admin_listener import listening_socket
 from app.instance import single_instance
 from app.ledger import open_store
 from app.ledger.flush_process import FlushProcess
+from app.logformat import log_config
 from app.logsafe import without_passwords
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
@@ -51,7 +52,8 @@ def serve(settings: Settings, config_path: str | None) -> int:
     with single_instance(settings.data_path), contextlib.ExitStack() as stack:
         try:
             open_store(settings.storage_url).close()  # before Redis: a wrong URL is the whole output
-            url = stack.enter_context(served_redis_url(settings.redis.url, settings.data_path, settings.redis.port))
+            url = stack.enter_context(served_redis_url(settings.redis.url, settings.data_path, settings.redis.port,
+                                                       settings.log.redis_relayed))
             asyncio.run(preflight(settings, url))
         except Exception as exc:  # noqa: BLE001 - any start-up failure is one line and exit 2
             raise StartupError(without_passwords(str(exc) or type(exc).__name__)) from None
@@ -86,10 +88,12 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
     # proxies; walletd applies server.forwarded_allow_ips itself (app/proxies.py).
     options: dict[str, Any] = {
         "host": server.host, "port": server.port, "loop": "uvloop", "http": "httptools",
-        "proxy_headers": False, "access_log": False, "lifespan": "on",
+        "proxy_headers": False, "lifespan": "on",
         # In-flight callbacks get this long after SIGINT/SIGTERM; each answers within its budget.
         "timeout_graceful_shutdown": server.shutdown_timeout_s,
         "ssl_certfile": server.ssl_certfile or None, "ssl_keyfile": server.ssl_keyfile or None,
+        # uvicorn's lines in walletd's format, in every worker; no handler or format of its own.
+        "access_log": settings.log.access_log, "log_config": log_config(settings.log),
     }
     check_admin_port(settings)
     # Children (the flush process, uvicorn's workers) read the same settings and this Redis,

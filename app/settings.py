@@ -177,6 +177,13 @@ class LogSettings(msgspec.Struct, forbid_unknown_fields=True):
     level: str = "info"
     # One line per HTTP request (uvicorn's access log), in the same format.
     access_log: bool = False
+    # The embedded redis-server's own log: "file" (data_dir/redis/redis.log) or "walletd"
+    # (each of its lines a record of walletd's log, in its format: one stream, a container's).
+    redis: str = "file"
+
+    @property
+    def redis_relayed(self) -> bool:
+        return self.redis == "walletd"
 
 
 class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -270,6 +277,8 @@ WORKERS_MAX = 64
 FLUSHER_BATCH_MAX = 10_000
 NICE_MAX = 19
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+REDIS_LOGS = ("file", "walletd")
 
 
 def check(settings: Settings) -> None:
@@ -289,8 +298,7 @@ def check(settings: Settings) -> None:
                           "flusher.claim_interval_ms not negative")
     if not 0 <= flusher.nice <= NICE_MAX:
         raise ConfigError(f"flusher.nice must be 0..{NICE_MAX}")
-    if settings.log.format not in LOG_FORMATS:
-        raise ConfigError(f"log.format must be one of {', '.join(LOG_FORMATS)}")
+    check_log(settings.log)
     if settings.server.shutdown_timeout_s < 1:
         raise ConfigError("server.shutdown_timeout_s must be positive")
     check_redis(settings.redis)
@@ -345,6 +353,13 @@ def check_tls(certfile: str, keyfile: str) -> None:
     except ssl.SSLError as exc:
         raise ConfigError(f"server.ssl_certfile {certfile!r} and server.ssl_keyfile {keyfile!r}: not a PEM "
                           f"certificate and its unencrypted private key: {exc}") from exc
+
+
+def check_log(log: LogSettings) -> None:
+    for name, value, choices in (("format", log.format, LOG_FORMATS), ("level", log.level, LOG_LEVELS),
+                                 ("redis", log.redis, REDIS_LOGS)):
+        if value not in choices:
+            raise ConfigError(f"log.{name} {value!r} must be one of {', '.join(choices)}")
 
 
 # The paths app/web.py's Starlette app serves, besides <oia.path>/ping: the raw callback

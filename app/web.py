@@ -21,7 +21,7 @@ from app.callbacks import Callbacks
 from app.errors import WalletCallError
 from app.ledger.flush_process import FlushProcess
 from app.ledger.guard import SERVER_ROLE
-from app.logsafe import configure_logging, limit_server_logs
+from app.logsafe import limit_server_logs
 from app.metrics import Exporter, LedgerBacklog
 from app.protocols.oia.handler import PING, Oia
 from app.protocols.stargame.handler import StarGame
@@ -176,8 +176,8 @@ def route_tables(service: Service) -> tuple[list[Route], list[Route]]:
 
 def worker_app() -> Callbacks | ForwardedClient:
     """One of several server processes (server.workers > 1): settings from the
-    environment the supervisor set; the supervisor runs the one flusher."""
-    configure_logging()
+    environment the supervisor set; the supervisor runs the one flusher. Its log is
+    configured by uvicorn, from serve's log_config (app/logformat.py)."""
     settings = config.load(None)
     settings.flusher.enabled = False
     return create_app(settings, settings.redis.url)

@@ -19,6 +19,7 @@ from app.callbacks import Answered, Callback
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.ledger.guard import ColdStart
+from app.logfields import in_call
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AmountError, minor_to_wire, wire_to_minor
 from app.protocols.oia.messages import (
@@ -76,6 +77,8 @@ DETAILS = {
     "OP_40": "this transaction_id was used with other data",
     "OP_49": "the transaction was cancelled",
 }
+# The commands whose data names a transaction (its id is a field of their log lines).
+TRANSACTION_COMMANDS = frozenset({"changebalance", "status", "cancel"})
 # Script results that are not OP codes themselves.
 INTERNAL_CODES = {
     "NOT_FOUND": ("OP_41", "no such transaction (or round) for this player"),
@@ -126,11 +129,17 @@ class Operators:
         # X-Authorization = sha1(command + secret): fixed per operator and command.
         self.expected = {(op.id, cmd): sha1_hex(cmd + op.secret_key).encode() for op in operators for cmd in DATA}
 
-    def pick(self, headers: dict[bytes, bytes]) -> OperatorSettings | None:
+    @staticmethod
+    def claimed(headers: dict[bytes, bytes]) -> str | None:
+        """The operator id the request names, if any (request text: not yet a known operator)."""
         operator_id = headers.get(b"x-operator-id") or headers.get(b"x-tt-operator-id")
+        return None if operator_id is None else operator_id.decode(errors="replace")
+
+    def pick(self, headers: dict[bytes, bytes]) -> OperatorSettings | None:
+        operator_id = self.claimed(headers)
         if operator_id is None:
             return self.default
-        return self.by_id.get(operator_id.decode(errors="replace"))
+        return self.by_id.get(operator_id)
 
     def authorizes(self, operator: OperatorSettings, command: str, header: bytes | None) -> bool:
         if header is None:
@@ -267,7 +276,9 @@ class Oia:
         operator = self.operators.pick(headers)
         if operator is None or not self.operators.authorizes(operator, command, headers.get(b"x-authorization")):
             limited_log.warning("forbidden", "oia %s from %s refused (403): unknown operator or bad X-Authorization",
-                                quoted(command), quoted(client_host(scope) or "?"))
+                                quoted(command), quoted(client_host(scope) or "?"),
+                                extra={"operator": operator.id if operator else self.operators.claimed(headers),
+                                       "command": command})
             await respond(send, ACCESS_DENIED, 403, TEXT_TYPE)
             return command, FORBIDDEN
         try:
@@ -299,6 +310,8 @@ class Oia:
                 if duplicate is not None:
                     raise invalid(f"member `{duplicate}` appears more than once")
                 data = check_envelope(incoming, command, operator)
+            # Every line logged from here on names the call (app/logfields.py).
+            in_call(operator.id, command, data.transaction_id if command in TRANSACTION_COMMANDS else None)
             if self.guard.refusal:
                 raise Refusal("OP_50", f"{self.guard.refusal}; nothing was done")
             if now_ms() > deadline_ms:

@@ -17,6 +17,7 @@ from app.callbacks import Answered, Callback
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletCallError, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.ledger.guard import ColdStart
+from app.logfields import in_call
 from app.logsafe import RateLimitedLog, quoted
 from app.money import AMOUNT_MINOR_LIMIT, AmountError, parse_minor
 from app.protocols.stargame.journal import Journal, JournalFull, Note
@@ -242,6 +243,7 @@ class StarGame:
             return fail("internal error"), cmd or UNKNOWN_COMMAND, "internal"
 
     async def get_balance(self, query: Query) -> bytes:
+        in_call(None, "getBalance")  # every line logged from here on names the call (app/logfields.py)
         uid = uid_of(query)
         single(query, "foo", required=False)  # cache buster: present or not, unused
         player_id = await self.player_of(uid)
@@ -278,6 +280,7 @@ class StarGame:
             raise Refused("wallet unavailable: reconciliation journal full or not writable; nothing booked",
                           "journal_full")
         request_id = REQUEST_IDS.new()
+        in_call(None, "writeBet", request_id)  # every line logged from here on names the call
         # The currency is known after the first call for a player (getBalance comes
         # first in a session); on a miss the script answers CURRENCY without booking.
         currency_code = self.currencies.get(player_id)
