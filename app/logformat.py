@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
+import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -84,6 +85,23 @@ class JsonLinesFormatter(JsonFormatter):
                 log_data[name] = capped(message_dict[name], EXC_CHARS_MAX)
 
 
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever sys.stderr is when a record comes, not the one it was built
+    with (as logging's last-resort handler): code that swaps sys.stderr (a test's capture
+    around an in-process `walletd` command) leaves no handler on a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr
+
+
 def formatter(format: str = "text") -> logging.Formatter:
     """logging.config's factory for the configured format."""
     return JsonLinesFormatter() if format == "json" else TextFormatter()
@@ -101,8 +119,7 @@ def log_config(log: LogSettings) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"walletd": {"()": f"{__name__}.formatter", "format": log.format}},
         "filters": {"call": {"()": "app.logfields.CallFields"}, "access": {"()": "app.logfields.AccessFields"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                "formatter": "walletd", "filters": ["call"]}},
+        "handlers": {"stderr": {"class": f"{__name__}.StderrHandler", "formatter": "walletd", "filters": ["call"]}},
         "root": {"handlers": ["stderr"], "level": log.level.upper()},
         "loggers": loggers,
     }
