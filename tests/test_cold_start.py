@@ -36,6 +36,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 NO_SESSION = "A" * 30
 # A running walletd notices a change of Redis within one re-check (plus the check itself).
 NOTICED_S = RECHECK_S + 1.0
+# Every worker of a loaded two-core machine serves again within this of the first.
+SERVED_ALL_S = 10.0
 REBUILD_HINT = "to restore Redis from the ledger store run: walletd rebuild"
 
 Snapshot = dict[bytes, bytes]
@@ -331,11 +333,16 @@ async def test_every_worker_refuses_a_lost_redis_and_serves_again_after_rebuild(
             assert snapshot(redis_url) == {}
             walletd(server.config, "rebuild")
             await served_within(client, NOTICED_S + 1.0)
-            # Each worker sees it at its own re-check: within one period of the first.
-            await asyncio.sleep(NOTICED_S)
+            # Each worker sees it at its own re-check, one period apart at most; on a
+            # loaded machine a worker's re-check can come late, so each fresh connection
+            # may retry until SERVED_ALL_S, and every one must end in a success.
+            deadline = time.monotonic() + SERVED_ALL_S
             for _ in range(20):
                 async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as fresh:
                     answer = await sg(fresh, cmd="getBalance", uid="w1")
+                    while answer["status"] != "success" and time.monotonic() < deadline:
+                        await asyncio.sleep(0.1)
+                        answer = await sg(fresh, cmd="getBalance", uid="w1")
                     assert answer["status"] == "success" and answer["cash"] == 500, answer
     finally:
         server.stop()
