@@ -6,7 +6,6 @@ reads it, and deploy/compose.yaml's services, volumes, health conditions and set
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shlex
 from pathlib import Path
@@ -56,11 +55,8 @@ def compose() -> dict:
 
 
 @pytest.fixture
-def container_settings(monkeypatch: pytest.MonkeyPatch) -> config.Settings:
+def container_settings(no_walletd_env: None, monkeypatch: pytest.MonkeyPatch) -> config.Settings:
     """deploy/walletd.toml as the image's walletd reads it (the operator's secret from the environment)."""
-    for name in list(os.environ):
-        if name.startswith("WALLETD_"):
-            monkeypatch.delenv(name)
     monkeypatch.setenv("WALLETD_OIA_SECRET_EXAMPLECASINO", ENV_FILE["WALLETD_OIA_SECRET_EXAMPLECASINO"])
     return config.load(str(WHEEL_CHECK.config_source(IMAGE)))
 
