@@ -11,7 +11,9 @@ file, CMD and HEALTHCHECK are read from the Dockerfile itself):
   temporary directory, the port from WALLETD_PORT, the operator's secret from the
   environment); the HEALTHCHECK command answers 1 before and 0 once it serves;
 - StarGame getBalance and writeBet, and a signed OIA balance call on a session opened with
-  `walletd session new`, answer with the right balances; SIGTERM stops it, exit 0.
+  `walletd session new`, answer with the right balances; SIGTERM stops it, exit 0;
+- its log (serve's output) is JSON lines in UTC, the embedded redis-server's among them,
+  without the operator's secret.
 
 Standard library only; exits non-zero, with serve's log, on any failure.
 """
@@ -198,6 +200,17 @@ def calls(base: str, walletd: list[str], operator: str, secret: str, cwd: Path, 
     assert oia_balance(base, operator, secret, token) == Decimal("100.00")
 
 
+def logged(log: Path, secret: str) -> None:
+    """The container's log, as deploy/walletd.toml sets it: JSON lines in UTC, walletd's and
+    the embedded redis-server's, and never the operator's secret."""
+    lines = log.read_text().splitlines()
+    assert not any(secret in line for line in lines), "the operator's secret is in serve's log"
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert all(record["time"].endswith("Z") for record in records), "a log line not in UTC"
+    loggers = {record["logger"] for record in records}
+    assert "walletd.redis.server" in loggers, f"no line of the embedded redis-server in serve's log: {loggers}"
+
+
 def check(tmp: Path, env: dict[str, str]) -> None:
     image = dockerfile()
     venv = install(tmp, env)
@@ -242,7 +255,7 @@ def check(tmp: Path, env: dict[str, str]) -> None:
     if user:  # walletd and its redis-server wrote every file as the image's user
         owners = {(path.stat().st_uid, path.stat().st_gid) for path in data_dir.rglob("*")}
         assert owners == {(int(uid), int(gid or uid))}, f"files under data_dir owned by {owners}"
-    assert secret not in (tmp / "serve.log").read_text(), "the operator's secret is in serve's log"
+    logged(tmp / "serve.log", secret)
 
 
 def main() -> None:

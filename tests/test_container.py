@@ -104,6 +104,9 @@ def test_the_container_config_serves_on_every_address_with_its_operator(containe
     assert container_settings.redis.url == "embedded"
     assert [operator.id for operator in container_settings.oia.operators] == ["examplecasino"]
     assert WHEEL_CHECK.last(IMAGE, "EXPOSE") == str(container_settings.server.port)
+    # One stream for the container's log: JSON lines, the embedded redis-server's relayed into it.
+    assert container_settings.log.format == "json"
+    assert container_settings.log.redis_relayed
 
 
 def test_compose_runs_walletd_redis_and_postgres_with_their_volumes(compose: dict) -> None:
