@@ -9,8 +9,9 @@ second (FOLD_INTERVAL_S), and the scraped process again just before it answers: 
 hot path only adds to plain lists (app/callback_meter.py).
 
 The ledger's backlog and lag are read from Redis when scraped (an XLEN and an
-XRANGE COUNT 1 per partition, one pipeline), not reported by the flush process: they
-are then right when that process is down, which is when they matter.
+XRANGE COUNT 1 per partition, READ_PARTITIONS_MAX partitions a pipeline), not
+reported by the flush process: they are then right when that process is down,
+which is when they matter.
 
 Without PROMETHEUS_MULTIPROC_DIR (the app run in a test process) each Metrics keeps
 its own registry.
@@ -25,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -45,6 +47,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DIRECTORY = "metrics"  # under data_dir
 # How stale another process's counts may be in a scrape (the scraped one folds first).
 FOLD_INTERVAL_S = 1.0
+# Partitions whose backlog one pipeline reads: building and parsing it holds the event
+# loop, so the callbacks are served between pipelines (up to PARTITIONS_MAX in all).
+READ_PARTITIONS_MAX = 128
 
 # Names of the metrics walletd defines itself (deploy/grafana/walletd.json queries only these).
 CALLBACK_SECONDS = "walletd_callback_duration_seconds"
@@ -223,12 +228,14 @@ class LedgerBacklog:
         self.latest: list[tuple[str, int, float]] = []
 
     async def read(self) -> None:
-        reads = self.redis.pipeline(transaction=False)
-        for partition in range(self.keys.partitions):
-            reads.xlen(self.keys.ledger(partition))
-            reads.xrange(self.keys.ledger(partition), count=1)
+        replies: list[Any] = []  # XLEN (int) and XRANGE (list) replies, alternating
         try:
-            replies = await reads.execute()
+            for first in range(0, self.keys.partitions, READ_PARTITIONS_MAX):
+                reads = self.redis.pipeline(transaction=False)
+                for partition in range(first, min(first + READ_PARTITIONS_MAX, self.keys.partitions)):
+                    reads.xlen(self.keys.ledger(partition))
+                    reads.xrange(self.keys.ledger(partition), count=1)
+                replies += await reads.execute()
         except (RedisError, OSError) as exc:  # no samples rather than stale ones
             limited_log.warning("backlog", "metrics: the ledger backlog could not be read from Redis: %s", exc)
             self.latest = []
