@@ -154,24 +154,24 @@ def create_app(settings: Settings, redis_url: str,
 
 def route_tables(service: Service) -> tuple[list[Route], list[Route]]:
     """Every Starlette route, in one place: (the main listener's, the admin listener's).
-    Shared routes, those an operator watches (/healthz, /metrics), are
-    served on both; the admin API on its own listener when admin.port is set (README
-    "Admin listener"), then 404 on the main one; else beside the callbacks and no admin
-    listener (an empty table)."""
+    /healthz is served on both; the admin API and /metrics on the admin listener when
+    admin.port is set (README "Admin listener"), then 404 on the main one (a scrape
+    costs tens of ms of the worker's CPU, not for anyone who reaches the callbacks to
+    repeat); else beside the callbacks and no admin listener (an empty table)."""
     settings = service.settings
-    shared = [Route("/healthz", service.healthz, methods=["GET"])]
+    health = Route("/healthz", service.healthz, methods=["GET"])
     ping: Endpoint = service.oia.ping
-    if service.runtime.metrics is not None:
-        shared.append(Route("/metrics", service.metrics, methods=["GET"]))
-        ping = metered(service.oia.meter, PING, "OK", ping)  # a platform's callback like the others
-    platform = [Route(f"{settings.oia.path}/ping", ping, methods=["GET"])]
     admin = [
         Route("/admin/players", service.admin.players, methods=["POST"]),
         Route("/admin/sessions", service.admin.sessions, methods=["POST"]),
     ]
+    if service.runtime.metrics is not None:
+        admin.append(Route("/metrics", service.metrics, methods=["GET"]))
+        ping = metered(service.oia.meter, PING, "OK", ping)  # a platform's callback like the others
+    platform = [health, Route(f"{settings.oia.path}/ping", ping, methods=["GET"])]
     if settings.admin.port:
-        return [*shared, *platform], [*shared, *admin]
-    return [*shared, *platform, *admin], []
+        return platform, [health, *admin]
+    return [*platform, *admin], []
 
 
 def worker_app() -> Callbacks | ForwardedClient:

@@ -115,9 +115,10 @@ def test_the_admin_api_on_its_own_listener_and_not_on_the_main_one(
         assert httpx.post(server.base_url + "/admin/players", json=player, headers=AUTH).status_code == 404
         created = httpx.post(admin_url + "/admin/players", json=player, headers=AUTH, timeout=5)
         assert created.status_code == 201, created.text
-        # What an operator watches, on both: so only the callbacks need face the platform.
         for url in (admin_url, server.base_url):
             assert httpx.get(url + "/healthz", timeout=5).text == "ok"
+        # /metrics only for the operator: a scrape costs the worker tens of ms, not for the platform to repeat.
+        assert httpx.get(server.base_url + "/metrics", timeout=5).status_code == 404
         counted = server_answer(server.base_url)
         # Another worker may have answered: its counts reach a scrape within FOLD_INTERVAL_S.
         deadline = time.monotonic() + 5 * FOLD_INTERVAL_S
