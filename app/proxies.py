@@ -10,7 +10,9 @@ off (app/serve.py), so this is the only rule:
   was called from), skipping trusted proxies; the first address that is not one is
   the client. Anything left of it was written by the client and is never read, so a
   spoofed left-most entry changes nothing. If every entry is a trusted proxy, the
-  left-most is the client; with no header at all, the proxy itself;
+  left-most is the client; with no header at all, no client (None): a proxy that
+  drops the header (misconfigured) must fail closed, not pass every caller off as
+  itself, which may well be on the allow-list (the default allows 127.0.0.1);
 - an entry on that walk that is not an IP address (or a walk longer than
   HOPS_MAX): no client (None), which the StarGame allow-list refuses like any
   caller it does not know, and the logs show as "?".
@@ -34,8 +36,10 @@ App = TypeVar("App")
 def forwarded_client(peer: Client, forwarded: list[bytes], proxies: AllowList) -> Client:
     """The client by the rule above; forwarded: the X-Forwarded-For values, in the
     order they came (several header lines read as one comma-separated list)."""
-    if peer is None or not forwarded or not proxies.allows(peer[0]):
+    if peer is None or not proxies.allows(peer[0]):
         return peer
+    if not forwarded:
+        return None
     # At most HOPS_MAX + 1 entries; past HOPS_MAX trusted proxies the first one still
     # holds commas, is no address, and refuses the request.
     client = peer

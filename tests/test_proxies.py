@@ -22,8 +22,8 @@ PEER = ("10.0.0.1", 5000)  # a trusted proxy
         (PEER, [b"2001:db8::7 ,fd00::2"], ("2001:db8::7", 0)),
         # Every entry a trusted proxy: the left-most.
         (PEER, [b"10.1.0.9, 10.1.0.8"], ("10.1.0.9", 0)),
-        # No header from the proxy: the proxy itself.
-        (PEER, [], PEER),
+        # No header from the proxy: nobody (fails closed; a proxy that drops it is misconfigured).
+        (PEER, [], None),
         # Not a trusted proxy: its own address, whatever it writes.
         (("203.0.113.9", 7), [b"127.0.0.1"], ("203.0.113.9", 7)),
         (None, [b"127.0.0.1"], None),
