@@ -36,13 +36,14 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
 from redis.connection import parse_url
 from redis.exceptions import NoScriptError, ResponseError
 
 from app.errors import OutcomeUnknown, WalletUnavailable
+from app.logsafe import without_passwords
 from app.redis_link import RedisLink, wait_left_s
 
 # Calls in flight on the one connection. Past it callers get an error at once
@@ -400,10 +401,6 @@ def tls_context(url: str, options: dict[str, Any]) -> ssl.SSLContext | None:
 
 
 def redacted(url: str) -> str:
-    """The URL as it may be logged: no password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = unquote(parts.username or "")
-    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL as it may be logged: no password, neither in the user part nor as a
+    ?password= parameter (unix:// URLs), and no parsing that a bad port could fail."""
+    return without_passwords(url)

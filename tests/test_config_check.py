@@ -92,6 +92,19 @@ def test_an_invalid_configuration_exits_2_with_one_line(config_file: Path, capsy
     assert err.count("\n") == 1 and err.startswith("walletd: ") and named in err
 
 
+@pytest.mark.parametrize("url, named", [
+    (f"unix:///run/redis.sock?password={REDIS_PASSWORD}&db=x", "'db'"),  # a password as a parameter
+    (f"redis://walletd:{REDIS_PASSWORD}@redis.example:notaport/0", "notaport"),  # once a traceback
+])
+def test_a_refused_redis_url_exits_2_with_one_line_and_no_password(
+        config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        url: str, named: str) -> None:
+    monkeypatch.setenv("WALLETD_REDIS_URL", url)
+    code, out, err = check(capsys, "--config", str(config_file))
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("walletd: redis.url ") and named in err
+
+
 def test_a_weak_secret_exits_2_without_its_value(config_file: Path, capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WALLETD_OIA_SECRET_ENV_CASINO", "short-env-key")
