@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.oia_calls import call, new_session, sha1
-from tests.process import Server
+from tests.process import Server, walletd
 from tests.support import ADMIN_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
@@ -61,3 +61,30 @@ def test_serve_refuses_a_weak_secret_from_the_environment(tmp_path: Path) -> Non
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "env-casino" in lines[0] and "shorter than 16" in lines[0]
     assert "weak-env-key" not in refused.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_the_admin_token_from_walletd_admin_token_file_opens_the_admin_api(tmp_path: Path, workers: int) -> None:
+    """The token in a file named by the environment only (as a container's secret is), in
+    every server process (workers > 1 load the configuration again); walletd healthcheck
+    reads the same configuration and passes."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\r\n", newline="")
+    server = Server(tmp_path, workers=workers, env={"WALLETD_ADMIN_TOKEN_FILE": str(token_file)})
+    server.config.write_text(server.config.read_text().replace(f'token = "{ADMIN_TOKEN}"\n', ""))
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            for _ in range(2 * workers):  # new connections: each may reach another worker
+                created = await client.post("/admin/players", headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                                                       "Connection": "close"},
+                                            json={"player_id": f"p{_}", "currency": "EUR", "balance": "1.00"})
+                assert created.status_code == 201, created.text
+            refused = await client.post("/admin/players", headers={"Authorization": "Bearer " + "x" * 32},
+                                        json={"player_id": "q", "currency": "EUR", "balance": "1.00"})
+            assert refused.status_code in (401, 403), refused.text
+        checked = walletd(server.config, "healthcheck", check=False, env={"WALLETD_ADMIN_TOKEN_FILE": str(token_file)})
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        server.stop()
+    assert ADMIN_TOKEN not in server.log.read_text()
