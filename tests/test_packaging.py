@@ -40,3 +40,12 @@ def test_the_wheel_check_cannot_pass_with_its_asserts_stripped() -> None:
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode != 0
     assert "without -O" in done.stderr
+
+
+def test_every_module_under_app_is_in_the_readme_layout() -> None:
+    """README "Layout" names each module by its file name (a package's own files in its rows)."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("\n## Layout\n"):readme.index("\n## Benchmarks\n")]
+    missing = [str(module.relative_to(ROOT)) for module in sorted((ROOT / "app").rglob("*.py"))
+               if module.name != "__init__.py" and module.name not in layout]
+    assert missing == []
