@@ -8,7 +8,9 @@ file can never be the one in use. Messages name the key and the path, never the 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -47,7 +49,13 @@ def read_secret_file(key: str, path: str) -> str:
     """The file's text less its trailing newline; refused naming key and path when it
     cannot be read or holds nothing (never quoting what it holds)."""
     try:
-        with open(path, "rb") as file:
+        # O_NONBLOCK: a FIFO with no writer is refused below instead of hanging the start.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                # Every process serve starts (the flusher, server.workers) loads the
+                # configuration again: a pipe or device (/dev/stdin) would give it nothing.
+                raise SecretError(f"{key} {path!r} cannot be read as a secret: not a regular file "
+                                  f"(each walletd process reads it again)")
             data = file.read(SECRET_FILE_BYTES_MAX + 1)
     except OSError as exc:
         raise SecretError(f"{key} {path!r} cannot be read: {exc.strerror or type(exc).__name__}") from None

@@ -108,6 +108,20 @@ def test_an_unreadable_secret_file_is_refused_without_its_content(tmp_path: Path
     assert "cannot be read" in message and str(unreadable) in message and STRONG not in message
 
 
+def test_a_pipe_as_secret_file_is_refused(tmp_path: Path) -> None:
+    """/dev/stdin or <(...) gives its secret once: serve read it, then its flusher process
+    (and each of server.workers) loading the configuration again found it empty and was
+    restarted forever while serve kept answering, nothing flushed."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, STRONG.encode())
+    os.close(write_end)
+    try:
+        message = refusal(tmp_path, operator(f'secret_key_file = "/dev/fd/{read_end}"'))
+    finally:
+        os.close(read_end)
+    assert "not a regular file" in message and "casino-1" in message and STRONG not in message
+
+
 @pytest.mark.parametrize("content", ["", "\n", "\r\n"])
 def test_an_empty_secret_file_is_refused(tmp_path: Path, content: str) -> None:
     empty = tmp_path / "empty.secret"
