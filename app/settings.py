@@ -55,10 +55,16 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     # maxmemory-policy noeviction; false runs anyway, with a warning at every start.
     require_durable: bool = True
 
+    def __repr__(self) -> str:  # like OperatorSettings': a password in the URL never reaches a log line
+        return f"RedisSettings(url={redacted(self.url)!r}, port={self.port})"
+
 
 class StorageSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Empty means sqlite:///<data_dir>/ledger.db.
     url: str = ""
+
+    def __repr__(self) -> str:
+        return f"StorageSettings(url={redacted(self.url)!r})"
 
 
 OPERATOR_ID = re.compile(r"[A-Za-z0-9_-]{1,20}")  # the seed's operator_id: STRING 20

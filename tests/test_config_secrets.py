@@ -220,3 +220,14 @@ def test_an_unknown_currency_is_refused_naming_operator_and_code(tmp_path: Path,
 def test_iso_currencies_are_accepted(tmp_path: Path) -> None:
     loaded = load(tmp_path, operator(f'secret_key = "{STRONG}"\ncurrencies = ["EUR", "JPY", "KWD", "USD"]'))
     assert loaded.oia.operators[0].currencies == ["EUR", "JPY", "KWD", "USD"]
+
+
+def test_the_settings_repr_shows_no_secret_and_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repr in an exception or a debug line: every secret and URL password masked, not only
+    the operators' and the admin token (the Redis and store URLs' passwords were shown)."""
+    monkeypatch.setenv("WALLETD_REDIS_URL", f"redis://walletd:{OTHER_STRONG}@redis.example:6379/0")
+    monkeypatch.setenv("WALLETD_STORAGE_URL", f"postgresql://walletd:{OTHER_STRONG}x@db.example/walletd")
+    shown = repr(load(tmp_path, operator(f'secret_key = "{STRONG}"') + f'[admin]\ntoken = "{ADMIN}"\n'))
+    for secret in (STRONG, OTHER_STRONG, ADMIN):
+        assert secret not in shown
+    assert "redis.example" in shown and "db.example" in shown
