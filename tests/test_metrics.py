@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -183,6 +183,25 @@ def test_a_dead_processes_live_gauges_are_dropped(tmp_path: Path) -> None:
     assert not dead.exists() and alive.exists() and kept.exists()
 
 
+def in_flight(got: Samples) -> dict[str, float]:
+    return {dict(k)["protocol"]: v for k, v in named(got, "walletd_callbacks_in_flight").items()}
+
+
+def pending(got: Samples) -> float | None:
+    return named(got, "walletd_redis_script_client_pending").get(())
+
+
+async def scrape_until(client: httpx.AsyncClient, done: Callable[[Samples], bool], seconds: float = 2.0) -> Samples:
+    """Scrapes until done(samples) or seconds passed; the last scrape either way."""
+    got = await scrape(client)
+    for _ in range(int(seconds / 0.05)):
+        if done(got):
+            break
+        await asyncio.sleep(0.05)
+        got = await scrape(client)
+    return got
+
+
 async def test_script_client_pending_calls_and_callbacks_in_flight_are_seen(
     settings: Settings, player: str, wallet: Wallet
 ) -> None:
@@ -195,14 +214,14 @@ async def test_script_client_pending_calls_and_callbacks_in_flight_are_seen(
         async with redis_busy(settings.redis.url, 2.5):
             calls = asyncio.gather(call(client, "changebalance", change(player, 1, token=token)),
                                    sg(client, cmd="writeBet", uid="sg1", bet="100", win="0"))
-            await asyncio.sleep(0.3)  # both written, waiting behind the script
-            during = await scrape(client)  # folded at once; answered once Redis is free again
+            # Both written, waiting behind the script (polled: a loaded machine is slow to get there).
+            during = await scrape_until(client, lambda got: pending(got) == 2 and in_flight(got)
+                                        == {"oia": 1, "stargame": 1})
             await calls
-        await asyncio.sleep(0.2)  # the timed-out calls' late replies, read once Redis is free
-        after = await scrape(client)
-    in_flight = {dict(k)["protocol"]: v for k, v in named(during, "walletd_callbacks_in_flight").items()}
-    assert in_flight == {"oia": 1, "stargame": 1}
-    assert named(during, "walletd_redis_script_client_pending") == {(): 2}
+        # The timed-out calls' late replies are read once Redis is free.
+        after = await scrape_until(client, lambda got: pending(got) == 0)
+    assert in_flight(during) == {"oia": 1, "stargame": 1}
+    assert pending(during) == 2
     assert set(named(after, "walletd_callbacks_in_flight").values()) == {0}
     assert named(after, "walletd_redis_script_client_pending") == {(): 0}
 
