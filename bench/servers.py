@@ -96,6 +96,10 @@ def start_redis(directory: Path, cpus: str | None) -> tuple[Process, str]:
     return redis, url
 
 
+# TOML appended to every walletd config the benchmark writes (a literal \n for a newline).
+CONFIG_EXTRA_ENV = "WALLETD_BENCH_CONFIG_EXTRA"
+
+
 def walletd_config(directory: Path, port: int, redis_url: str, workers: int, script_client: str,
                    metrics: bool = True) -> Path:
     config = directory / f"walletd-{port}.toml"
@@ -107,6 +111,8 @@ def walletd_config(directory: Path, port: int, redis_url: str, workers: int, scr
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
         f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
         f"[metrics]\nenabled = {'true' if metrics else 'false'}\n"
+        # An experiment's settings (e.g. "[flusher]\nnice = 0"), compared against a run without.
+        + os.environ.get(CONFIG_EXTRA_ENV, "").replace("\\n", "\n")
     )
     return config
 
