@@ -25,8 +25,10 @@ SG_BUDGET_MS = 200  # roomy enough that a busy 2-core machine still books most w
 OPENING_MINOR = 1_000_000  # 10,000.00: no player runs out of money under a test's load
 # An answer may take its protocol's budget plus this: the event loops of a busy 2-core
 # machine, not walletd's decision, are what the slack is for (a refusal took 1.35 s while
-# three test suites shared the machine). A hang shows as "no-answer" (HANG_S).
-ANSWER_SLACK_S = 2.0
+# three test suites shared the machine; in a CI run on a host whose steal time reached 60 %
+# (vmstat), a StarGame OK whose booking passed its Redis-clock budget check was received
+# 2.24 s after it was sent). A hang shows as "no-answer" (HANG_S).
+ANSWER_SLACK_S = 3.0
 # A worker refused pauses this long before its next call: an outage must not turn the
 # load into a CPU storm that starves walletd's own event loop on a shared machine.
 REFUSED_PAUSE_S = 0.005

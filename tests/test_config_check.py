@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -120,9 +121,14 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.slow
-def test_version_from_a_source_tree_never_installed() -> None:
-    """-S: no site-packages, so no installed walletd; app.version needs only the stdlib."""
-    root = Path(cli.__file__).resolve().parent.parent
+def test_version_from_a_source_tree_never_installed(tmp_path: Path) -> None:
+    """-S: no site-packages, so no installed walletd; app.version needs only the stdlib.
+    A copy of the tree: the checkout itself may hold an editable install's walletd.egg-info,
+    which importlib.metadata finds on the path (it did in CI's fresh clone)."""
+    checkout = Path(cli.__file__).resolve().parent.parent
+    root = tmp_path / "tree"
+    shutil.copytree(checkout / "app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(checkout / "pyproject.toml", root / "pyproject.toml")
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     shown = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                             "from app.version import version; print(version())", str(root)],
