@@ -123,8 +123,9 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
 @pytest.mark.slow
 def test_version_from_a_source_tree_never_installed(tmp_path: Path) -> None:
     """-S: no site-packages, so no installed walletd; app.version needs only the stdlib.
-    A copy of the tree: the checkout itself may hold an editable install's walletd.egg-info,
-    which importlib.metadata finds on the path (it did in CI's fresh clone)."""
+    A copy of the tree, run from there: the checkout may hold an editable install's
+    walletd.egg-info, which importlib.metadata finds on the path, and -c puts the working
+    directory first on it (it did in CI's fresh clone)."""
     checkout = Path(cli.__file__).resolve().parent.parent
     root = tmp_path / "tree"
     shutil.copytree(checkout / "app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
@@ -132,7 +133,7 @@ def test_version_from_a_source_tree_never_installed(tmp_path: Path) -> None:
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     shown = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
                             "from app.version import version; print(version())", str(root)],
-                           capture_output=True, text=True, check=True, timeout=30).stdout
+                           capture_output=True, text=True, check=True, timeout=30, cwd=root).stdout
     assert shown == f"{pyproject['project']['version']} (source tree, not installed)\n"
 
 
