@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from app.ledger import LedgerEntry, open_store
+from app.settings import OiaSettings
 from tests.oia_calls import call, change, error_code, new_session
 from tests.support import ADMIN_TOKEN, OPERATOR
 
@@ -131,18 +132,18 @@ def no_answer(exc: Exception) -> str:
     return "no-answer" if isinstance(exc, httpx.TimeoutException) else f"broken-{type(exc).__name__}"
 
 
-def budgets_s(oia_budget_ms: int, sg_budget_ms: int) -> dict[str, float]:
-    return {"oia": oia_budget_ms / 1000, "stargame": sg_budget_ms / 1000}
-
-
 def wrong_answers(answers: list[Answer]) -> list[Answer]:
     """Answers that are neither OK nor the protocol's clean refusal."""
     return [a for a in answers if a.outcome != "OK" and a.outcome not in (
         OIA_REFUSALS if a.protocol == "oia" else {"fail"})]
 
 
-def late_answers(answers: list[Answer], budgets: dict[str, float]) -> list[Answer]:
-    return [a for a in answers if a.took_s > budgets[a.protocol] + ANSWER_SLACK_S]
+# Every outage test runs walletd with OIA's default budget and SG_BUDGET_MS.
+BUDGETS_S = {"oia": OiaSettings().budget_ms / 1000, "stargame": SG_BUDGET_MS / 1000}
+
+
+def late_answers(answers: list[Answer]) -> list[Answer]:
+    return [a for a in answers if a.took_s > BUDGETS_S[a.protocol] + ANSWER_SLACK_S]
 
 
 def oks_between(answers: list[Answer], start: float, end: float) -> list[Answer]:
