@@ -43,6 +43,7 @@ from app.protocols.stargame.reconciler import Reconciler
 from app.redis_client import connect, script_client
 from app.redis_link import RedisLink
 from app.redis_pipe import PipelinedRedis, redacted
+from app.redis_topology import cluster_mode
 from app.settings import Settings
 from app.wallet import Wallet
 
@@ -81,6 +82,8 @@ class Runtime:
 
     def build(self, redis_url: str, ledger: bool) -> None:
         settings = self.settings
+        # Redis Cluster or one Redis (README "Scaling out"); asked once, here, unless said.
+        self.cluster = cluster_mode(redis_url, settings.redis)
         # The Redis clients' closers are async: building them opens no connection (they
         # connect on first use), so a construction that fails leaves none behind.
         self.redis = connect(redis_url, settings.redis)

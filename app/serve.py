@@ -29,6 +29,7 @@ from app.logformat import log_config
 from app.logsafe import without_passwords
 from app.redis_pipe import redacted
 from app.redis_server import served_redis_url
+from app.redis_topology import ENV_CLUSTER, cluster_mode
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -54,6 +55,8 @@ def serve(settings: Settings, config_path: str | None) -> int:
             open_store(settings.storage_url).close()  # before Redis: a wrong URL is the whole output
             url = stack.enter_context(served_redis_url(settings.redis.url, settings.data_path, settings.redis.port,
                                                        settings.log.redis_relayed))
+            # Asked once, here: the children start as this process decided (app/redis_topology.py).
+            settings.redis.cluster = cluster_mode(url, settings.redis)
             asyncio.run(preflight(settings, url))
         except Exception as exc:  # noqa: BLE001 - any start-up failure is one line and exit 2
             raise StartupError(without_passwords(str(exc) or type(exc).__name__)) from None
@@ -99,6 +102,7 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
     # Children (the flush process, uvicorn's workers) read the same settings and this Redis,
     # and write their metrics where this process reads them.
     os.environ["WALLETD_REDIS_URL"] = url
+    os.environ[ENV_CLUSTER] = "true" if settings.redis.cluster is True else "false"
     metrics.use_directory(settings)
     if config_path:
         os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())

@@ -8,7 +8,7 @@ import re
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -54,6 +54,15 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     # `walletd serve` refuses a Redis without AOF, appendfsync always and
     # maxmemory-policy noeviction; false runs anyway, with a warning at every start.
     require_durable: bool = True
+    # Redis Cluster: "auto" asks the node redis.url names at start (INFO cluster);
+    # true or false says it (README "Scaling out").
+    cluster: bool | Literal["auto"] = "auto"
+    # After each script call, WAIT for this many replicas to confirm its writes before
+    # answering; unconfirmed within replica_ack_timeout_ms, the call ends "outcome
+    # unknown" (OIA OP_50, StarGame fail + reconciliation). 0: answer once the primary
+    # has it (its AOF), replicas follow asynchronously.
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = 20
 
     def __repr__(self) -> str:  # like OperatorSettings': a password in the URL never reaches a log line
         return f"RedisSettings(url={redacted(self.url)!r}, port={self.port})"
@@ -265,6 +274,11 @@ def resolve_secrets(settings: Settings) -> None:
 def apply_env(settings: Settings) -> None:
     if os.environ.get("WALLETD_REDIS_URL"):
         settings.redis.url = os.environ["WALLETD_REDIS_URL"]
+    cluster = os.environ.get("WALLETD_REDIS_CLUSTER")  # set by serve for its children (app/redis_topology.py)
+    if cluster:
+        if cluster not in ("true", "false"):
+            raise ConfigError("WALLETD_REDIS_CLUSTER must be true or false")
+        settings.redis.cluster = cluster == "true"
     if os.environ.get("WALLETD_STORAGE_URL"):
         settings.storage.url = os.environ["WALLETD_STORAGE_URL"]
     if os.environ.get("WALLETD_PORT"):
@@ -419,7 +433,10 @@ def check_redis(redis: RedisSettings) -> None:
     start with its reason instead of failing every booking later."""
     if min(redis.socket_timeout_ms, redis.connect_timeout_ms) < 1:
         raise ConfigError("redis.socket_timeout_ms and redis.connect_timeout_ms must be positive")
+    check_replication(redis)
     if redis.url == "embedded":
+        if redis.cluster is True:
+            raise ConfigError("redis.cluster = true needs redis.url naming a node of the cluster, not 'embedded'")
         return
     shown = redacted(redis.url)
     if not redis.url.startswith(("redis://", "rediss://", "unix://")):
@@ -434,6 +451,27 @@ def check_redis(redis: RedisSettings) -> None:
         raise ConfigError(f"redis.url {shown!r}: the db after '/' must be a number, not {db!r}")
     if options.get("username") and not options.get("password"):
         raise ConfigError(f"redis.url {shown!r} names user {options['username']!r} without a password")
+
+
+# Replicas a WAIT may ask for: more than any sane deployment runs, small enough to be read as a mistake.
+REPLICA_ACKS_MAX = 16
+
+
+def check_replication(redis: RedisSettings) -> None:
+    """cluster and replica_acks: only the pipelined client routes by slot and runs WAIT
+    on the connection that ran the script (README "Scaling out")."""
+    if not 0 <= redis.replica_acks <= REPLICA_ACKS_MAX:
+        raise ConfigError(f"redis.replica_acks must be 0..{REPLICA_ACKS_MAX}")
+    if redis.replica_ack_timeout_ms < 1:
+        raise ConfigError("redis.replica_ack_timeout_ms must be positive")
+    if redis.script_client == "redis-py" and (redis.replica_acks or redis.cluster is True):
+        raise ConfigError("redis.cluster and redis.replica_acks need redis.script_client = \"pipelined\"")
+    if redis.cluster is not False and redis.url.startswith(("redis://", "rediss://")):
+        db = urlsplit(redis.url).path.strip("/")
+        if redis.cluster is True and db not in ("", "0"):
+            raise ConfigError(f"redis.url {redacted(redis.url)!r}: a Redis Cluster has only db 0")
+    if redis.cluster is True and redis.url.startswith("unix://"):
+        raise ConfigError("redis.cluster = true needs a redis:// or rediss:// URL (cluster nodes are named by address)")
 
 
 def check_oia(oia: OiaSettings) -> None:

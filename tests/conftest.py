@@ -17,6 +17,7 @@ from app.runtime import Runtime
 from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
 from tests.postgres_servers import ENV_URL, drop_database, fresh_database, private_postgres
+from tests.redis_cluster import LocalCluster, local_cluster
 from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, serving
 
 os.environ.pop("WALLETD_CONFIG", None)
@@ -41,6 +42,21 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushall()
     yield redis_server
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three primaries, AOF always, shared by the session: tests must not kill its
+    nodes or move its slots (start a private one with local_cluster for that)."""
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """The session cluster, emptied, as walletd's redis.url."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture
