@@ -16,7 +16,9 @@ from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import OperatorSettings, Settings
 from app.wallet import Wallet
+from tests.outage import SG_BUDGET_MS
 from tests.postgres_servers import ENV_URL, drop_database, fresh_database, private_postgres
+from tests.process import Server
 from tests.redis_cluster import LocalCluster, local_cluster
 from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, serving
 
@@ -57,6 +59,17 @@ def cluster_url(redis_cluster: LocalCluster) -> str:
     """The session cluster, emptied, as walletd's redis.url."""
     redis_cluster.flush()
     return redis_cluster.url
+
+
+@pytest.fixture
+def cluster_walletd(tmp_path: Path, cluster_url: str) -> Iterator[Server]:
+    """`walletd serve` (one worker, cluster mode detected) on the emptied session cluster,
+    StarGame's budget roomy (tests/outage.py) so that a loaded machine's delays are no refusals."""
+    server = Server(tmp_path / "walletd", cluster_url, budget_ms=SG_BUDGET_MS)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
