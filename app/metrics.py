@@ -32,12 +32,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.callback_meter import LATENCY_BUCKETS_S, REFUSAL_REASONS, CallbackMeter
 from app.keys import Keys
 from app.logsafe import RateLimitedLog
+from app.redis_client import RedisClient
 from app.settings import Settings
 
 log = logging.getLogger("walletd.metrics")
@@ -222,7 +222,7 @@ class LedgerBacklog:
     the measure wallet.backlog_max bounds) and lag (age of the oldest), per partition,
     as last read (read() before each scrape)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self.latest: list[tuple[str, int, float]] = []

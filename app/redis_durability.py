@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
+from app.redis_client import RedisClient
 
 log = logging.getLogger("walletd.redis")
 
@@ -22,7 +23,7 @@ class NotDurable(Exception):
     pass
 
 
-async def problems(redis: Redis) -> list[str]:
+async def problems(redis: RedisClient) -> list[str]:
     """What is wrong with the server's settings, in words (empty: durable)."""
     try:
         found = {name: await redis.config_get(name) for name in REQUIRED}
@@ -37,7 +38,7 @@ async def problems(redis: Redis) -> list[str]:
     return wrong
 
 
-async def check(redis: Redis, require_durable: bool) -> None:
+async def check(redis: RedisClient, require_durable: bool) -> None:
     """Raise NotDurable naming each wrong setting; with require_durable off, warn instead."""
     wrong = await problems(redis)
     if not wrong:

@@ -86,7 +86,7 @@ class Runtime:
         self.cluster = cluster_mode(redis_url, settings.redis)
         # The Redis clients' closers are async: building them opens no connection (they
         # connect on first use), so a construction that fails leaves none behind.
-        self.redis = connect(redis_url, settings.redis)
+        self.redis = connect(redis_url, settings.redis, self.cluster)
         self.exit.push_async_callback(self.redis.aclose)
         # Only the HTTP server's bookings take redis.script_client; a command's few go through redis-py.
         self.script_client = script_client(redis_url, settings.redis, self.redis) if self.serving else self.redis

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -43,6 +42,9 @@ from redis.exceptions import (
 
 from app.errors import OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
 from app.redis_pipe import PipelinedRedis, evalsha_head
+
+if TYPE_CHECKING:  # app/redis_client imports this module: the type only, for mypy
+    from app.redis_client import RedisClient
 
 
 def lua_dir() -> Traversable:
@@ -217,12 +219,12 @@ class Scripts:
     def all(self) -> list[Script]:
         return [getattr(self, name) for name in PRELUDES]
 
-    async def load(self, redis: Redis) -> None:
+    async def load(self, redis: RedisClient) -> None:
         for script in self.all():
             sha = await redis.script_load(script.script)
             assert sha == script.sha
 
-    async def reload_missing(self, redis: Redis) -> int:
+    async def reload_missing(self, redis: RedisClient) -> int:
         """Loads the scripts Redis lost (a restart, SCRIPT FLUSH); returns how many.
         Not needed for correctness (Script falls back to EVAL), it spares bookings that."""
         present = await redis.script_exists(*[s.sha for s in self.all()])

@@ -8,14 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app import currency
 from app.errors import WalletRefused
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import META_FILTER_SINCE, META_PARTITIONS, Keys
-from app.redis_client import command_errors, optional_text, text, text_map
+from app.redis_client import RedisClient, command_errors, optional_text, text, text_map
 from app.redis_pipe import PipelinedRedis
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
@@ -102,7 +101,7 @@ class AliasCache:
 
 
 class Wallet:
-    def __init__(self, redis: Redis, settings: WalletSettings, script_client: ScriptClient | None = None) -> None:
+    def __init__(self, redis: RedisClient, settings: WalletSettings, script_client: ScriptClient | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.partitions)

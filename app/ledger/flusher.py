@@ -15,12 +15,12 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, LedgerStore, from_stream
 from app.ledger.guard import ColdStart
+from app.redis_client import RedisClient
 from app.settings import FlusherSettings
 
 log = logging.getLogger("walletd.flusher")
@@ -93,7 +93,7 @@ def older(a: str, b: str) -> str:
 
 
 class Flusher:
-    def __init__(self, redis: Redis, store: LedgerStore, keys: Keys, settings: FlusherSettings,
+    def __init__(self, redis: RedisClient, store: LedgerStore, keys: Keys, settings: FlusherSettings,
                  guard: ColdStart | None = None) -> None:
         self.redis = redis
         self.guard = guard  # run() idles while it refuses (drain(), for verify and tests, does not)

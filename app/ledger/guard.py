@@ -22,11 +22,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
-from redis.asyncio import Redis
 
 from app.errors import WalletUnavailable
 from app.keys import META_PARTITIONS, META_REBUILD_RUNNING, Keys
 from app.ledger import LedgerStore, StoreUnavailable
+from app.redis_client import RedisClient
 
 log = logging.getLogger("walletd.guard")
 
@@ -65,7 +65,7 @@ def stored_seqs(store: LedgerStore, partitions: int) -> list[int]:
     return [store.seq_max(partition) for partition in range(partitions)]
 
 
-async def written_seqs(redis: Redis, keys: Keys) -> list[int]:
+async def written_seqs(redis: RedisClient, keys: Keys) -> list[int]:
     """How many ledger entries Redis has written, per partition, in a few pipelined
     round trips (SEQ_READ_CHUNK counters each), not one per partition."""
     written: list[int] = []
@@ -78,7 +78,7 @@ async def written_seqs(redis: Redis, keys: Keys) -> list[int]:
     return written
 
 
-async def look_at_redis(redis: Redis, keys: Keys) -> RedisLook:
+async def look_at_redis(redis: RedisClient, keys: Keys) -> RedisLook:
     meta = await redis.hmget(keys.meta(), [META_PARTITIONS, META_REBUILD_RUNNING])
     written = await written_seqs(redis, keys)
     return RedisLook(written, holds_meta=meta[0] is not None, rebuilding=meta[1] is not None)
@@ -124,7 +124,7 @@ class ColdStart:
     loop); prepare: what start-up writes to Redis (the meta hash, the scripts), run
     only once Redis is not behind, again after each time it was."""
 
-    def __init__(self, redis: Redis, keys: Keys, read_store: Callable[[int], list[int]],
+    def __init__(self, redis: RedisClient, keys: Keys, read_store: Callable[[int], list[int]],
                  prepare: Callable[[], Awaitable[None]], command: str) -> None:
         self.redis = redis
         self.keys = keys

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable
 
 import msgspec
-from redis.asyncio import Redis
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, META_PARTITIONS, META_REBUILD_RUNNING, Keys
 from app.ledger import LedgerStore
 from app.ledger.guard import written_seqs
 from app.ledger.restore import Restore
-from app.redis_client import optional_text
+from app.redis_client import RedisClient, optional_text
 from app.settings import Settings
 
 # Entries read from the store per query and written to Redis per transaction: bounded
@@ -75,7 +74,7 @@ class Progress:
             self.last = now
 
 
-async def rebuild(redis: Redis, store: LedgerStore, settings: Settings, report: Callable[[str], None]) -> Summary:
+async def rebuild(redis: RedisClient, store: LedgerStore, settings: Settings, report: Callable[[str], None]) -> Summary:
     keys = Keys(settings.wallet.partitions)
     behind, ahead = await partitions_behind(redis, keys, store)
     progress = Progress(report, len(behind))
@@ -96,7 +95,7 @@ async def rebuild(redis: Redis, store: LedgerStore, settings: Settings, report: 
     return progress.summary
 
 
-async def partitions_behind(redis: Redis, keys: Keys, store: LedgerStore
+async def partitions_behind(redis: RedisClient, keys: Keys, store: LedgerStore
                             ) -> tuple[dict[int, tuple[int, int]], list[str]]:
     """partition -> (entries Redis has written, the store's seq_max), for each partition
     to rebuild: Redis is behind in it, or an earlier rebuild did not finish; and the
@@ -134,7 +133,7 @@ async def partitions_behind(redis: Redis, keys: Keys, store: LedgerStore
     return behind, ahead
 
 
-async def mark_started(redis: Redis, keys: Keys, settings: Settings, now_ms: int) -> None:
+async def mark_started(redis: RedisClient, keys: Keys, settings: Settings, now_ms: int) -> None:
     """Redis counts as behind until the flag goes; bookings the lost Redis filtered left
     no bits, so every transaction_timestamp before now is looked up in the store."""
     layout = f"{settings.oia.filter_generation_s}:{settings.oia.filter_bits}"
@@ -143,7 +142,7 @@ async def mark_started(redis: Redis, keys: Keys, settings: Settings, now_ms: int
         META_FILTER_SINCE: str(now_ms // 1000), META_FILTER_LAYOUT: layout})
 
 
-async def rebuild_partition(redis: Redis, store: LedgerStore, restore: Restore, written: int, stored: int,
+async def rebuild_partition(redis: RedisClient, store: LedgerStore, restore: Restore, written: int, stored: int,
                             progress: Progress) -> None:
     after = 0
     while after < stored:
@@ -165,7 +164,7 @@ async def rebuild_partition(redis: Redis, store: LedgerStore, restore: Restore, 
     progress.show()
 
 
-async def write(redis: Redis, restore: Restore, written: int, commands: list[tuple[str, ...]]) -> None:
+async def write(redis: RedisClient, restore: Restore, written: int, commands: list[tuple[str, ...]]) -> None:
     """One script call, applied only if the partition's seq counter is still `written`."""
     batch = msgspec.json.encode(commands)
     moved = await redis.eval(APPLY_LUA, 1, restore.keys.seq(restore.partition), str(written), batch)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-from redis.asyncio import Redis
-
 from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.ledger.flusher import Flusher
 from app.ledger.guard import behind_problems, stored_seqs, written_seqs
+from app.redis_client import RedisClient
 
 # Accounts read per SCAN step and per pipelined HGET round: bounded memory, few round trips.
 SCAN_BATCH = 500
@@ -17,7 +16,7 @@ SCAN_BATCH = 500
 INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
-async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list[str]]:
+async def redis_balances(redis: RedisClient, keys: Keys) -> tuple[dict[str, int], list[str]]:
     """Every account's balance, and a problem for each account whose balance is unreadable."""
     balances: dict[str, int] = {}
     problems: list[str] = []
@@ -47,7 +46,7 @@ async def redis_balances(redis: Redis, keys: Keys) -> tuple[dict[str, int], list
     return balances, problems
 
 
-async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> list[str]:
+async def redis_behind_store(redis: RedisClient, keys: Keys, store: LedgerStore) -> list[str]:
     """Partitions whose Redis has written fewer entries than the store holds: that
     Redis lost data (or is another one), and its next entry ids are already taken."""
     # The store first, as the cold-start guard reads them (app/ledger/guard.py).
@@ -55,7 +54,7 @@ async def redis_behind_store(redis: Redis, keys: Keys, store: LedgerStore) -> li
     return behind_problems(await written_seqs(redis, keys), stored)
 
 
-async def check_sequences(redis: Redis, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
+async def check_sequences(redis: RedisClient, keys: Keys, stats: dict[int, PartitionStats]) -> list[str]:
     problems = []
     for partition, written in enumerate(await written_seqs(redis, keys)):
         stored = stats.get(partition, PartitionStats(0, 0))
