@@ -101,13 +101,17 @@ CONFIG_EXTRA_ENV = "WALLETD_BENCH_CONFIG_EXTRA"
 
 
 def walletd_config(directory: Path, port: int, redis_url: str, workers: int, script_client: str,
-                   metrics: bool = True) -> Path:
+                   metrics: bool = True, *, data_dir: Path | None = None, store_url: str = "",
+                   flusher_consumer: str = "") -> Path:
+    """data_dir, store_url: one of several instances sharing a Redis and a ledger store
+    (bench/cluster.py), each in a data_dir of its own with its own flusher consumer name."""
     config = directory / f"walletd-{port}.toml"
     config.write_text(
-        f'data_dir = "{directory / "var"}"\n'
+        f'data_dir = "{data_dir or directory / "var"}"\n'
         f"[server]\nport = {port}\nworkers = {workers}\n"
         f'[redis]\nurl = "{redis_url}"\nscript_client = "{script_client}"\n'
-        f'[storage]\nurl = "sqlite:///{directory / "ledger.db"}"\n'
+        f'[storage]\nurl = "{store_url or "sqlite:///" + str(directory / "ledger.db")}"\n'
+        + (f'[flusher]\nconsumer = "{flusher_consumer}"\n' if flusher_consumer else "") +
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
         f'[admin]\ntoken = "{ADMIN_TOKEN}"\n'
         f"[metrics]\nenabled = {'true' if metrics else 'false'}\n"

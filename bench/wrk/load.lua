@@ -15,7 +15,7 @@ local mode, tx, body_hash, expect
 local stamp = os.date("!%Y-%m-%d %H:%M:%S")
 local headers = {}
 -- globals, so that done() can read them from each thread
-checked, bad, first_bad = 0, 0, ""
+checked, bad, refused, first_bad = 0, 0, 0, ""
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -54,21 +54,34 @@ function response(status, _, body)
   checked = checked + 1
   if status ~= 200 or not body:find(expect, 1, true) then
     bad = bad + 1
+    -- walletd keeping the platform's budget (nothing booked): counted apart as well
+    if body:find("deadline passed before", 1, true) then refused = refused + 1 end
     if first_bad == "" then first_bad = status .. " " .. body:sub(1, 200) end
   end
 end
 
 function done(summary, latency, _)
-  local total_checked, total_bad = 0, 0
+  local total_checked, total_bad, total_refused = 0, 0, 0
   for _, thread in ipairs(threads) do
     total_checked = total_checked + thread:get("checked")
     total_bad = total_bad + thread:get("bad")
+    total_refused = total_refused + thread:get("refused")
     if thread:get("first_bad") ~= "" then io.write("WRK_FIRST_BAD " .. thread:get("first_bad") .. "\n") end
   end
   local e = summary.errors
   io.write(string.format(
-    'WRK_JSON {"requests":%d,"duration_us":%d,"socket_errors":%d,"bad_answers":%d,"checked":%d,'
+    'WRK_JSON {"requests":%d,"duration_us":%d,"socket_errors":%d,"bad_answers":%d,"deadline_refusals":%d,"checked":%d,'
     .. '"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, total_bad, total_checked,
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, total_bad, total_refused, total_checked,
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+  -- The latency distribution as quantiles, so that several wrk processes' (one per walletd
+  -- instance, bench/spread.py) merge into one: every 0.5 % to 99, then finer into the tail.
+  local marks = {}
+  for i = 1, 198 do table.insert(marks, i * 0.5) end
+  for i = 1, 18 do table.insert(marks, 99 + i * 0.05) end
+  for i = 1, 9 do table.insert(marks, 99.9 + i * 0.01) end
+  local quantiles = {}
+  for _, p in ipairs(marks) do table.insert(quantiles, string.format("%g:%d", p, latency:percentile(p))) end
+  table.insert(quantiles, string.format("100:%d", latency.max))
+  io.write("WRK_QUANTILES " .. table.concat(quantiles, ",") .. "\n")
 end
