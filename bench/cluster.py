@@ -247,7 +247,7 @@ def node_shares(cluster: LocalCluster, keys: Keys, placement: Placement) -> list
     cpus = {f"127.0.0.1:{node.port}": cpus_of(node.process.pid) for node in cluster.primaries if node.process}
     shares = [NodeShare(node, cpus.get(node, "?"), ", ".join(f"{a}–{b}" for a, b in sorted(spans)),
                         sum(1 for n in by_partition.values() if n == node), players.count(node))
-              for node, spans in sorted(owners.items())]
+              for node, spans in sorted(owners.items(), key=lambda owned: min(owned[1]))]
     empty = [s.node for s in shares if not s.players]
     if empty:
         raise SystemExit(f"bench: no bench player is on {', '.join(empty)} ({keys.partitions} partitions): "
