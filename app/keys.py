@@ -1,7 +1,10 @@
 """Every Redis key name walletd uses is built here, and only here.
 
 All keys of one player share the hash tag of the player's partition, so one
-Lua script can touch them all, unchanged on Redis Cluster.
+Lua script can touch them all, unchanged on Redis Cluster. An agent's point wallet is
+placed the same way (crc32 of its id); a transfer's keys are tagged with the partition
+of the side that keeps them (docs/transfers.md): its record and the open-transfers index
+with the source account's, its credit record (or tombstone) with the destination's.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import re
 import zlib
 
-from app.ids import PLAYER_ID
+from app.ids import AGENT_ID, PLAYER_ID, TRANSFER_ID, transfer_source
 
 # Every key starts with it, so walletd's keys can share a Redis with others' and be found by SCAN.
 PREFIX = "w"
@@ -21,6 +24,10 @@ PARTITION_DIGITS_MAX = len(str(PARTITIONS_MAX - 1))
 # keys of a hostile id (say 'x}:acct:y') match the SCAN glob too; this never does.
 ACCOUNT_KEY = re.compile(
     rf"{re.escape(PREFIX)}:\{{p(0|[1-9][0-9]{{0,{PARTITION_DIGITS_MAX - 1}}})\}}:acct:({PLAYER_ID.pattern})"
+)
+# An agent's account key exactly: "w:{p<partition>}:agent:<agent id>" (as ACCOUNT_KEY).
+AGENT_KEY = re.compile(
+    rf"{re.escape(PREFIX)}:\{{p(0|[1-9][0-9]{{0,{PARTITION_DIGITS_MAX - 1}}})\}}:agent:({AGENT_ID.pattern})"
 )
 
 # A StarGame request id: lower-case hex (checked per writeBet: a regex, not a generator).
@@ -78,6 +85,45 @@ class Keys:
     def session(self, partition: int, token: str) -> str:
         """A game session; token '' names a key that never exists (no usable token)."""
         return f"{self.tag(partition)}:sess:{token}"
+
+    def agent(self, agent_id: str) -> str:
+        """An agent's point wallet (a hash like a player's account: bal, cur)."""
+        return self.agent_at(self.partition(agent_id), agent_id)
+
+    def agent_at(self, partition: int, agent_id: str) -> str:
+        assert AGENT_ID.fullmatch(agent_id), agent_id
+        return f"{self.tag(partition)}:agent:{agent_id}"
+
+    def transfer(self, partition: int, transfer_id: str) -> str:
+        """A transfer's record in its source account's partition (state, from, to, amount,
+        created): written with the debit, settled by the same partition's scripts."""
+        source = transfer_source(transfer_id)
+        assert source is not None, transfer_id
+        assert partition == self.partition(source[1]), (partition, transfer_id)
+        return f"{self.tag(partition)}:xfer:{transfer_id}"
+
+    def transfer_credit(self, partition: int, transfer_id: str) -> str:
+        """The destination's side of a transfer, in the destination account's partition:
+        its credit record, or the tombstone that makes the credit impossible."""
+        assert TRANSFER_ID.fullmatch(transfer_id), transfer_id
+        return f"{self.tag(partition)}:xcred:{transfer_id}"
+
+    def transfers_open(self, partition: int) -> str:
+        """Sorted set of the partition's debited, unsettled transfer ids (score: created
+        ms): what a recovery pass reads instead of scanning."""
+        return f"{self.tag(partition)}:xopen"
+
+    @staticmethod
+    def all_agents_pattern() -> str:
+        """A SCAN glob: it may match keys that are not agents' accounts (see agent_of_key)."""
+        return f"{PREFIX}:{{p*}}:agent:*"
+
+    def agent_of_key(self, key: str) -> str | None:
+        """The agent whose account this key is, or None (as player_of_account)."""
+        match = AGENT_KEY.fullmatch(key)
+        if match is None or int(match[1]) != self.partition(match[2]):
+            return None
+        return match[2]
 
     @staticmethod
     def all_accounts_pattern() -> str:
