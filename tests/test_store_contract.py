@@ -17,7 +17,17 @@ import msgspec
 import psycopg
 import pytest
 
-from app.ledger import PROFILE_FIELDS, LedgerConflict, LedgerEntry, LedgerStore, PartitionStats, StoredEntry, open_store
+from app.ledger import (
+    PROFILE_FIELDS,
+    LedgerConflict,
+    LedgerEntry,
+    LedgerStore,
+    PartitionStats,
+    StoredEntry,
+    TransferLegs,
+    from_stream,
+    open_store,
+)
 from app.ledger.sqlite import SqliteStore
 
 MAX_MINOR = 2**53 - 1  # the largest amount walletd holds: stored and summed exactly, no float
@@ -251,3 +261,95 @@ def test_player_sums_count_money_entries_only(store: LedgerStore) -> None:
     ghost = msgspec.structs.replace(entry(2, 1, player="ghost", kind="refusal", amount=0, after=0), code="OP_34")
     store.insert([opening(2, 2, "611", 700), ghost])
     assert store.player_sums() == {"611": 700}
+
+
+# Transfers between accounts (docs/transfers.md): the legs, agents' accounts, pairing.
+
+def leg(partition: int, seq: int, kind: str, transfer: str, amount: int, account: str = "a17",
+        account_kind: str = "agent", counterparty: str = "player:611") -> LedgerEntry:
+    return LedgerEntry(f"{partition}:{seq}", partition, seq, account, kind, amount, 10_000 + amount, "transfer",
+                       transfer, 1_700_000_000_000 + seq, currency="EUR", account_kind=account_kind,
+                       counterparty=counterparty)
+
+
+def debit(partition: int, seq: int, transfer: str, amount: int) -> LedgerEntry:
+    return leg(partition, seq, "transfer_out", transfer, -amount)
+
+
+def credit(partition: int, seq: int, transfer: str, amount: int) -> LedgerEntry:
+    return leg(partition, seq, "transfer_in", transfer, amount, "611", "", "agent:a17")
+
+
+def test_transfer_legs_are_stored_and_read_back_with_their_account_and_counterparty(store: LedgerStore) -> None:
+    legs = [debit(5, 1, "agent:a17|t1", 300), leg(5, 2, "transfer_reverse", "agent:a17|t2", 40),
+            credit(9, 1, "agent:a17|t1", 300)]
+    tomb = msgspec.structs.replace(credit(9, 2, "agent:a17|t2", 0), kind="tombstone", amount_minor=0)
+    assert store.insert([*legs, tomb]) == 4
+    assert store.read(5, 0, 10) == legs[:2]
+    assert store.read(9, 0, 10) == [legs[2], tomb]
+    assert store.read(5, 0, 10)[0].account_kind == "agent"
+    assert store.read(9, 0, 1)[0].counterparty == "agent:a17"
+    assert store.find("611", "transfer", "agent:a17|t1") == [StoredEntry("transfer_in", 300, 10_300, "")]
+    assert store.insert(legs) == 0  # stored again after a crash: a no-op
+    with pytest.raises(LedgerConflict, match="other content"):  # the same id for another account's entry
+        store.insert([msgspec.structs.replace(legs[0], account_kind="")])
+
+
+def test_player_sums_count_players_transfer_legs_and_never_an_agents_entries(store: LedgerStore) -> None:
+    store.insert([opening(9, 1, "611", 1_000), credit(9, 2, "agent:a17|t1", 300), debit(5, 1, "agent:a17|t1", 300),
+                  msgspec.structs.replace(debit(9, 3, "player:611|t2", 50), player_id="611", account_kind="",
+                                          counterparty="agent:611"),
+                  msgspec.structs.replace(credit(5, 2, "player:611|t2", 50), player_id="611",
+                                          account_kind="agent", counterparty="player:611")])
+    # player 611's opening, credit and debit; agent 611 (same id) and agent a17 are not players
+    assert store.player_sums() == {"611": 1_000 + 300 - 50}
+
+
+def test_an_agents_opening_entry_is_refused_with_its_whole_batch(store: LedgerStore) -> None:
+    agent_open = msgspec.structs.replace(opening(5, 2, "a17", 1_000), account_kind="agent")
+    with pytest.raises(LedgerConflict):
+        store.insert([opening(5, 1, "611", 10), agent_open])
+    assert store.partition_stats() == {}
+
+
+def test_unsettled_transfers_lists_those_in_flight_and_the_wrong_ones_never_the_settled(store: LedgerStore) -> None:
+    store.insert([
+        debit(5, 1, "agent:a17|credited", 300), credit(9, 1, "agent:a17|credited", 300),
+        debit(5, 2, "agent:a17|reversed", 70), leg(5, 3, "transfer_reverse", "agent:a17|reversed", 70),
+        debit(5, 4, "agent:a17|in-flight", 25),
+        credit(9, 2, "agent:a17|no-debit", 10),  # money made from nothing
+        debit(5, 5, "agent:a17|short", 100), credit(9, 3, "agent:a17|short", 90),  # 10 lost on the way
+    ])
+    unsettled = {legs.transfer_id: legs for legs in store.unsettled_transfers(100)}
+    assert sorted(unsettled) == ["agent:a17|in-flight", "agent:a17|no-debit", "agent:a17|short"]
+    assert unsettled["agent:a17|in-flight"] == TransferLegs("agent:a17|in-flight", 1, 0, 0, -25, -25)
+    assert unsettled["agent:a17|in-flight"].in_flight()
+    assert unsettled["agent:a17|no-debit"] == TransferLegs("agent:a17|no-debit", 0, 1, 0, 0, 10)
+    assert unsettled["agent:a17|short"] == TransferLegs("agent:a17|short", 1, 1, 0, -100, -10)
+    assert not unsettled["agent:a17|no-debit"].in_flight() and not unsettled["agent:a17|short"].in_flight()
+    assert [legs.transfer_id for legs in store.unsettled_transfers(2)] == ["agent:a17|in-flight",
+                                                                          "agent:a17|no-debit"]
+
+
+def test_a_ledger_file_from_before_transfers_takes_transfer_legs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    db.close()
+    store = SqliteStore(str(path))
+    try:
+        (old,) = store.read(3, 0, 10)
+        assert (old.account_kind, old.counterparty) == ("", "")
+        assert store.insert([debit(5, 1, "agent:a17|t1", 300)]) == 1
+        assert [legs.transfer_id for legs in store.unsettled_transfers(10)] == ["agent:a17|t1"]
+    finally:
+        store.close()
+
+
+def test_a_stream_entry_carries_its_account_kind_and_counterparty() -> None:
+    fields = {"id": "5:1", "player": "a17", "kind": "transfer_out", "amount": "-300", "balance": "700",
+              "source": "transfer", "ref": "agent:a17|t1", "ts": "1700000000001", "cur": "EUR", "akind": "agent",
+              "peer": "player:611"}
+    assert from_stream(fields) == msgspec.structs.replace(debit(5, 1, "agent:a17|t1", 300), balance_after_minor=700)
+    player_entry = from_stream({**fields, "akind": "", "peer": ""} | {"kind": "bet"})
+    assert (player_entry.account_kind, player_entry.counterparty) == ("", "")

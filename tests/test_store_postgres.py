@@ -14,8 +14,17 @@ import psycopg
 import pytest
 
 from app import cli
-from app.ledger import KINDS, MONEY_KINDS, LedgerConflict, LedgerEntry, PartitionStats, StoreUnavailable, open_store
-from app.ledger.migrations import apply_migrations, migration_files
+from app.ledger import (
+    KINDS,
+    MONEY_KINDS,
+    TRANSFER_KINDS,
+    LedgerConflict,
+    LedgerEntry,
+    PartitionStats,
+    StoreUnavailable,
+    open_store,
+)
+from app.ledger.migrations import CREATE_TABLE, apply_migrations, migration_files
 from app.ledger.postgres import PostgresStore
 from app.runtime import Runtime
 from app.settings import Settings
@@ -27,6 +36,8 @@ MAX_MINOR = 2**53 - 1  # the largest amount walletd holds
 REFUSED_WITHIN_S = 5.0
 # The call timeout of the hung-server test: short, so the test is.
 HUNG_CALL_TIMEOUT_S = 1.0
+# Every migration this walletd ships, in order (a new one is added here on purpose).
+SHIPPED = ["0001_ledger.sql", "0002_transfers.sql"]
 
 
 def booking(seq: int, player: str = "611", kind: str = "bet", ref: str = "testcasino|42",
@@ -56,9 +67,22 @@ def test_open_store_takes_both_url_spellings(postgresql_url: str) -> None:
             store.close()
 
 
+def leg(seq: int, kind: str = "transfer_out", ref: str = "agent:a17|dep-1", partition: int = 1,
+        **change: object) -> LedgerEntry:
+    """A transfer leg as the transfer scripts will write it (docs/transfers.md)."""
+    amount = -500 if kind == "transfer_out" else 500
+    entry = LedgerEntry(f"{partition}:{seq}", partition, seq, "a17" if kind != "transfer_in" else "611", kind,
+                        amount, 10_000, "transfer", ref, 1_700_000_000_000 + seq, currency="EUR",
+                        account_kind="agent" if kind != "transfer_in" else "",
+                        counterparty="player:611" if kind != "transfer_in" else "agent:a17")
+    return msgspec.structs.replace(entry, **change)
+
+
 def test_every_kind_is_stored_and_an_unknown_one_refuses_its_batch(store: PostgresStore) -> None:
     batch = [msgspec.structs.replace(booking(n + 1, ref=f"testcasino|{n}", kind=kind),
-                                     amount_minor=-5 if kind in MONEY_KINDS else 0) for n, kind in enumerate(KINDS)]
+                                     amount_minor=-5 if kind in MONEY_KINDS else 0)
+             if kind not in TRANSFER_KINDS else leg(n + 1, kind, ref=f"agent:a17|{n}")
+             for n, kind in enumerate(KINDS)]
     assert store.insert(batch) == len(KINDS)
     with pytest.raises(LedgerConflict, match="ledger_kind_check"):
         store.insert([booking(100), msgspec.structs.replace(booking(101, kind="gift"), amount_minor=0)])
@@ -84,6 +108,63 @@ def test_a_wrong_row_refuses_its_whole_batch(store: PostgresStore, change: dict,
         store.insert([*good, msgspec.structs.replace(booking(3, ref="testcasino|4"), **change)])
     assert store.partition_stats() == {1: PartitionStats(1, 1)}
     assert store.insert(good) == 2  # the store still works, and had stored none of them
+
+
+@pytest.mark.parametrize(("change", "constraint"), [
+    ({"source": "admin"}, "ledger_transfer_leg"),
+    ({"counterparty": ""}, "ledger_transfer_leg"),
+    ({"amount_minor": 500}, "ledger_transfer_leg"),  # a debit is negative
+    ({"amount_minor": 0}, "ledger_transfer_leg"),
+    ({"kind": "transfer_in", "amount_minor": -500}, "ledger_transfer_leg"),  # a credit is positive
+    ({"kind": "transfer_reverse", "amount_minor": -500}, "ledger_transfer_leg"),
+    ({"account_kind": "bank"}, "ledger_account_kind_check"),
+    ({"kind": "open", "amount_minor": 0, "source": "admin", "counterparty": ""}, "ledger_agent_not_opened"),
+], ids=lambda v: str(v) if isinstance(v, str) else "-".join(f"{k}={v[k]}" for k in v))
+def test_a_wrong_transfer_leg_refuses_its_whole_batch(store: PostgresStore, change: dict, constraint: str) -> None:
+    good = [leg(1, ref="agent:a17|ok"), booking(1, partition=2)]
+    with pytest.raises(LedgerConflict, match=constraint):
+        store.insert([*good, leg(2, **change)])
+    assert store.partition_stats() == {}
+    assert store.insert(good) == 2
+
+
+def test_a_transfer_is_debited_once_and_settled_once_whatever_partitions_send_its_legs(store: PostgresStore) -> None:
+    """Redis decides the two sides in two partitions: a second debit, or a credit and a
+    reversal of one transfer id, would keep money twice; the store refuses the batch."""
+    debit, credit = leg(1), leg(1, "transfer_in", partition=2)
+    assert store.insert([debit, credit]) == 2
+    for again in (leg(7), leg(3, partition=4), leg(2, "transfer_reverse"), leg(5, "transfer_in", partition=3)):
+        constraint = "debited_once" if again.kind == "transfer_out" else "settled_once"
+        with pytest.raises(LedgerConflict, match=f"ledger_transfer_{constraint}"):
+            store.insert([leg(9, ref="agent:a17|other"), again])
+    assert store.insert([debit, credit]) == 0  # the same legs again are a repeat, not a second booking
+    assert store.unsettled_transfers(10) == []
+
+
+def test_migration_0002_applies_on_a_database_that_has_0001_and_entries(postgresql_url: str) -> None:
+    """An existing ledger (0001 only, as the walletd before transfers left it): its rows
+    stay and read as players' entries; transfer legs are taken afterwards."""
+    first_version, first_name, first_sql = migration_files()[0]
+    with psycopg.connect(postgresql_url, autocommit=True) as db:
+        db.execute(CREATE_TABLE)
+        with db.transaction():
+            db.execute(first_sql.encode())
+            db.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (first_version, first_name))
+            db.execute("INSERT INTO ledger VALUES (1, 1, '1:1', '611', 'bet', -100, 9900, 'oia', 'testcasino|42', 1, "
+                       "'f1', 'testcasino', 'EUR', '', '', '', '')")
+        with pytest.raises(psycopg.errors.CheckViolation):  # 0001 alone refuses the new kinds
+            db.execute("INSERT INTO ledger VALUES (2, 1, '2:1', 'a17', 'transfer_out', -5, 0, 'transfer', 'r', 1, "
+                       "'', '', '', '', '', '', '')")
+    store = PostgresStore(postgresql_url)
+    try:
+        assert store.applied == SHIPPED[1:]
+        (old,) = store.read(1, 0, 10)
+        assert (old.kind, old.amount_minor, old.account_kind, old.counterparty) == ("bet", -100, "", "")
+        assert store.insert([leg(1, partition=2), leg(1, "transfer_in", partition=3)]) == 2
+        assert store.player_sums() == {"611": -100 + 500}  # the agent's debit is not a player's
+    finally:
+        store.close()
+    assert applied(postgresql_url) == SHIPPED
 
 
 def test_the_largest_amounts_are_stored_and_summed_exactly(store: PostgresStore) -> None:
@@ -119,7 +200,7 @@ def test_one_transaction_id_may_carry_other_kinds_other_operators_and_journal_en
 
 def test_migrations_run_twice_apply_nothing_the_second_time(postgresql_url: str) -> None:
     names = [name for _, name, _ in migration_files()]
-    assert names[0] == "0001_ledger.sql"
+    assert names == SHIPPED
     with psycopg.connect(postgresql_url, autocommit=True) as db:
         assert apply_migrations(db) == names
         assert apply_migrations(db) == []
@@ -145,8 +226,8 @@ def test_two_concurrent_openers_migrate_once(postgresql_url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert sorted(results) == [[]] * (openers - 1) + [["0001_ledger.sql"]]
-    assert applied(postgresql_url) == ["0001_ledger.sql"]
+    assert sorted(results) == [[]] * (openers - 1) + [SHIPPED]
+    assert applied(postgresql_url) == SHIPPED
 
 
 def test_a_database_migrated_by_a_newer_walletd_is_not_used(postgresql_url: str) -> None:
@@ -161,10 +242,10 @@ def test_walletd_migrate_applies_then_reports_up_to_date(postgresql_url: str, mo
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("WALLETD_STORAGE_URL", postgresql_url)
     assert cli.main(["migrate"]) == 0
-    assert capsys.readouterr().out == f"migrate: applied 0001_ledger.sql to {postgresql_url}\n"
+    assert capsys.readouterr().out == f"migrate: applied 0001_ledger.sql, 0002_transfers.sql to {postgresql_url}\n"
     assert cli.main(["migrate"]) == 0
     assert capsys.readouterr().out == f"migrate: {postgresql_url} is up to date\n"
-    assert applied(postgresql_url) == ["0001_ledger.sql"]
+    assert applied(postgresql_url) == SHIPPED
 
 
 def test_an_unreachable_server_is_store_unavailable_without_the_password(

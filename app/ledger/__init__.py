@@ -11,13 +11,21 @@ from app.logsafe import without_passwords
 
 PROFILE_FIELDS = ("cur", "country", "lang", "name", "aliases", "op")  # op: the owning operator
 
+# The legs of a transfer between two accounts, each booked in its own account's partition
+# (docs/transfers.md): the debit at the source, then the credit at the destination, or the
+# debit given back when the credit was made impossible. Source 'transfer', ref the transfer
+# id (app/ids.py), counterparty the other account.
+TRANSFER_KINDS = ("transfer_out", "transfer_in", "transfer_reverse")
+# The source of every transfer leg, and of the tombstone that makes a transfer's credit impossible.
+TRANSFER_SOURCE = "transfer"
 # Entries that move money (amount_minor may still be 0: a cancel of a refused transaction).
-MONEY_KINDS = ("open", "bet", "win", "refund", "cancel", "deposit", "withdraw", "reverse")
+MONEY_KINDS = ("open", "bet", "win", "refund", "cancel", "deposit", "withdraw", "reverse", *TRANSFER_KINDS)
 # Entries that record a decision and move nothing (amount_minor is 0, balance_after_minor
 # the balance then), so the store alone can rebuild Redis (README "Rebuild"):
 #   refusal    an OIA changebalance refused and recorded (code: the OP_xx answered)
-#   tombstone  a cancel before its transaction (OIA), or a StarGame request settled as
-#              never landed (reconciler): a later booking with this ref is refused
+#   tombstone  a cancel before its transaction (OIA), a StarGame request settled as
+#              never landed (reconciler), or a transfer's credit made impossible before
+#              its debit is given back (source 'transfer'): a later booking with this ref is refused
 #   block, unblock   the player's blocked state
 #   finish     an OIA round marked finished
 JOURNAL_KINDS = ("refusal", "tombstone", "block", "unblock", "finish")
@@ -26,7 +34,15 @@ KINDS = MONEY_KINDS + JOURNAL_KINDS
 # storage.url schemes of the PostgreSQL store (libpq's two spellings).
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 OPTIONAL_FIELDS = {"op": "operator", "cur": "currency", "round": "round_id", "game": "game_id",
-                   "fin": "round_finished", "fp": "fp", "code": "code"}
+                   "fin": "round_finished", "fp": "fp", "code": "code", "akind": "account_kind",
+                   "peer": "counterparty"}
+# LedgerEntry.account_kind: whose account the entry moves. '' a player's (every entry
+# written before agents existed), ACCOUNT_AGENT an agent's point wallet (app/keys.py agent).
+ACCOUNT_AGENT = "agent"
+ACCOUNT_KINDS = ("", ACCOUNT_AGENT)
+# Transfers reported per call of unsettled_transfers (verify): the ones in flight are
+# bounded by the recovery deadline times the transfer rate; more means something is wrong.
+UNSETTLED_MAX = 10_000
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
@@ -48,6 +64,24 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     game_id: str = ""
     round_finished: str = ""  # OIA round_finished as sent: '1', '0' or '' (absent)
     code: str = ""  # refusal: the answer given (OP_xx)
+    account_kind: str = ""  # one of ACCOUNT_KINDS: '' a player's account, 'agent' an agent's
+    counterparty: str = ""  # transfer legs: the other account, "<kind>:<id>" (app/ids.py account_ref)
+
+
+class TransferLegs(msgspec.Struct, frozen=True):
+    """One transfer id's legs as stored (kinds TRANSFER_KINDS): settled when it has exactly
+    one transfer_out (negative) and one transfer_in or transfer_reverse, summing to 0; in
+    flight when it has only its transfer_out."""
+
+    transfer_id: str
+    outs: int
+    ins: int
+    reverses: int
+    out_minor: int  # the transfer_out amounts' sum (negative: a debit)
+    net_minor: int  # every leg's amount summed: 0 when settled, -amount while in flight
+
+    def in_flight(self) -> bool:
+        return self.outs == 1 and self.ins == 0 and self.reverses == 0 and self.out_minor < 0
 
 
 class StoredEntry(msgspec.Struct, frozen=True):
@@ -63,7 +97,8 @@ class StoredEntry(msgspec.Struct, frozen=True):
 class LedgerConflict(Exception):
     """An entry id already stored with other content: the Redis being flushed is not
     the one that wrote the store (its data was lost or replaced); or an entry the store's
-    constraints refuse (PostgreSQL: a second booking of an OIA transaction id). The
+    constraints refuse (PostgreSQL: a second booking of an OIA transaction id, a second
+    leg of a transfer; every store: an agent's 'open' entry, see agent_opening). The
     batch stored nothing and is never acknowledged."""
 
 
@@ -85,7 +120,12 @@ class LedgerStore(Protocol):
         LedgerConflict and stores nothing."""
 
     def player_sums(self) -> dict[str, int]:
-        """Sum of amount_minor per player (the 'open' entry is the opening balance)."""
+        """Sum of amount_minor of money kinds per player (the 'open' entry is the opening
+        balance); players' accounts only (account_kind ''), never an agent's."""
+
+    def unsettled_transfers(self, limit: int) -> list[TransferLegs]:
+        """The transfer ids whose legs do not settle them (TransferLegs: in flight, or
+        wrong), by transfer id, at most limit."""
 
     def partition_stats(self) -> dict[int, PartitionStats]: ...
 
@@ -110,6 +150,13 @@ class LedgerStore(Protocol):
 OPTIONAL_IN_ORDER = tuple({attribute: name for name, attribute in OPTIONAL_FIELDS.items()}[attribute]
                           for attribute in LedgerEntry.__struct_fields__[11:])
 assert LedgerEntry.__struct_fields__[10] == "profile" and len(OPTIONAL_IN_ORDER) == len(OPTIONAL_FIELDS)
+
+
+def agent_opening(entries: Sequence[LedgerEntry]) -> LedgerEntry | None:
+    """An 'open' entry of an agent's account, which no store can keep yet: an agent's
+    profile has no table until agents are built (docs/transfers.md), and the players
+    table would take it for a player of the same id."""
+    return next((e for e in entries if e.kind == "open" and e.account_kind), None)
 
 
 def from_stream(fields: dict[str, str]) -> LedgerEntry:

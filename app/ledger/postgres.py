@@ -23,11 +23,13 @@ from psycopg import errors
 from app.ledger import (
     MONEY_KINDS,
     PROFILE_FIELDS,
+    TRANSFER_KINDS,
     LedgerConflict,
     LedgerEntry,
     PartitionStats,
     StoredEntry,
     StoreUnavailable,
+    TransferLegs,
 )
 from app.ledger.migrations import MigrationError, apply_migrations
 from app.logsafe import without_passwords
@@ -65,7 +67,8 @@ URL_SHAPE = re.compile(
     rf"(?:\?{ESCAPED}|[^#\s%])*)?")  # parameters (password=..., host=/run/postgresql)
 # The ledger table's columns in LedgerEntry's order (row_of), for COPY and INSERT .. SELECT.
 COLUMNS = ("partition", "seq", "entry_id", "player_id", "kind", "amount_minor", "balance_after_minor", "source",
-           "ref", "ts_ms", "fp", "operator", "currency", "round_id", "game_id", "round_finished", "code")
+           "ref", "ts_ms", "fp", "operator", "currency", "round_id", "game_id", "round_finished", "code",
+           "account_kind", "counterparty")
 LIST = ", ".join(COLUMNS)  # the column list as SQL
 # Per connection, emptied at every commit (and rollback): the batch as sent.
 CREATE_INCOMING = "CREATE TEMP TABLE IF NOT EXISTS ledger_in (LIKE ledger) ON COMMIT DELETE ROWS"
@@ -78,8 +81,8 @@ MOVE_INCOMING = (f"INSERT INTO ledger ({LIST}) SELECT {LIST} FROM ledger_in "  #
 # An id of the batch stored with other content (compared as SQLite does): one is enough.
 OTHER_CONTENT = """
 SELECT i.entry_id FROM ledger_in i JOIN ledger l USING (partition, seq)
-WHERE (l.player_id, l.kind, l.amount_minor, l.balance_after_minor, l.ref)
-      IS DISTINCT FROM (i.player_id, i.kind, i.amount_minor, i.balance_after_minor, i.ref)
+WHERE (l.player_id, l.kind, l.amount_minor, l.balance_after_minor, l.ref, l.account_kind)
+      IS DISTINCT FROM (i.player_id, i.kind, i.amount_minor, i.balance_after_minor, i.ref, i.account_kind)
 ORDER BY i.partition, i.seq LIMIT 1
 """
 # A player is stored once; storing it again (a batch after a crash) changes nothing.
@@ -92,9 +95,21 @@ ON CONFLICT (player_id) DO NOTHING
 READ_ENTRIES = """
 SELECT l.entry_id, l.partition, l.seq, l.player_id, l.kind, l.amount_minor, l.balance_after_minor,
        l.source, l.ref, l.ts_ms, l.fp, l.operator, l.currency, l.round_id, l.game_id,
-       l.round_finished, l.code, p.currency, p.country, p.language, p.name, p.aliases, p.operator
-FROM ledger l LEFT JOIN players p ON l.kind = 'open' AND p.player_id = l.player_id
+       l.round_finished, l.code, l.account_kind, l.counterparty,
+       p.currency, p.country, p.language, p.name, p.aliases, p.operator
+FROM ledger l LEFT JOIN players p ON l.kind = 'open' AND l.account_kind = '' AND p.player_id = l.player_id
 WHERE l.partition = %s AND l.seq > %s ORDER BY l.seq LIMIT %s
+"""
+# Every transfer id whose legs do not settle it (app/ledger TransferLegs), by id: one read of
+# the ledger, as player_sums is (verify only).
+UNSETTLED_TRANSFERS = """
+SELECT ref, COUNT(*) FILTER (WHERE kind = 'transfer_out'), COUNT(*) FILTER (WHERE kind = 'transfer_in'),
+       COUNT(*) FILTER (WHERE kind = 'transfer_reverse'),
+       COALESCE(SUM(amount_minor) FILTER (WHERE kind = 'transfer_out'), 0), SUM(amount_minor)
+FROM ledger WHERE kind = ANY(%s) GROUP BY ref
+HAVING NOT (COUNT(*) FILTER (WHERE kind = 'transfer_out') = 1 AND COUNT(*) FILTER (WHERE kind <> 'transfer_out') = 1
+            AND SUM(amount_minor) FILTER (WHERE kind = 'transfer_out') < 0 AND SUM(amount_minor) = 0)
+ORDER BY ref LIMIT %s
 """
 # The store refuses these rows whatever is retried: the batch is never acknowledged.
 REFUSED_ROWS = (errors.IntegrityError, errors.DataError)
@@ -108,7 +123,8 @@ def one_line(exc: BaseException) -> str:
 
 def row_of(e: LedgerEntry) -> tuple[object, ...]:
     return (e.partition, e.seq, e.entry_id, e.player_id, e.kind, e.amount_minor, e.balance_after_minor, e.source,
-            e.ref, e.ts_ms, e.fp, e.operator, e.currency, e.round_id, e.game_id, e.round_finished, e.code)
+            e.ref, e.ts_ms, e.fp, e.operator, e.currency, e.round_id, e.game_id, e.round_finished, e.code,
+            e.account_kind, e.counterparty)
 
 
 def entry_of(row: tuple[Any, ...]) -> LedgerEntry:
@@ -116,12 +132,12 @@ def entry_of(row: tuple[Any, ...]) -> LedgerEntry:
     profile = None
     if row[4] == "open":
         # PROFILE_FIELDS order; a missing players row would be a broken store, so fail loudly
-        assert row[17] is not None, f"ledger entry {row[0]} opens a player the players table lacks"
-        profile = dict(zip(PROFILE_FIELDS, row[17:], strict=True))
+        assert row[19] is not None, f"ledger entry {row[0]} opens a player the players table lacks"
+        profile = dict(zip(PROFILE_FIELDS, row[19:], strict=True))
     (entry_id, partition, seq, player_id, kind, amount, after, source, ref, ts_ms, fp, operator, currency,
-     round_id, game_id, round_finished, code) = row[:17]
+     round_id, game_id, round_finished, code, account_kind, counterparty) = row[:19]
     return LedgerEntry(entry_id, partition, seq, player_id, kind, amount, after, source, ref, ts_ms, profile, fp,
-                       operator, currency, round_id, game_id, round_finished, code)
+                       operator, currency, round_id, game_id, round_finished, code, account_kind, counterparty)
 
 
 class Watchdog:
@@ -252,8 +268,10 @@ class PostgresStore:
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
         if not entries:
             return 0
+        # an agent's 'open' entry is refused by ledger_agent_not_opened before this matters
         players = [(e.player_id, e.profile["cur"], e.profile["country"], e.profile["lang"], e.profile["name"],
-                    e.profile["aliases"], e.ts_ms, e.profile["op"]) for e in entries if e.profile is not None]
+                    e.profile["aliases"], e.ts_ms, e.profile["op"])
+                   for e in entries if e.profile is not None and not e.account_kind]
 
         def work(db: psycopg.Connection) -> int:
             with db.transaction():
@@ -291,9 +309,14 @@ class PostgresStore:
     def player_sums(self) -> dict[str, int]:
         # Journal entries move nothing and may name a player that never existed (a refusal).
         rows = self.call(lambda db: db.execute(
-            "SELECT player_id, SUM(amount_minor) FROM ledger WHERE kind = ANY(%s) GROUP BY player_id",
-            (list(MONEY_KINDS),)).fetchall())
+            "SELECT player_id, SUM(amount_minor) FROM ledger WHERE kind = ANY(%s) AND account_kind = '' "
+            "GROUP BY player_id", (list(MONEY_KINDS),)).fetchall())
         return {str(player): int(total) for player, total in rows}  # SUM of bigint is numeric: exact
+
+    def unsettled_transfers(self, limit: int) -> list[TransferLegs]:
+        assert limit > 0
+        rows = self.call(lambda db: db.execute(UNSETTLED_TRANSFERS, (list(TRANSFER_KINDS), limit)).fetchall())
+        return [TransferLegs(str(ref), *(int(value) for value in rest)) for ref, *rest in rows]
 
     def partition_stats(self) -> dict[int, PartitionStats]:
         rows = self.call(lambda db: db.execute(

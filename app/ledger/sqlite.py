@@ -9,13 +9,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from app.ledger import (
+    ACCOUNT_KINDS,
     MONEY_KINDS,
     PROFILE_FIELDS,
+    TRANSFER_KINDS,
     LedgerConflict,
     LedgerEntry,
     PartitionStats,
     StoredEntry,
     StoreUnavailable,
+    TransferLegs,
+    agent_opening,
 )
 
 # entry_id is unique: a batch stored again after a crash inserts nothing twice.
@@ -38,6 +42,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     game_id TEXT NOT NULL DEFAULT '',
     round_finished TEXT NOT NULL DEFAULT '',
     code TEXT NOT NULL DEFAULT '',
+    account_kind TEXT NOT NULL DEFAULT '',
+    counterparty TEXT NOT NULL DEFAULT '',
     UNIQUE (partition, seq)
 );
 CREATE INDEX IF NOT EXISTS ledger_player ON ledger (player_id);
@@ -58,21 +64,38 @@ CREATE TABLE IF NOT EXISTS players (
 INSERT_ENTRY = """
 INSERT INTO ledger (entry_id, partition, seq, player_id, kind, amount_minor,
                     balance_after_minor, source, ref, ts_ms, fp, operator, currency,
-                    round_id, game_id, round_finished, code)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    round_id, game_id, round_finished, code, account_kind, counterparty)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 
 # Columns added after the first release: files written before get them in place
 # (their rows read as '').
-ADDED_COLUMNS = ("fp", "operator", "currency", "round_id", "game_id", "round_finished", "code")
+ADDED_COLUMNS = ("fp", "operator", "currency", "round_id", "game_id", "round_finished", "code", "account_kind",
+                 "counterparty")
+# Kinds as an SQL list (constants, never input).
+MONEY_SQL = ",".join(f"'{kind}'" for kind in MONEY_KINDS)
+TRANSFER_SQL = ",".join(f"'{kind}'" for kind in TRANSFER_KINDS)
+# verify's pairing of transfer legs (app/ledger/transfer_check.py); the partial index
+# holds the legs only, so this reads no other entry.
+CREATE_TRANSFER_INDEX = f"CREATE INDEX IF NOT EXISTS ledger_transfer ON ledger (ref) WHERE kind IN ({TRANSFER_SQL})"
+# Every transfer id whose legs do not settle it (app/ledger TransferLegs), by id.
+UNSETTLED_TRANSFERS = f"""
+SELECT ref, SUM(kind = 'transfer_out'), SUM(kind = 'transfer_in'), SUM(kind = 'transfer_reverse'),
+       SUM(CASE WHEN kind = 'transfer_out' THEN amount_minor ELSE 0 END), SUM(amount_minor)
+FROM ledger WHERE kind IN ({TRANSFER_SQL}) GROUP BY ref
+HAVING NOT (SUM(kind = 'transfer_out') = 1 AND SUM(kind <> 'transfer_out') = 1
+            AND SUM(CASE WHEN kind = 'transfer_out' THEN amount_minor ELSE 0 END) < 0 AND SUM(amount_minor) = 0)
+ORDER BY ref LIMIT ?
+"""  # noqa: S608 - constants
 
 # An entry exactly as inserted, its profile joined from players (only 'open' entries have one).
 READ_ENTRIES = """
 SELECT l.entry_id, l.partition, l.seq, l.player_id, l.kind, l.amount_minor, l.balance_after_minor,
        l.source, l.ref, l.ts_ms, l.fp, l.operator, l.currency, l.round_id, l.game_id,
-       l.round_finished, l.code, p.currency, p.country, p.language, p.name, p.aliases, p.operator
-FROM ledger l LEFT JOIN players p ON l.kind = 'open' AND p.player_id = l.player_id
+       l.round_finished, l.code, l.account_kind, l.counterparty,
+       p.currency, p.country, p.language, p.name, p.aliases, p.operator
+FROM ledger l LEFT JOIN players p ON l.kind = 'open' AND l.account_kind = '' AND p.player_id = l.player_id
 WHERE l.partition = ? AND l.seq > ? ORDER BY l.seq LIMIT ?
 """
 
@@ -86,7 +109,7 @@ ON CONFLICT DO NOTHING
 
 # What must match when an entry id is already stored (a re-flushed batch after a
 # crash): anything else means another Redis wrote these ids.
-SAME_ENTRY = ("SELECT entry_id, player_id, kind, amount_minor, balance_after_minor, ref FROM ledger "
+SAME_ENTRY = ("SELECT entry_id, player_id, kind, amount_minor, balance_after_minor, ref, account_kind FROM ledger "
               "WHERE entry_id IN ({})")
 # Ids per IN (...) query: below SQLite's oldest bound-parameter limit (999).
 CONFLICT_CHECK_CHUNK = 500
@@ -111,16 +134,29 @@ def add_operator_column(db: sqlite3.Connection) -> None:
 def entry_of(row: tuple[object, ...]) -> LedgerEntry:
     """A READ_ENTRIES row as the entry that was inserted."""
     (entry_id, partition, seq, player_id, kind, amount, after, source, ref, ts_ms, fp, operator,
-     currency, round_id, game_id, round_finished, code) = row[:17]
+     currency, round_id, game_id, round_finished, code, account_kind, counterparty) = row[:19]
     profile = None
     if kind == "open":
         # PROFILE_FIELDS order; a missing players row would be a broken store, so fail loudly
-        assert row[17] is not None, f"ledger entry {entry_id} opens a player the players table lacks"
-        profile = dict(zip(PROFILE_FIELDS, (str(value) for value in row[17:]), strict=True))
+        assert row[19] is not None, f"ledger entry {entry_id} opens a player the players table lacks"
+        profile = dict(zip(PROFILE_FIELDS, (str(value) for value in row[19:]), strict=True))
     return LedgerEntry(
         str(entry_id), int(str(partition)), int(str(seq)), str(player_id), str(kind), int(str(amount)),
         int(str(after)), str(source), str(ref), int(str(ts_ms)), profile, str(fp), str(operator), str(currency),
-        str(round_id), str(game_id), str(round_finished), str(code))
+        str(round_id), str(game_id), str(round_finished), str(code), str(account_kind), str(counterparty))
+
+
+def refuse_unstorable(entries: Sequence[LedgerEntry]) -> None:
+    """What PostgreSQL's CHECKs refuse that SQLite's schema does not say: an account kind
+    this walletd does not know, an agent's 'open' entry (app/ledger agent_opening)."""
+    unknown = next((e for e in entries if e.account_kind not in ACCOUNT_KINDS), None)
+    if unknown is not None:
+        raise LedgerConflict(f"ledger entry {unknown.entry_id} names account kind {unknown.account_kind!r:.20}, "
+                             f"which this walletd does not know: nothing of this batch is stored or acknowledged")
+    opening = agent_opening(entries)
+    if opening is not None:
+        raise LedgerConflict(f"ledger entry {opening.entry_id} opens an agent's account, which this walletd cannot "
+                             f"store yet: nothing of this batch is stored or acknowledged")
 
 
 class SqliteStore:
@@ -163,12 +199,14 @@ class SqliteStore:
             if column not in columns:
                 self.db.execute(f"ALTER TABLE ledger ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         add_operator_column(self.db)
+        self.db.execute(CREATE_TRANSFER_INDEX)
 
     def insert(self, entries: Sequence[LedgerEntry]) -> int:
+        refuse_unstorable(entries)
         rows = [
             (e.entry_id, e.partition, e.seq, e.player_id, e.kind, e.amount_minor,
              e.balance_after_minor, e.source, e.ref, e.ts_ms, e.fp, e.operator, e.currency,
-             e.round_id, e.game_id, e.round_finished, e.code)
+             e.round_id, e.game_id, e.round_finished, e.code, e.account_kind, e.counterparty)
             for e in entries
         ]
         players = [
@@ -200,7 +238,8 @@ class SqliteStore:
             query = SAME_ENTRY.format(",".join("?" * len(chunk)))
             stored = {row[0]: row[1:] for row in self.db.execute(query, [e.entry_id for e in chunk])}
             for e in chunk:
-                if stored[e.entry_id] != (e.player_id, e.kind, e.amount_minor, e.balance_after_minor, e.ref):
+                if stored[e.entry_id] != (e.player_id, e.kind, e.amount_minor, e.balance_after_minor, e.ref,
+                                          e.account_kind):
                     raise LedgerConflict(
                         f"ledger entry {e.entry_id} is already stored with other content: the Redis being "
                         f"flushed did not write this ledger store (its data was lost or replaced); nothing "
@@ -214,10 +253,16 @@ class SqliteStore:
     def player_sums(self) -> dict[str, int]:
         with self.using():
             # Journal entries move nothing and may name a player that never existed (a refusal).
-            kinds = ",".join(f"'{kind}'" for kind in MONEY_KINDS)
             cursor = self.db.execute(
-                f"SELECT player_id, SUM(amount_minor) FROM ledger WHERE kind IN ({kinds}) GROUP BY player_id")  # noqa: S608 - constants
+                f"SELECT player_id, SUM(amount_minor) FROM ledger WHERE kind IN ({MONEY_SQL}) "  # noqa: S608 - constants
+                "AND account_kind = '' GROUP BY player_id")
             return {player: int(total) for player, total in cursor}
+
+    def unsettled_transfers(self, limit: int) -> list[TransferLegs]:
+        assert limit > 0
+        with self.using():
+            rows = self.db.execute(UNSETTLED_TRANSFERS, (limit,)).fetchall()
+        return [TransferLegs(str(ref), *(int(value) for value in rest)) for ref, *rest in rows]
 
     def partition_stats(self) -> dict[int, PartitionStats]:
         with self.using():
