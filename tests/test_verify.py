@@ -13,6 +13,7 @@ from app.keys import Keys
 from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
+from app.scripts import BOOK, LEDGER, read
 from app.settings import Settings
 from app.wallet import Wallet
 from tests.oia_calls import call, change
@@ -121,3 +122,30 @@ async def test_account_key_without_a_balance_is_a_problem_not_a_crash(
     sync_redis.hdel(booked.keys.account("b"), "bal")
     problems = await run_verify(booked, settings)
     assert any("player b" in p and "no balance" in p for p in problems), problems
+
+
+# A transfer leg of a player's account as the transfer scripts will book it (docs/transfers.md):
+# through walletd's own book() (lua/lib/book.lua), source 'transfer', the counterparty in 'peer'.
+TRANSFER_LEG = """
+local b = {acct = KEYS[1], seq_key = KEYS[2], ledger_key = KEYS[3], partition = ARGV[1], player = ARGV[2],
+           source = 'transfer', ref = ARGV[3], now = now_ms()}
+local balance = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+local code = book(b, balance, {{ARGV[4], tonumber(ARGV[5]), {'peer', ARGV[6], 'cur', 'EUR'}}}, nil)
+return code
+"""
+
+
+async def test_verify_pairs_transfer_legs_an_unpaired_credit_is_reported_a_debit_in_flight_is_not(
+    booked: Wallet, settings: Settings, sync_redis: redis.Redis,
+) -> None:
+    keys, partition = booked.keys, booked.keys.partition("a")
+    script = read(LEDGER) + read(BOOK) + TRANSFER_LEG
+    booking = [keys.account("a"), keys.seq(partition), keys.ledger(partition)]
+    assert sync_redis.eval(script, 3, *booking, partition, "a", "player:a|w1", "transfer_out", -30,
+                           "agent:a17") == "OK"
+    assert await run_verify(booked, settings) == []  # in flight: the agent's credit may come
+    assert sync_redis.eval(script, 3, *booking, partition, "a", "agent:a17|d1", "transfer_in", 40,
+                           "agent:a17") == "OK"
+    problems = await run_verify(booked, settings)
+    assert problems == ["transfer agent:a17|d1: credited or reversed without a debit "
+                        "(0 debit(s), 1 credit(s), 0 reversal(s))"]

@@ -8,6 +8,7 @@ from app.keys import Keys
 from app.ledger import LedgerConflict, LedgerStore, PartitionStats
 from app.ledger.flusher import Flusher
 from app.ledger.guard import behind_problems, stored_seqs, written_seqs
+from app.ledger.transfer_check import transfer_problems
 from app.redis_client import RedisClient
 
 # Accounts read per SCAN step and per pipelined HGET round: bounded memory, few round trips.
@@ -95,4 +96,5 @@ async def verify(flusher: Flusher) -> list[str]:
     balances, unreadable = await redis_balances(redis, keys)
     problems += unreadable
     problems += compare_balances(balances, store.player_sums())
+    problems += transfer_problems(store)
     return problems
