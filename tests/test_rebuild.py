@@ -232,6 +232,41 @@ async def test_rebuild_reports_a_balance_the_entries_do_not_sum_to_and_stays_mar
     assert META_REBUILD_RUNNING in sync_redis.hgetall(Keys.meta())
 
 
+async def test_rebuild_counts_a_players_transfer_legs_and_reports_what_it_cannot_restore_yet(
+    store: LedgerStore, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """Transfers (docs/transfers.md) have no scripts yet: a ledger holding their legs or an
+    agent's entries was written by a newer walletd. The rebuild does not stop on them: the
+    player's balance counts its legs; it names each partition it could not fully restore
+    and stays marked (walletd keeps refusing)."""
+    keys, seqs = Keys(settings.wallet.partitions), {}
+    assert keys.partition("611") != keys.partition("agent7")
+    profile = dict.fromkeys(PROFILE_FIELDS, "") | {"cur": "EUR"}
+    transfer = "agent:agent7|dep-1"
+    store.insert([
+        entry(settings, "611", seqs, "open", 1000, 1000, "admin", "", 1, profile=profile),
+        entry(settings, "agent7", seqs, "transfer_out", -300, 700, "transfer", transfer, 2, account_kind="agent",
+              counterparty="player:611", currency="EUR"),
+        entry(settings, "611", seqs, "transfer_in", 300, 1300, "transfer", transfer, 3, counterparty="agent:agent7",
+              currency="EUR"),
+    ])
+    client = redis.asyncio.Redis.from_url(settings.redis.url, decode_responses=True)
+    try:
+        summary = await rebuild(client, store, settings, lambda line: None)
+    finally:
+        await client.aclose()
+    agent_partition, player_partition = keys.partition("agent7"), keys.partition("611")
+    assert sorted(summary.problems) == sorted([
+        f"partition {agent_partition}: 1 ledger entries need agents' accounts, which this walletd cannot restore "
+        f"(docs/transfers.md): a newer walletd wrote them",
+        f"partition {player_partition}: 1 ledger entries need transfer records, which this walletd cannot restore "
+        f"(docs/transfers.md): a newer walletd wrote them"])
+    assert sync_redis.hget(keys.account("611"), "bal") == "1300"
+    assert not sync_redis.exists(keys.account("agent7")) and not sync_redis.exists(keys.agent("agent7"))
+    assert sync_redis.get(keys.seq(agent_partition)) == "1"  # the entry counts: its id stays taken
+    assert META_REBUILD_RUNNING in sync_redis.hgetall(Keys.meta())
+
+
 async def test_a_rebuild_that_stopped_before_clearing_its_flag_is_finished_by_the_next(
     store: LedgerStore, settings: Settings, client: httpx.AsyncClient, wallet: Wallet, sync_redis: redis.Redis
 ) -> None:
