@@ -34,6 +34,7 @@ from redis.exceptions import (
 )
 
 from app.errors import ConnectionFailed, OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_pipe import PipelinedRedis, redacted
 from app.scripts import ScriptClient
 from app.settings import ConfigError, RedisSettings
@@ -112,8 +113,14 @@ def connect_cluster(url: str, settings: RedisSettings) -> ClusterClient:
     return client
 
 
-def script_client(url: str, settings: RedisSettings, redis: RedisClient) -> ScriptClient:
-    """Who runs the Lua scripts on the hot path (redis.script_client)."""
+def script_client(url: str, settings: RedisSettings, redis: RedisClient, cluster: bool = False) -> ScriptClient:
+    """Who runs the Lua scripts on the hot path (redis.script_client). On Redis Cluster
+    always the cluster client, whatever the setting: redis-py's cluster client retries
+    calls whose outcome is unknown, and scripts must never be re-sent."""
+    if cluster:
+        return ClusterPipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000,
+                                     replica_acks=settings.replica_acks,
+                                     replica_ack_timeout_ms=settings.replica_ack_timeout_ms)
     if settings.script_client == "redis-py":
         return redis
     return PipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000)

@@ -22,6 +22,10 @@ The contract (callers map it to protocol answers; see app/errors.py):
 - OutcomeUnknown: the call was handed to the transport and no reply came: the
   connection was lost after the write, or no reply within the time-out. It may
   have run; it is never re-sent.
+- ClusterRefusal (a WalletUnavailable): a Redis Cluster node did not run the call
+  (MOVED, ASK: another node serves its slot; TRYAGAIN, CLUSTERDOWN). The cluster
+  client (app/redis_cluster_pipe.py) follows or retries it; to this standalone
+  client it means redis.url names a cluster node with [redis] cluster = false.
 - redis.exceptions.NoScriptError: EVALSHA of a script Redis does not hold
   (nothing ran; app/scripts.Script falls back to EVAL).
 - redis.exceptions.ResponseError: any other error reply (the command ran and
@@ -53,6 +57,8 @@ PENDING_MAX = 10_000
 WATCHDOG_INTERVAL_S = 0.05
 # Error replies that Redis gives before running a command: nothing ran.
 NOT_RUN_PREFIXES = ("LOADING ", "BUSY ", "NOAUTH ", "MASTERDOWN ", "ERR max number of clients reached")
+# Redis Cluster's error replies to a command it did not run on this node (ClusterRefusal).
+CLUSTER_REFUSALS = ("MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ")
 # rediss:// ?ssl_cert_reqs= values, as redis-py reads them.
 TLS_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
@@ -88,10 +94,26 @@ def evalsha_head(sha: str, numkeys: int, arguments: int) -> bytes:
     return b"*%d\r\n" % (3 + arguments) + encode_parts(("EVALSHA", sha, numkeys))
 
 
+class ClusterRefusal(WalletUnavailable):
+    """A cluster node did not run the call: MOVED or ASK (slot and "host:port" of the
+    node to ask), TRYAGAIN or CLUSTERDOWN (slot -1, address '')."""
+
+    def __init__(self, reply: str) -> None:
+        self.kind, _, rest = reply.partition(" ")
+        self.slot, self.address = -1, ""
+        if self.kind in ("MOVED", "ASK"):
+            slot, _, self.address = rest.partition(" ")
+            self.slot = int(slot)
+        super().__init__(f"Redis did not run the call ({reply}); with [redis] cluster = false walletd "
+                         f"follows no cluster redirects: set [redis] cluster = true (or \"auto\")")
+
+
 def error_of(reply: RedisPipeError) -> Exception:
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    if message.startswith(CLUSTER_REFUSALS):
+        return ClusterRefusal(message)
     if message.startswith(NOT_RUN_PREFIXES):
         return WalletUnavailable(f"Redis refused the call before running it: {message}")
     return ResponseError(message)
@@ -167,7 +189,9 @@ class Connection(asyncio.Protocol):
                 continue  # timed out earlier; its late reply is dropped
             if isinstance(reply, RedisPipeError):
                 error = error_of(reply)
-                if isinstance(error, WalletUnavailable) and self.link is not None:  # LOADING, BUSY...
+                # LOADING, BUSY...; not a cluster's refusal: that node answers, it serves other slots.
+                if isinstance(error, WalletUnavailable) and not isinstance(error, ClusterRefusal) \
+                        and self.link is not None:
                     self.proven = False
                     self.link.unavailable(str(error))
                 call.future.set_exception(error)
@@ -202,6 +226,12 @@ class Connection(asyncio.Protocol):
         self.queued = []
         if self.transport is not None:
             self.transport.close()
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """Fetches the outcome of a reply no one awaits, so that asyncio logs nothing."""
+    if not future.cancelled():
+        future.exception()
 
 
 def fail(calls: list[Call], error: Exception) -> None:
@@ -253,6 +283,14 @@ class PipelinedRedis:
         if connection is None or connection.gone is not None:
             connection = await self.connect()
         return await connection.send(encode_command(args))
+
+    async def connected(self) -> Connection:
+        """The published connection, connecting first if there is none (the cluster client
+        writes ASKING on it right before the call: app/redis_cluster_pipe.py)."""
+        connection = self.connection
+        if connection is None or connection.gone is not None:
+            connection = await self.connect()
+        return connection
 
     async def connect(self) -> Connection:
         """One connect at a time; every caller that arrives meanwhile waits for it. After
@@ -343,6 +381,8 @@ class PipelinedRedis:
     async def _handshake(self, connection: Connection) -> None:
         """AUTH and SELECT, written together, each reply checked before the connection is used."""
         sent = [(name, connection.send(encode_command(command))) for name, command in self.handshake_commands]
+        for _, reply in sent:  # after a refused AUTH the rest are not awaited (PING: NOAUTH)
+            reply.add_done_callback(retrieve)
         for name, reply in sent:
             try:
                 await reply

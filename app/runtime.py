@@ -41,12 +41,15 @@ from app.protocols.oia.wallet import OiaWallet, StoreReader
 from app.protocols.stargame.journal import Journal, directory_of
 from app.protocols.stargame.reconciler import Reconciler
 from app.redis_client import connect, script_client
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_link import RedisLink
 from app.redis_pipe import PipelinedRedis, redacted
 from app.redis_topology import cluster_mode
 from app.settings import Settings
 from app.wallet import Wallet
 
+# The pipelined script clients (one Redis, Redis Cluster): what they report is read alike.
+PIPELINED = (PipelinedRedis, ClusterPipelinedRedis)
 # A background task asked to stop gets this long to finish its round (serve's shutdown).
 BACKGROUND_STOP_S = 10
 
@@ -88,13 +91,16 @@ class Runtime:
         # connect on first use), so a construction that fails leaves none behind.
         self.redis = connect(redis_url, settings.redis, self.cluster)
         self.exit.push_async_callback(self.redis.aclose)
-        # Only the HTTP server's bookings take redis.script_client; a command's few go through redis-py.
-        self.script_client = script_client(redis_url, settings.redis, self.redis) if self.serving else self.redis
+        # Only the HTTP server's bookings take redis.script_client; a command's few go through
+        # redis-py, except on Redis Cluster: there every script goes through the cluster client
+        # (redis-py's cluster client re-sends calls whose outcome is unknown).
+        self.script_client = (script_client(redis_url, settings.redis, self.redis, self.cluster)
+                              if self.serving or self.cluster else self.redis)
         if self.script_client is not self.redis:
             self.exit.push_async_callback(self.script_client.aclose)
         # The pipelined client reports outages to its link; with redis-py's no one does
         # (never down), and the protocols log each kind of failure once a minute instead.
-        self.redis_link = (self.script_client.link if isinstance(self.script_client, PipelinedRedis)
+        self.redis_link = (self.script_client.link if isinstance(self.script_client, PIPELINED)
                            else RedisLink(redacted(redis_url)))
         self.exit.enter_context(self.parts)  # closed before the clients, after what start_background adds
         self.wallet = Wallet(self.redis, settings.wallet, self.script_client)
@@ -103,7 +109,7 @@ class Runtime:
         self.oia_wallet = OiaWallet(self.wallet, settings.oia, self.store_reader)
         self.guard = ColdStart(self.redis, self.wallet.keys, self.store_reader.seq_maxes, self.prepare,
                                rebuild_command(self.config_path))
-        if isinstance(self.script_client, PipelinedRedis):
+        if isinstance(self.script_client, PIPELINED):
             # A Redis restarted under the server may have lost its data: nothing is booked
             # on it before the guard has compared it with the store (redis-py's client
             # reconnects unseen: its window is the guard's re-check, README "Cold start").
@@ -134,7 +140,7 @@ class Runtime:
     def build_metrics(self) -> None:
         exported = self.metrics = metrics.ProcessMetrics()
         defined = exported.defined
-        if isinstance(self.script_client, PipelinedRedis):
+        if isinstance(self.script_client, PIPELINED):
             client = self.script_client
             exported.gauge(defined.pending, client.pending)
             exported.total(defined.reconnects, lambda: max(0, client.connects - 1))

@@ -41,6 +41,7 @@ from redis.exceptions import (
 )
 
 from app.errors import OutcomeUnknown, WalletCallError, WalletRefused, WalletUnavailable
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_pipe import PipelinedRedis, evalsha_head
 
 if TYPE_CHECKING:  # app/redis_client imports this module: the type only, for mypy
@@ -118,7 +119,7 @@ def source(name: str) -> tuple[str, Arity]:
 
 
 class ScriptClient(Protocol):
-    """redis-py's asyncio client, or the hot path's PipelinedRedis."""
+    """redis-py's asyncio client, or the hot path's PipelinedRedis (ClusterPipelinedRedis)."""
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Awaitable[Any]: ...
 
@@ -137,7 +138,7 @@ class Script:
         self.arity = arity
         # The pipelined client takes each call's EVALSHA start encoded once per
         # (KEYS, ARGV) count: a script has one or a few such shapes.
-        self.pipelined = client if isinstance(client, PipelinedRedis) else None
+        self.pipelined = client if isinstance(client, (PipelinedRedis, ClusterPipelinedRedis)) else None
         self.heads: dict[tuple[int, int], bytes] = {}
         # Awaited before a script is sent again after NOSCRIPT (app/ledger/guard.py ColdStart.confirm).
         self.before_reload: Callable[[], Awaitable[None]] | None = None
@@ -209,6 +210,7 @@ class Scripts:
     oia_session: Script
 
     def __init__(self, client: ScriptClient) -> None:
+        self.client = client
         for name in PRELUDES:
             setattr(self, name, Script(client, *source(name)))
 
@@ -220,6 +222,11 @@ class Scripts:
         return [getattr(self, name) for name in PRELUDES]
 
     async def load(self, redis: RedisClient) -> None:
+        """On Redis Cluster through the cluster client, on every primary (and each one
+        that joins later), since every script goes through it there."""
+        if isinstance(self.client, ClusterPipelinedRedis):
+            await self.client.load_scripts([script.script for script in self.all()])
+            return
         for script in self.all():
             sha = await redis.script_load(script.script)
             assert sha == script.sha
@@ -227,6 +234,8 @@ class Scripts:
     async def reload_missing(self, redis: RedisClient) -> int:
         """Loads the scripts Redis lost (a restart, SCRIPT FLUSH); returns how many.
         Not needed for correctness (Script falls back to EVAL), it spares bookings that."""
+        if isinstance(self.client, ClusterPipelinedRedis):
+            return await self.client.load_scripts([script.script for script in self.all()], only_missing=True)
         present = await redis.script_exists(*[s.sha for s in self.all()])
         missing = [script for script, there in zip(self.all(), present, strict=True) if not there]
         for script in missing:

@@ -15,6 +15,7 @@ from app.errors import WalletRefused
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import META_FILTER_SINCE, META_PARTITIONS, Keys
 from app.redis_client import RedisClient, command_errors, optional_text, text, text_map
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_pipe import PipelinedRedis
 from app.scripts import ScriptClient, Scripts
 from app.settings import WalletSettings
@@ -144,7 +145,7 @@ class Wallet:
         loading, or unreachable, would hold a redis-py read for its whole time-out), and an
         outage is logged once. With script_client = "redis-py", redis-py's."""
         client = self.script_client
-        if isinstance(client, PipelinedRedis):
+        if isinstance(client, (PipelinedRedis, ClusterPipelinedRedis)):
             try:
                 return await client.execute(*command)
             except ResponseError as exc:  # e.g. WRONGTYPE: the command ran and refused
