@@ -135,6 +135,8 @@ class ClusterPipelinedRedis:
         self.primaries: set[str] = set()  # the owners, as of the last full map
         self.mapping: asyncio.Future[None] | None = None  # the full map read in progress
         self.next_refresh = 0.0  # no full re-read before this (time.monotonic())
+        self.refresh_timer: asyncio.TimerHandle | None = None  # a re-read waiting for next_refresh
+        self.refresh_again = False  # the cluster changed while the running read was under way
         self.script_texts: list[str] = []  # load_scripts' scripts, loaded on each new primary too
         self.loading: dict[str, asyncio.Future[int]] = {}  # per node, a load in progress
         self._on_restart: Callable[[], None] | None = None
@@ -240,12 +242,27 @@ class ClusterPipelinedRedis:
             raise WalletUnavailable(f"no Redis Cluster slot map ({self.link.last_failure}); the call was not sent")
 
     def refresh_soon(self) -> None:
-        """One full map read in the background, unless one runs or ran just now."""
-        if self.mapping is None and time.monotonic() >= self.next_refresh and not self.closed:
+        """One full map read in the background: now, or when the last one is
+        REFRESH_INTERVAL_S old; after the one running if it may have read the cluster
+        before the change that asks for this one."""
+        if self.closed or self.refresh_timer is not None:
+            return
+        if self.mapping is not None:
+            self.refresh_again = True
+            return
+        delay = self.next_refresh - time.monotonic()
+        if delay > 0:
+            self.refresh_timer = asyncio.get_running_loop().call_later(delay, self.refresh_due)
+        else:
             self.start_mapping()
+
+    def refresh_due(self) -> None:
+        self.refresh_timer = None
+        self.refresh_soon()
 
     def start_mapping(self) -> None:
         self.next_refresh = time.monotonic() + REFRESH_INTERVAL_S
+        self.refresh_again = False
         mapping = self.mapping = asyncio.ensure_future(self.read_map())
 
         def done(future: asyncio.Future[None]) -> None:
@@ -254,6 +271,8 @@ class ClusterPipelinedRedis:
             if not future.cancelled() and future.exception() is not None:
                 self.link.last_failure = str(future.exception())
                 log.warning("Redis Cluster slot map not read again: %s", future.exception())
+            if self.refresh_again:
+                self.refresh_soon()
 
         mapping.add_done_callback(done)
 
@@ -371,6 +390,8 @@ class ClusterPipelinedRedis:
 
     async def aclose(self) -> None:
         self.closed = True
+        if self.refresh_timer is not None:
+            self.refresh_timer.cancel()
         for task in [self.mapping, *self.loading.values()]:
             if task is not None:
                 task.cancel()
