@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app import redis_durability
 from app.errors import ConnectionFailed, OutcomeUnknown
 from app.keys import Keys
 from app.redis_client import ClusterClient, command_errors, connect
@@ -120,3 +121,20 @@ async def test_runtime_uses_the_cluster_client(cluster_url: str, tmp_path: Path)
         assert isinstance(runtime.redis, RedisCluster)
         assert await runtime.redis.hget(Keys.meta(), "partitions") == str(settings.wallet.partitions)
 
+
+
+@pytest.mark.anyio
+async def test_durability_is_checked_on_every_node(cluster_url: str, redis_cluster: LocalCluster) -> None:
+    client = connect(cluster_url, RedisSettings(), cluster=True)
+    lax = redis_cluster.primaries[1]
+    try:
+        assert await redis_durability.problems(client) == []
+        with contextlib.closing(lax.client()) as direct:
+            direct.config_set("appendfsync", "everysec")
+            try:
+                assert await redis_durability.problems(client) == [
+                    f"node 127.0.0.1:{lax.port} (primary): appendfsync is 'everysec', needs 'always'"]
+            finally:
+                direct.config_set("appendfsync", "always")
+    finally:
+        await client.aclose()

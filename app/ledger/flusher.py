@@ -4,6 +4,14 @@ Per tick: XREADGROUP the partitions' new entries, at most read_max a read and
 batch_max in all -> insert them in one transaction (entry id unique, identical repeats
 skipped) -> commit -> XACK -> trim only acknowledged entries.
 It runs at its own pace (a tick), like uvicorn's main_loop, not per booking.
+
+On Redis Cluster every partition's stream is in a slot of its own, so one XREADGROUP
+of several streams is refused (CROSSSLOT): there each stream gets its own XREADGROUP,
+all of a window's in one pipeline, which redis-py's cluster client splits per primary
+and sends to them at once. The same entries are asked for as with one Redis (the
+window's fair share, at most read_max in all), so a primary builds no bigger replies.
+XREADGROUP is the one command whose keys redis-py cannot find without asking Redis
+(COMMAND GETKEYS, a round trip each): it is sent to the stream's primary by name.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from app.keys import Keys
@@ -33,6 +42,9 @@ RECOVERY_ROUNDS_MAX = 10_000
 DRAIN_ROUNDS_MAX = 100_000
 # 2**20 ticks is past any sane retry_backoff_max_ms; keeps the power small.
 BACKOFF_DOUBLINGS_MAX = 20
+# Consumer groups created per pipelined round trip (setup): Redis serves no other client
+# while it works through one client's pipeline.
+SETUP_CHUNK = 1000
 
 
 # A delivered stream message: its id and fields (None once XDEL/XTRIM removed it).
@@ -83,6 +95,11 @@ class FailureStreak:
         self.failures = 0
 
 
+def busy_group(error: Exception) -> bool:
+    """XGROUP CREATE's refusal of a group that exists: what setup() wants."""
+    return isinstance(error, ResponseError) and "BUSYGROUP" in str(error)
+
+
 def next_id(stream_id: str) -> str:
     ms, seq = stream_id.split("-")
     return f"{ms}-{int(seq) + 1}"
@@ -96,6 +113,7 @@ class Flusher:
     def __init__(self, redis: RedisClient, store: LedgerStore, keys: Keys, settings: FlusherSettings,
                  guard: ColdStart | None = None) -> None:
         self.redis = redis
+        self.cluster = redis if isinstance(redis, RedisCluster) else None  # one XREADGROUP per stream
         self.guard = guard  # run() idles while it refuses (drain(), for verify and tests, does not)
         self.store = store
         self.keys = keys
@@ -122,12 +140,40 @@ class Flusher:
         self.store_errors = 0
 
     async def setup(self) -> None:
-        for partition in range(self.keys.partitions):
-            try:
-                await self.redis.xgroup_create(self.keys.ledger(partition), GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        """Every partition's consumer group, pipelined (on a cluster, each on its primary)."""
+        for start in range(0, self.keys.partitions, SETUP_CHUNK):
+            creates = self.redis.pipeline(transaction=False)
+            for partition in range(start, min(start + SETUP_CHUNK, self.keys.partitions)):
+                creates.xgroup_create(self.keys.ledger(partition), GROUP, id="0", mkstream=True)
+            for reply in await creates.execute(raise_on_error=False):
+                if isinstance(reply, Exception) and not busy_group(reply):
+                    raise reply
+
+    async def read_stream(self, stream: str, start: str, count: int) -> list[StreamMessage]:
+        """One stream's entries after start ('>': never delivered; '0': pending to us)."""
+        if self.cluster is None:
+            return delivered(await self.redis.xreadgroup(GROUP, self.consumer, {stream: start}, count=count))
+        await self.cluster.initialize()  # the slot map, read once (and again after a failure)
+        reply = await self.cluster.execute_command(*self.xreadgroup_args(stream, start, count),
+                                                   target_nodes=self.cluster.get_node_from_key(stream))
+        return delivered(reply)
+
+    async def read_streams(self, streams: list[str], count: int) -> dict[str, list[StreamMessage]]:
+        """Up to count new entries of each stream; only the streams that had some."""
+        if self.cluster is None:  # one XREADGROUP: the commands, not the entries, were most of the CPU
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, dict.fromkeys(streams, ">"), count=count)
+            return dict(delivered_per_stream(reply))
+        await self.cluster.initialize()
+        reads = self.cluster.pipeline(transaction=False)
+        for stream in streams:
+            reads.execute_command(*self.xreadgroup_args(stream, ">", count),
+                                  target_nodes=self.cluster.get_node_from_key(stream))
+        replies = await reads.execute()
+        return {stream: messages for stream, reply in zip(streams, replies, strict=True)
+                if (messages := delivered(reply))}
+
+    def xreadgroup_args(self, stream: str, start: str, count: int) -> tuple[str | int, ...]:
+        return ("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", count, "STREAMS", stream, start)
 
     async def recover(self) -> None:
         """Re-read our own pending entries, then claim those of dead consumers."""
@@ -140,8 +186,7 @@ class Flusher:
         """Entries delivered to us but not acknowledged (a failed batch, a crash)."""
         stream = self.keys.ledger(partition)
         for _ in range(RECOVERY_ROUNDS_MAX):
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, {stream: "0"}, count=self.read_max)
-            messages = delivered(reply)
+            messages = await self.read_stream(stream, "0", self.read_max)
             if not messages:
                 return
             await self.store_batch(partition, messages)
@@ -227,10 +272,7 @@ class Flusher:
             await trims.execute()
 
     async def flush_partition(self, partition: int) -> int:
-        reply = await self.redis.xreadgroup(
-            GROUP, self.consumer, {self.keys.ledger(partition): ">"}, count=self.read_max
-        )
-        messages = delivered(reply)
+        messages = await self.read_stream(self.keys.ledger(partition), ">", self.read_max)
         if not messages:
             return 0
         return await self.store_batch(partition, messages)
@@ -285,8 +327,7 @@ class Flusher:
             count = min(room, self.read_max) // len(candidates)
             if count == 0:
                 break
-            reply = await self.redis.xreadgroup(GROUP, self.consumer, dict.fromkeys(candidates, ">"), count=count)
-            got = dict(delivered_per_stream(reply))
+            got = await self.read_streams(candidates, count)
             for stream, messages in got.items():
                 taken.setdefault(stream, []).extend(messages)
                 room -= len(messages)
