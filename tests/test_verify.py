@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from app.keys import Keys
+from app.ledger import open_store
 from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
@@ -130,7 +131,9 @@ TRANSFER_LEG = """
 local b = {acct = KEYS[1], seq_key = KEYS[2], ledger_key = KEYS[3], partition = ARGV[1], player = ARGV[2],
            source = 'transfer', ref = ARGV[3], now = now_ms()}
 local balance = tonumber(redis.call('HGET', KEYS[1], 'bal'))
-local code = book(b, balance, {{ARGV[4], tonumber(ARGV[5]), {'peer', ARGV[6], 'cur', 'EUR'}}}, nil)
+local extra = {'peer', ARGV[6], 'cur', 'EUR'}
+if ARGV[7] ~= '' then extra[#extra + 1] = 'akind'; extra[#extra + 1] = ARGV[7] end
+local code = book(b, balance, {{ARGV[4], tonumber(ARGV[5]), extra}}, nil)
 return code
 """
 
@@ -142,10 +145,25 @@ async def test_verify_pairs_transfer_legs_an_unpaired_credit_is_reported_a_debit
     script = read(LEDGER) + read(BOOK) + TRANSFER_LEG
     booking = [keys.account("a"), keys.seq(partition), keys.ledger(partition)]
     assert sync_redis.eval(script, 3, *booking, partition, "a", "player:a|w1", "transfer_out", -30,
-                           "agent:a17") == "OK"
+                           "agent:a17", "") == "OK"
     assert await run_verify(booked, settings) == []  # in flight: the agent's credit may come
     assert sync_redis.eval(script, 3, *booking, partition, "a", "agent:a17|d1", "transfer_in", 40,
-                           "agent:a17") == "OK"
+                           "agent:a17", "") == "OK"
     problems = await run_verify(booked, settings)
     assert problems == ["transfer agent:a17|d1: credited or reversed without a debit "
                         "(0 debit(s), 1 credit(s), 0 reversal(s))"]
+    # the agent's debit arrives (its own partition, its own account): the pair is settled, and the
+    # agent's entries are nobody's player entries (else: "player a17 ... not in Redis")
+    agent_partition = keys.partition("a17")
+    sync_redis.hset(keys.agent("a17"), mapping={"bal": 1_000, "cur": "EUR"})
+    assert sync_redis.eval(script, 3, keys.agent("a17"), keys.seq(agent_partition), keys.ledger(agent_partition),
+                           agent_partition, "a17", "agent:a17|d1", "transfer_out", -40, "player:a", "agent") == "OK"
+    assert await run_verify(booked, settings) == []
+    store = open_store(settings.storage_url)
+    try:
+        (stored,) = [e for e in store.read(agent_partition, 0, 100)
+                     if e.kind == "transfer_out" and e.player_id == "a17"]
+    finally:
+        store.close()
+    assert (stored.player_id, stored.account_kind, stored.counterparty, stored.amount_minor) == (
+        "a17", "agent", "player:a", -40)
