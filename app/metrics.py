@@ -58,6 +58,7 @@ REFUSALS = "walletd_callback_refusals"
 IN_FLIGHT = "walletd_callbacks_in_flight"
 PENDING = "walletd_redis_script_client_pending"
 RECONNECTS = "walletd_redis_script_client_reconnects"
+REDIRECTS = "walletd_redis_cluster_redirects"
 STORE_ERRORS = "walletd_ledger_store_errors"
 STORED = "walletd_flusher_entries_stored"
 BACKLOG = "walletd_ledger_backlog_entries"
@@ -110,6 +111,8 @@ class Definitions:
                              multiprocess_mode="livesum", registry=registry)
         self.reconnects = Counter(RECONNECTS, "New connections of the pipelined script client after its first",
                                   registry=registry)
+        self.redirects = Counter(REDIRECTS, "Script calls Redis Cluster did not run where they were sent, followed: "
+                                 "MOVED and ASK redirects, TRYAGAIN/CLUSTERDOWN retries", ["kind"], registry=registry)
         self.store_errors = Counter(STORE_ERRORS, "Ledger store failures: flusher batches not stored, OIA lookups "
                                     "failed", ["source"], registry=registry)
         self.stored = Counter(STORED, "Ledger entries the flusher added to the ledger store", registry=registry)

@@ -43,6 +43,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from binascii import crc_hqx
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,7 +81,17 @@ SCRIPT_COMMANDS = ("EVALSHA", "EVAL", "evalsha", "eval")
 
 
 def slot_of(key: Any) -> int:
-    return key_slot(key.encode() if isinstance(key, str) else bytes(key))
+    """redis.crc.key_slot on the text itself (once per call: no bytes copy of the whole
+    key). UTF-8 never encodes other characters with the bytes of { and }, so the tag
+    between the first { and the next } is the same in the text and in its bytes."""
+    if type(key) is not str:
+        return key_slot(bytes(key))
+    start = key.find("{")
+    if start > -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            key = key[start + 1:end]
+    return crc_hqx(key.encode(), 0) % SLOTS
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -150,7 +161,20 @@ class ClusterPipelinedRedis:
     async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any]) -> Any:
         """EVALSHA with its constant start encoded (app/redis_pipe.evalsha_head); routed by
         KEYS[1], the first of keys_and_args (every walletd script has at least one key)."""
-        return await self.call(slot_of(keys_and_args[0]), lambda node: node.evalsha_encoded(head, keys_and_args))
+        slot = slot_of(keys_and_args[0])
+        owners = self.owners
+        if not owners:
+            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args))
+        # The common case inline (one coroutine frame less per call than call()'s).
+        address = owners[slot]
+        node = self.nodes.get(address) or self.node(address)
+        try:
+            return await node.evalsha_encoded(head, keys_and_args)
+        except ClusterRefusal as refusal:
+            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args), address, refusal)
+        except (NoScriptError, WalletUnavailable) as exc:
+            self.failed(address, node, exc)
+            raise
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
@@ -168,14 +192,24 @@ class ClusterPipelinedRedis:
             key = args[1]
         return await self.call(slot_of(key), lambda node: node.execute(*args))
 
-    async def call(self, slot: int, send: Callable[[PipelinedRedis], Awaitable[Any]]) -> Any:
-        """send(node) on the slot's primary, following what says it did not run there."""
+    async def call(self, slot: int, send: Callable[[PipelinedRedis], Awaitable[Any]], address: str = "",
+                   refused: ClusterRefusal | None = None) -> Any:
+        """send(node) on the slot's primary, following what says it did not run there
+        (refused: the first attempt, on address, was refused so)."""
         if not self.owners:
             await self.first_map()
-        address, asking = self.owners[slot], False
+        address, asking = address or self.owners[slot], False
         deadline = time.monotonic() + wait_left_s(self.timeout_s)
         redirects = retries = 0
         while True:
+            if refused is not None:
+                redirected = refused.kind in ("MOVED", "ASK")
+                redirects, retries = redirects + redirected, retries + (not redirected)
+                if redirects > REDIRECTS_MAX or retries > RETRIES_MAX or time.monotonic() >= deadline:
+                    raise WalletUnavailable(f"Redis Cluster did not run the call on slot {slot} ({refused.kind} "
+                                            f"{refused.address}, {redirects} redirects, {retries} retries: too many "
+                                            "or past the call's deadline); it was not sent again") from refused
+                address, asking = await self.follow(slot, address, refused, deadline)
             node = self.node(address)
             try:
                 if asking:
@@ -185,20 +219,17 @@ class ClusterPipelinedRedis:
                     node_connection.send(ASKING).add_done_callback(retrieve)  # its OK is not awaited
                 return await send(node)
             except ClusterRefusal as refusal:
-                redirected = refusal.kind in ("MOVED", "ASK")
-                redirects, retries = redirects + redirected, retries + (not redirected)
-                if redirects > REDIRECTS_MAX or retries > RETRIES_MAX or time.monotonic() >= deadline:
-                    raise WalletUnavailable(f"Redis Cluster did not run the call on slot {slot} ({refusal.kind} "
-                                            f"{refusal.address}, {redirects} redirects, {retries} retries: too many "
-                                            "or past the call's deadline); it was not sent again") from refusal
-                address, asking = await self.follow(slot, address, refusal, deadline)
-            except NoScriptError:
-                self.load_soon(address)  # this node lost its scripts (restarted); the caller EVALs
+                refused = refusal
+            except (NoScriptError, WalletUnavailable) as exc:
+                self.failed(address, node, exc)
                 raise
-            except WalletUnavailable:
-                if node.link.down:
-                    self.refresh_soon()  # unreachable: a replica may have taken its slots
-                raise
+
+    def failed(self, address: str, node: PipelinedRedis, exc: Exception) -> None:
+        """What a call's failure other than a cluster's refusal starts (the caller re-raises it)."""
+        if isinstance(exc, NoScriptError):
+            self.load_soon(address)  # this node lost its scripts (restarted); the caller EVALs
+        elif isinstance(exc, WalletUnavailable) and node.link.down:
+            self.refresh_soon()  # unreachable: a replica may have taken its slots
 
     async def follow(self, slot: int, address: str, refusal: ClusterRefusal, deadline: float) -> tuple[str, bool]:
         """Where to send a refused call next, and whether ASKING must precede it."""
@@ -383,7 +414,10 @@ class ClusterPipelinedRedis:
 
     @property
     def connects(self) -> int:
-        return sum(node.connects for node in self.nodes.values())
+        """As PipelinedRedis's (app/metrics.py counts all but the first as reconnects): the
+        first connection of each node counts once in all, every later one of any node counts."""
+        connects = [node.connects for node in self.nodes.values() if node.connects]
+        return 1 + sum(connects) - len(connects) if connects else 0
 
     def pending(self) -> int:
         return sum(node.pending() for node in self.nodes.values())

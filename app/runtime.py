@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from pathlib import Path
 from types import TracebackType
 
@@ -144,6 +145,10 @@ class Runtime:
             client = self.script_client
             exported.gauge(defined.pending, client.pending)
             exported.total(defined.reconnects, lambda: max(0, client.connects - 1))
+        if isinstance(self.script_client, ClusterPipelinedRedis):
+            redirects = self.script_client.redirects
+            for kind in redirects:
+                exported.total(defined.redirects.labels(kind), functools.partial(redirects.__getitem__, kind))
         if self.serving:
             exported.total(defined.store_errors.labels(metrics.LOOKUP), lambda: self.store_reader.errors)
         if self.flusher is not None:

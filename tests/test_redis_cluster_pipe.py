@@ -19,11 +19,16 @@ import redis
 
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.keys import Keys
-from app.redis_cluster_pipe import ClusterPipelinedRedis, node_url
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_link import CALL_DEADLINE_MS
 from app.redis_pipe import ClusterRefusal, PipelinedRedis
+from app.runtime import Runtime
 from app.scripts import Script, Scripts
+from app.settings import Settings
+from tests.cluster_walletd import Placement, account_on
+from tests.oia_calls import call, change, new_session
 from tests.redis_cluster import LocalCluster, local_cluster, slot_of
+from tests.support import OPERATOR, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -160,14 +165,6 @@ async def test_standalone_client_on_a_cluster_node_refuses_redirects_unrun(redis
     finally:
         await pipe.aclose()
     assert balance_on(redis_cluster, partition) == 0
-
-
-def test_node_urls_keep_credentials_and_tls_options() -> None:
-    assert node_url("rediss://u:p%40ss@seed:7000/0?ssl_ca_certs=/ca.pem", "10.0.0.2:7001") == \
-        "rediss://u:p%40ss@10.0.0.2:7001/0?ssl_ca_certs=/ca.pem"
-    assert node_url("redis://seed:7000", "::1:7002") == "redis://[::1]:7002"
-    with pytest.raises(ValueError, match="db 0"):
-        ClusterPipelinedRedis("redis://seed:7000/3", 1, 1)
 
 
 async def test_a_moved_slot_is_followed_and_the_map_refreshed(tmp_path: Path) -> None:
@@ -357,3 +354,31 @@ async def test_a_password_protected_cluster(tmp_path: Path) -> None:
         with contextlib.closing(bare), pytest.raises(redis.AuthenticationError):
             bare.ping()
 
+
+
+async def test_the_app_books_through_the_cluster_client_on_every_primary(
+        redis_cluster: LocalCluster, cluster_url: str, settings: Settings) -> None:
+    """walletd in process on the session cluster (cluster mode detected): its scripts go
+    through the cluster client, for the server and for a command (create_player), and
+    OIA bookings of players on each primary land on that primary, counted exactly."""
+    settings.redis.url = cluster_url
+    placement = Placement(redis_cluster)
+    players = placement.spread(2, "cp")
+    async with Runtime(settings, cluster_url) as command:  # a command's Runtime: scripts through it too
+        assert isinstance(command.script_client, ClusterPipelinedRedis)
+        for node_players in players.values():
+            for player in node_players:
+                await command.wallet.create_player(player, "EUR", 10_000, "DE", "en", "P", [], operator_id=OPERATOR)
+    async with serving(settings) as client:
+        bets = 3
+        for node, node_players in players.items():
+            for player in node_players:
+                token = await new_session(client, player)
+                answers = await asyncio.gather(*(call(client, "changebalance", change(player, tx, token=token))
+                                                 for tx in range(bets)))
+                assert [a["status"] for a in answers] == ["OK"] * bets
+                again = await call(client, "changebalance", change(player, 0, token=token))  # a retry: no 2nd booking
+                assert again["status"] == "OK"
+                assert account_on(node, player)["bal"] == str(10_000 - 100 * bets)
+        scrape = await client.get("/metrics")
+    assert 'walletd_redis_cluster_redirects_total{kind="moved"} 0.0' in scrape.text
