@@ -4,11 +4,12 @@ An answered booking must survive a crash: that needs the AOF on, fsynced before
 every reply, and no key ever evicted (an evicted account or ledger stream is
 money lost). See README "Durability".
 
-On Redis Cluster every node is asked, primaries and replicas (a replica becomes the
-primary of its slots at a failover, with its own settings), each problem naming its
-node. A node that cannot be reached is skipped with a warning rather than refusing
-the start: its partitions are refused anyway while it is down, and refusing the start
-would stop every other primary's partitions too.
+On Redis Cluster every node CLUSTER NODES lists is asked, primaries and replicas (a
+replica becomes the primary of its slots at a failover, with its own settings; CLUSTER
+SLOTS, redis-py's node list, leaves out a replica that has not synced yet), each problem
+naming its node. A node that cannot be reached is skipped with a warning rather than
+refusing the start: its partitions are refused anyway while it is down, and refusing
+the start would stop every other primary's partitions too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger("walletd.redis")
 REQUIRED = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
 
 
+# CLUSTER NODES flags of a node that is not to be asked: failed, no address, joining.
+UNREACHABLE_FLAGS = {"fail", "noaddr", "handshake"}
 # CONFIG GET of one parameter on one server: {parameter: value}.
 ConfigGet = Callable[[str], Awaitable[Mapping[str | None, str | None]]]
 
@@ -44,24 +47,36 @@ async def problems(redis: RedisClient) -> list[str]:
 
 async def cluster_problems(redis: RedisCluster) -> list[str]:
     """Every node's problems, each prefixed with the node's address and role."""
-    await redis.initialize()  # the nodes, from CLUSTER SLOTS
+    listed = await redis.cluster_nodes()  # address -> its fields
     wrong: list[str] = []
-    for node in sorted(redis.get_nodes(), key=lambda n: n.name):
+    for address, fields in sorted(listed.items()):
+        flags = str(fields["flags"])
+        role = "replica" if "slave" in flags.split(",") else "primary"
         try:
-            found = await settings_problems(on_node(redis, node))
+            found = await node_problems(redis, address, flags)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("Redis Cluster node %s (%s) cannot be reached to check its durability settings (%s); "
-                        "checked at the next start", node.name, node.server_type, exc)
+                        "checked at the next start", address, role, exc)
             continue
-        wrong += [f"node {node.name} ({node.server_type}): {problem}" for problem in found]
+        wrong += [f"node {address} ({role}): {problem}" for problem in found]
     return wrong
 
 
-def on_node(redis: RedisCluster, node: ClusterNode) -> ConfigGet:
-    async def config_get(name: str) -> Mapping[str | None, str | None]:
-        return await redis.config_get(name, target_nodes=node)
+async def node_problems(redis: RedisCluster, address: str, flags: str) -> list[str]:
+    """One node's problems, asked on a connection of its own (closed after)."""
+    if UNREACHABLE_FLAGS & set(flags.split(",")):
+        raise RedisConnectionError(f"the cluster marks it {flags}")
+    host, _, port = address.rpartition(":")
+    node = ClusterNode(host, int(port), **redis.connection_kwargs)
 
-    return config_get
+    async def config_get(name: str) -> Mapping[str | None, str | None]:
+        reply: Mapping[str | None, str | None] = await node.execute_command("CONFIG GET", name)
+        return reply
+
+    try:
+        return await settings_problems(config_get)
+    finally:
+        await node.disconnect()
 
 
 async def settings_problems(config_get: ConfigGet) -> list[str]:
