@@ -54,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--operator", default=starter_config.DEFAULT_OPERATOR, help="the operator id to configure")
     init.add_argument("--force", action="store_true", help="replace an existing file")
     commands.add_parser("serve", parents=[common], help="HTTP server and flusher")
-    commands.add_parser("flush", parents=[common], help="run the flusher alone")
+    flush_command = commands.add_parser("flush", parents=[common], help="run the flusher alone")
+    flush_command.add_argument("--reconcile-only", action="store_true",
+                               help="only the StarGame reconciler (serve's child when flusher.enabled = false)")
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
     commands.add_parser("rebuild", parents=[common], help="restore a Redis that lost its data from the ledger store")
     commands.add_parser("migrate", parents=[common], help="apply the ledger store's schema migrations, alone")
@@ -223,7 +225,7 @@ def session_new(args: argparse.Namespace, settings: Settings) -> Callable[[Runti
     return work
 
 
-def flush(settings: Settings, config_path: str | None) -> int:
+def flush(settings: Settings, config_path: str | None, reconcile_only: bool = False) -> int:
     # Draining may lag; a callback may not: the server process(es) and Redis win the CPU.
     os.nice(settings.flusher.nice)
 
@@ -242,7 +244,9 @@ def flush(settings: Settings, config_path: str | None) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop)
-        await asyncio.gather(flusher.run(), reconciler.run())
+        # reconcile_only: another instance stores the ledger (README "Scaling out"), but
+        # only this one can settle the notes in its own data_dir's journal.
+        await asyncio.gather(*([] if reconcile_only else [flusher.run()]), reconciler.run())
         return 0
 
     return with_runtime(settings, work, ledger=True, config_path=config_path)
@@ -347,7 +351,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return serve.serve(settings, config_path)
     if args.command == "flush":
-        return flush(settings, config_path)
+        return flush(settings, config_path, args.reconcile_only)
     if args.command == "verify":
         return run_verify(settings, config_path)
     if args.command == "rebuild":

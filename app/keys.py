@@ -147,6 +147,11 @@ class Keys:
     def meta() -> str:
         return f"{PREFIX}:meta"
 
+    @staticmethod
+    def consumer_lease(consumer: str) -> str:
+        """Which instance's flusher reads under this consumer name (app/ledger/consumers.py)."""
+        return f"{PREFIX}:consumer:{consumer}"
+
 
 # Fields of the meta hash: since when (unix s) every OIA booking is in the late-retry
 # filter, and the filter layout ("<generation_s>:<bits>") those bits were set with.

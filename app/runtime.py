@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from app import metrics, settings as config
 from app.ledger import LedgerStore, open_store
+from app.ledger.consumers import Lease, consumer_name
 from app.ledger.flusher import Flusher
 from app.ledger.guard import ColdStart
 from app.protocols.oia.wallet import OiaWallet, StoreReader
@@ -132,7 +133,10 @@ class Runtime:
     def build_ledger(self) -> None:
         store = self.store = open_store(self.settings.storage_url)
         self.parts.callback(store.close)
-        flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher, self.guard)
+        # This instance's consumer name, held by a lease while its flusher runs (README "Scaling out").
+        consumer = consumer_name(self.settings)
+        flusher = self.flusher = Flusher(self.redis, store, self.wallet.keys, self.settings.flusher, self.guard,
+                                         consumer=consumer, lease=Lease(self.redis, consumer, self.settings.data_path))
         self.parts.callback(flusher.close)
         # The reconciler lives with the flusher: one per deployment's data_dir.
         self.reconciler = Reconciler(self.wallet.scripts, self.wallet.keys, self.settings.stargame,

@@ -76,8 +76,20 @@ async def preflight(settings: Settings, url: str) -> None:
         # A Redis behind the ledger store is no start-up failure: the server starts and
         # refuses every callback until `walletd rebuild` has restored it (app/ledger/guard.py).
         await runtime.start()
+        await check_consumer(runtime)
     finally:
         await runtime.close()
+
+
+async def check_consumer(runtime: Runtime) -> None:
+    """Another instance sharing this Redis holds our flusher's consumer name: refused
+    (app/ledger/consumers.py). Only read: the flusher takes the lease once it may write."""
+    flusher = runtime.flusher
+    if not runtime.settings.flusher.enabled or flusher is None or flusher.lease is None:
+        return
+    holder = await flusher.lease.holder()
+    if holder is not None:
+        raise RuntimeError(flusher.lease.refusal(holder))
 
 
 def run_http(settings: Settings, config_path: str | None, url: str) -> None:
@@ -108,10 +120,11 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
         os.environ[config.ENV_CONFIG] = str(Path(config_path).resolve())
     # The flusher and the StarGame reconciler run in one supervised `walletd flush`
     # process, whatever the number of workers: in the request process they took
-    # its GIL and event loop from the callbacks (README "Benchmarks").
-    flusher = FlushProcess() if settings.flusher.enabled else None
-    if flusher is not None:
-        flusher.start()  # supervised: restarted whenever it dies, stopped after the HTTP server
+    # its GIL and event loop from the callbacks (README "Benchmarks"). With
+    # flusher.enabled = false (another instance stores the ledger) it runs the reconciler
+    # alone: this instance's journal, under its data_dir, is settled by no one else.
+    flusher = FlushProcess(reconcile_only=not settings.flusher.enabled)
+    flusher.start()  # supervised: restarted whenever it dies, stopped after the HTTP server
     try:
         if settings.server.workers == 1:
             served = msgspec.structs.replace(settings, flusher=msgspec.structs.replace(settings.flusher, enabled=False))
@@ -124,8 +137,7 @@ def run_http(settings: Settings, config_path: str | None, url: str) -> None:
                                f"did not start (the reason is logged above)") from None
         raise
     finally:
-        if flusher is not None:
-            flusher.stop()
+        flusher.stop()
 
 
 def check_admin_port(settings: Settings) -> None:

@@ -26,7 +26,9 @@ STOP_TIMEOUT_S = 30.0
 
 
 class FlushProcess:
-    def __init__(self) -> None:
+    def __init__(self, reconcile_only: bool = False) -> None:
+        # flusher.enabled = false: the child runs the StarGame reconciler alone.
+        self.reconcile_only = reconcile_only
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # between stop() and a restart
@@ -38,12 +40,13 @@ class FlushProcess:
         self.supervisor = threading.Thread(target=self.watch, name="flush-supervisor", daemon=True)
         self.supervisor.start()
 
-    @staticmethod
-    def launch() -> subprocess.Popen[bytes]:
+    def launch(self) -> subprocess.Popen[bytes]:
         # Own session: serve stops it (SIGTERM) after the workers, not a Ctrl-C; and it
         # gets SIGTERM if serve itself dies, so no orphan flusher outlives it. The same
         # `app` as serve's, whatever folder serve was started from (app/spawn.py).
-        return subprocess.Popen(spawn.command("app.cli", "flush"), env=spawn.environment(), start_new_session=True,
+        options = ["--reconcile-only"] if self.reconcile_only else []
+        return subprocess.Popen(spawn.command("app.cli", "flush", *options), env=spawn.environment(),
+                                start_new_session=True,
                                 preexec_fn=die_with_parent_preexec())  # noqa: PLW1509 - see redis_server
 
     def watch(self) -> None:

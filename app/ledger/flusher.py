@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, LedgerStore, from_stream
+from app.ledger.consumers import LEASE_RENEW_S, Lease, prune
 from app.ledger.guard import ColdStart
 from app.redis_client import RedisClient
 from app.settings import FlusherSettings
@@ -45,6 +46,12 @@ BACKOFF_DOUBLINGS_MAX = 20
 # Consumer groups created per pipelined round trip (setup): Redis serves no other client
 # while it works through one client's pipeline.
 SETUP_CHUNK = 1000
+# Consumers of instances gone for good are looked for this often (app/ledger/consumers.py):
+# an XINFO per partition, rare enough to cost nothing; a replaced instance's name leaves
+# the group within DEAD_CONSUMER_IDLE_MS and one interval of its last read.
+PRUNE_INTERVAL_S = 600.0
+# While another instance holds our consumer name, look again this often.
+LEASE_WAIT_S = 5.0
 
 
 # A delivered stream message: its id and fields (None once XDEL/XTRIM removed it).
@@ -111,14 +118,17 @@ def older(a: str, b: str) -> str:
 
 class Flusher:
     def __init__(self, redis: RedisClient, store: LedgerStore, keys: Keys, settings: FlusherSettings,
-                 guard: ColdStart | None = None) -> None:
+                 guard: ColdStart | None = None, *, consumer: str = "", lease: Lease | None = None) -> None:
         self.redis = redis
         self.cluster = redis if isinstance(redis, RedisCluster) else None  # one XREADGROUP per stream
         self.guard = guard  # run() idles while it refuses (drain(), for verify and tests, does not)
         self.store = store
         self.keys = keys
         self.settings = settings
-        self.consumer = settings.consumer or f"flusher-{socket.gethostname()}"
+        # This instance's own name (app/ledger/consumers.py consumer_name), held by the lease
+        # while run() runs; a bare Flusher (tests, a tool) falls back to the configured one.
+        self.consumer = consumer or settings.consumer or f"flusher-{socket.gethostname()}"
+        self.lease = lease
         # SQLite commits fsync: keep them off the event loop, one at a time.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-store")
         self.partition_of = {keys.ledger(partition): partition for partition in range(keys.partitions)}
@@ -134,6 +144,8 @@ class Flusher:
         self.ahead: tuple[list[tuple[int, list[StreamMessage]]], bool] | None = None
         self.should_exit = False
         self.wake = asyncio.Event()  # set by request_exit: ends a pause at once
+        self.lease_due_s = 0.0  # when run() renews the lease next
+        self.lease_refused = False  # another instance holds our name (logged once per spell)
         # Counted for the metrics (app/metrics.py): entries committed, and batches the store
         # failed to take (each stays pending and is retried).
         self.entries_stored = 0
@@ -347,11 +359,20 @@ class Flusher:
             await asyncio.wait_for(self.wake.wait(), seconds)
 
     async def run(self) -> None:
-        """Tick until asked to exit. Any failure (store locked or down, Redis down)
-        leaves the batch pending to us: the next try re-reads it first."""
+        """Tick until asked to exit, then free the consumer name."""
+        try:
+            await self.ticks()
+        finally:
+            if self.lease is not None:
+                with contextlib.suppress(Exception):  # Redis gone: it lapses by itself
+                    await self.lease.release()
+
+    async def ticks(self) -> None:
+        """Any failure (store locked or down, Redis down) leaves the batch pending to us:
+        the next try re-reads it first."""
         streak = FailureStreak()
         recovered = started = False
-        next_claim_s = 0.0
+        next_claim_s = next_prune_s = 0.0
         while not self.should_exit:
             if self.guard is not None and self.guard.refusal:
                 # Redis is behind the store (or being rebuilt): its streams are not to be
@@ -366,6 +387,10 @@ class Flusher:
                     await self.guard.check()
                     if self.guard.refusal:
                         continue
+                if not await self.keep_lease(renew=not recovered):
+                    recovered = False  # another instance may have stored our pending entries
+                    await self.pause(LEASE_WAIT_S)
+                    continue
                 if not recovered:
                     await self.setup()
                     await self.recover()
@@ -376,6 +401,9 @@ class Flusher:
                 elif time.monotonic() >= next_claim_s:
                     await self.claim_all()
                     next_claim_s = time.monotonic() + self.settings.claim_interval_ms / 1000
+                    if time.monotonic() >= next_prune_s:
+                        await prune(self.redis, list(self.partition_of), GROUP, self.consumer)
+                        next_prune_s = time.monotonic() + PRUNE_INTERVAL_S
                 _, full = await self.tick()
             except Exception as exc:  # noqa: BLE001 - any failure is retried, never fatal
                 recovered = False
@@ -384,6 +412,23 @@ class Flusher:
             streak.succeeded()
             if not full:
                 await self.pause(self.settings.tick_ms / 1000)
+
+    async def keep_lease(self, renew: bool) -> bool:
+        """Whether our consumer name is ours (app/ledger/consumers.py): the lease taken or
+        renewed when due (or renew), else the last answer stands. One ERROR line when
+        another instance holds it, one INFO line when it is ours again."""
+        lease = self.lease
+        if lease is None:
+            return True
+        if renew or time.monotonic() >= self.lease_due_s:
+            holder = await lease.hold()
+            self.lease_due_s = time.monotonic() + LEASE_RENEW_S
+            if holder is not None and not self.lease_refused:
+                log.error("%s; this flusher stores nothing until it is free", lease.refusal(holder))
+            elif holder is None and self.lease_refused:
+                log.info("flusher consumer %r is this instance's again: flushing", self.consumer)
+            self.lease_refused = holder is not None
+        return not self.lease_refused
 
     async def drain(self) -> int:
         """Flush until every stream is empty of new entries (for verify and tests)."""
