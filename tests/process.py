@@ -21,9 +21,9 @@ REFUSAL_TIMEOUT_S = 20.0  # a refused start takes a second; past this it did not
 
 def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, redis_extra: str = "",
                  storage_url: str = "", data_dir: Path | None = None, extra: str = "", workers: int = 1,
-                 server_extra: str = "", admin_extra: str = "") -> Path:
+                 server_extra: str = "", admin_extra: str = "", flusher_extra: str = "") -> Path:
     """extra: more TOML, appended (sections this function does not write); server_extra,
-    admin_extra: more keys of [server], [admin]."""
+    admin_extra, flusher_extra: more keys of [server], [admin], [flusher]."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "walletd.toml"
     config.write_text(
@@ -32,7 +32,7 @@ def write_config(directory: Path, port: int, redis_url: str, budget_ms: int, red
         f'[redis]\nurl = "{redis_url}"\n{redis_extra}'
         f'[storage]\nurl = "{storage_url or "sqlite:///" + str(directory / "ledger.db")}"\n'
         f"[stargame]\nbudget_ms = {budget_ms}\n"
-        f"[flusher]\ntick_ms = 20\n"
+        f"[flusher]\ntick_ms = 20\n{flusher_extra}"
         f'[[oia.operators]]\nid = "{OPERATOR}"\nsecret_key = "{SECRET}"\n'
         f'[admin]\ntoken = "{ADMIN_TOKEN}"\n{admin_extra}{extra}'
     )

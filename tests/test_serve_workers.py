@@ -11,28 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.instances import flush_children
 from tests.process import Server, walletd
 
 pytestmark = pytest.mark.slow
 
 RESTART_WAIT_S = 15.0
-
-
-def flush_children(parent: int) -> list[int]:
-    """Pids of the `walletd flush` processes whose parent is parent."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"app.cli" in cmdline and b"flush" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def wait_for(condition: object, timeout_s: float) -> bool:
