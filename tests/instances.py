@@ -19,6 +19,7 @@ import redis
 
 from app.keys import Keys
 from app.ledger.consumers import consumer_name
+from app.ledger.flusher import GROUP
 from app.settings import Settings
 from tests.oia_calls import call, change, new_session
 from tests.process import Server, walletd
@@ -151,10 +152,29 @@ async def load(servers: list[Server], tokens: dict[str, str], seconds: float,
     return promised
 
 
-def seq_counters(redis_url: str, partitions: int) -> dict[int, int]:
+def open_redis(redis_url: str, cluster: bool) -> redis.Redis | redis.RedisCluster:
+    """redis-py for the test's own reads: its cluster client on a Redis Cluster."""
+    if cluster:
+        return redis.RedisCluster.from_url(redis_url, decode_responses=True)
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def seq_counters(redis_url: str, partitions: int, cluster: bool = False) -> dict[int, int]:
     keys = Keys(partitions)
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+    with open_redis(redis_url, cluster) as client:
         return {p: int(client.get(keys.seq(p)) or 0) for p in range(partitions)}
+
+
+def consumers(redis_url: str, partitions: int, cluster: bool = False) -> dict[str, int]:
+    """Consumer name -> entries pending to it, over every partition's group."""
+    keys = Keys(partitions)
+    found: dict[str, int] = defaultdict(int)
+    with open_redis(redis_url, cluster) as client:
+        for partition in range(partitions):
+            if client.exists(keys.ledger(partition)):
+                for consumer in client.xinfo_consumers(keys.ledger(partition), GROUP):
+                    found[consumer["name"]] += consumer["pending"]
+    return dict(found)
 
 
 def stored_rows(storage_url: str) -> list[tuple[int, int, str, str, int, int]]:
@@ -164,14 +184,14 @@ def stored_rows(storage_url: str) -> list[tuple[int, int, str, str, int, int]]:
                           "FROM ledger ORDER BY partition, seq").fetchall()
 
 
-def all_stored(redis_url: str, storage_url: str, partitions: int) -> bool:
-    return len(stored_rows(storage_url)) == sum(seq_counters(redis_url, partitions).values())
+def all_stored(redis_url: str, storage_url: str, partitions: int, cluster: bool = False) -> bool:
+    return len(stored_rows(storage_url)) == sum(seq_counters(redis_url, partitions, cluster).values())
 
 
-def assert_exactly_once(redis_url: str, storage_url: str, partitions: int) -> None:
+def assert_exactly_once(redis_url: str, storage_url: str, partitions: int, cluster: bool = False) -> None:
     """Each entry Redis counted is in the store once: per partition seqs 1..counter."""
     rows = stored_rows(storage_url)
-    for partition, counter in seq_counters(redis_url, partitions).items():
+    for partition, counter in seq_counters(redis_url, partitions, cluster).items():
         assert [seq for p, seq, *_ in rows if p == partition] == list(range(1, counter + 1)), partition
 
 

@@ -17,9 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import redis
 
-from app.ledger.flusher import GROUP
 from app.protocols.stargame.journal import Journal, Note, directory_of, journal_files
 from app.settings import WalletSettings
 from tests.instances import (
@@ -29,6 +27,7 @@ from tests.instances import (
     assert_promises_kept,
     balances_now,
     consumer_of,
+    consumers as consumers_of,
     create_players,
     flush_child_cmdline,
     flush_children,
@@ -68,22 +67,24 @@ def stored_by(server: Server) -> float:
     return sum(named(scraped, "walletd_flusher_entries_stored_total").values())
 
 
-def consumers(redis_url: str) -> dict[str, int]:
-    """Consumer name -> entries pending to it, over every partition's group."""
-    found: Counter[str] = Counter()
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        for partition in range(PARTITIONS):
-            stream = f"w:{{p{partition}}}:ledger"
-            if client.exists(stream):
-                for consumer in client.xinfo_consumers(stream, GROUP):
-                    found[consumer["name"]] += consumer["pending"]
-    return dict(found)
+def consumers(redis_url: str, cluster: bool = False) -> dict[str, int]:
+    return consumers_of(redis_url, PARTITIONS, cluster)
 
 
 async def test_two_instances_share_the_flusher_work_and_store_every_entry_once(
     tmp_path: Path, shared_redis: PrivateRedis, postgresql_url: str
 ) -> None:
-    url = shared_redis.admin_url
+    await two_instances_share_the_flusher_work(tmp_path, shared_redis.admin_url, postgresql_url, cluster=False)
+
+
+async def test_two_instances_on_a_cluster_share_the_flusher_work_and_store_every_entry_once(
+    tmp_path: Path, cluster_url: str, postgresql_url: str
+) -> None:
+    """The same on the three-primary cluster: every partition's stream on its own node."""
+    await two_instances_share_the_flusher_work(tmp_path, cluster_url, postgresql_url, cluster=True)
+
+
+async def two_instances_share_the_flusher_work(tmp_path: Path, url: str, postgresql_url: str, cluster: bool) -> None:
     a, b = (instance(tmp_path, name, url, postgresql_url) for name in ("a", "b"))
     a.start()
     b.start()
@@ -92,28 +93,38 @@ async def test_two_instances_share_the_flusher_work_and_store_every_entry_once(
         async with httpx.AsyncClient(base_url=b.base_url) as client:
             tokens = await sessions(client)
         promised = await load([a, b], tokens, LOAD_S)
-        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS), WAIT_S)
+        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS, cluster), WAIT_S)
         by_a, by_b = stored_by(a), stored_by(b)
         async with httpx.AsyncClient(base_url=a.base_url) as client:
             balances = await balances_now(client)
-        names = set(consumers(url))
+        names = set(consumers(url, cluster))
     finally:
         a.stop()
         b.stop()
     assert set(promised.per_instance) == {a.base_url, b.base_url} and promised.total() > 100
     assert by_a > 0 and by_b > 0, "one flusher did all the work"
     assert names == {consumer_of(a), consumer_of(b)}  # one stable name each, no other
-    assert_exactly_once(url, postgresql_url, PARTITIONS)
+    assert_exactly_once(url, postgresql_url, PARTITIONS, cluster)
     assert_promises_kept(promised, postgresql_url, balances)
     check = walletd(a.config, "verify", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    print(f"\ntwo instances: {promised.total()} bookings answered, stored by a {by_a:.0f}, by b {by_b:.0f}")
+    print(f"\ntwo instances{' on a cluster' if cluster else ''}: {promised.total()} bookings answered, "
+          f"stored by a {by_a:.0f}, by b {by_b:.0f}")
 
 
 async def test_a_killed_instances_pending_entries_are_claimed_by_the_other(
     tmp_path: Path, shared_redis: PrivateRedis, postgresql_url: str
 ) -> None:
-    url = shared_redis.admin_url
+    await killed_instances_entries_claimed(tmp_path, shared_redis.admin_url, postgresql_url, cluster=False)
+
+
+async def test_on_a_cluster_a_killed_instances_pending_entries_are_claimed_by_the_other(
+    tmp_path: Path, cluster_url: str, postgresql_url: str
+) -> None:
+    await killed_instances_entries_claimed(tmp_path, cluster_url, postgresql_url, cluster=True)
+
+
+async def killed_instances_entries_claimed(tmp_path: Path, url: str, postgresql_url: str, cluster: bool) -> None:
     a, b = (instance(tmp_path, name, url, postgresql_url, CLAIMS) for name in ("a", "b"))
     a.start()
     b.start()
@@ -121,14 +132,14 @@ async def test_a_killed_instances_pending_entries_are_claimed_by_the_other(
     locker = psycopg.connect(postgresql_url)
     try:
         create_players(a)
-        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS), WAIT_S)
+        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS, cluster), WAIT_S)
         async with httpx.AsyncClient(base_url=b.base_url) as client:
             tokens = await sessions(client)
 
         def kill_a_holding_entries() -> None:
             # Inserts wait (reads go on): both flushers stop mid-batch, entries pending to them.
             locker.execute("LOCK TABLE ledger IN EXCLUSIVE MODE")
-            assert wait_for(lambda: consumers(url).get(consumer_of(a), 0) > 0, WAIT_S)
+            assert wait_for(lambda: consumers(url, cluster).get(consumer_of(a), 0) > 0, WAIT_S)
             for pid in [*flush_children(a.process.pid), a.process.pid]:  # type: ignore[union-attr]
                 os.kill(pid, signal.SIGKILL)
             a.process.wait(10)  # type: ignore[union-attr]
@@ -137,8 +148,8 @@ async def test_a_killed_instances_pending_entries_are_claimed_by_the_other(
 
         promised = await load([a, b], tokens, LOAD_S, during=kill_a_holding_entries)
         # b stores its own, then a's once idle for claim_idle_ms.
-        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS), WAIT_S)
-        assert consumers(url).get(consumer_of(a)) == 0
+        assert wait_for(lambda: all_stored(url, postgresql_url, PARTITIONS, cluster), WAIT_S)
+        assert consumers(url, cluster).get(consumer_of(a)) == 0
         async with httpx.AsyncClient(base_url=b.base_url) as client:
             balances = await balances_now(client)
     finally:
@@ -146,7 +157,7 @@ async def test_a_killed_instances_pending_entries_are_claimed_by_the_other(
         a.stop()
         b.stop()
     assert promised.per_instance[a.base_url] > 0 and promised.per_instance[b.base_url] > 0
-    assert_exactly_once(url, postgresql_url, PARTITIONS)
+    assert_exactly_once(url, postgresql_url, PARTITIONS, cluster)
     assert_promises_kept(promised, postgresql_url, balances)
     check = walletd(b.config, "verify", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
