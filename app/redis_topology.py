@@ -3,9 +3,10 @@
 `redis.cluster = "auto"` asks the node once, at start (INFO cluster); `walletd serve`
 asks in its parent and hands the answer to its children (WALLETD_REDIS_CLUSTER), so a
 worker or flush process restarted during a Redis outage starts as its siblings did.
-A command that cannot reach Redis is taken as standalone: it fails on its first call
-anyway, and a standalone client on a cluster node never books on another node's slots
-(Redis answers MOVED, unrun; app/redis_pipe.py refuses it).
+A Redis that cannot be asked (unreachable, a wrong password or db, an ACL refusing INFO)
+is taken as standalone: the process fails on its first call anyway, and a standalone
+client on a cluster node never books on another node's slots (Redis answers MOVED,
+unrun; app/redis_pipe.py refuses it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import contextlib
 import logging
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError, TimeoutError as RedisTimeout
+from redis.exceptions import RedisError
 
-from app.settings import ConfigError, RedisSettings
+from app.settings import RedisSettings
 
 log = logging.getLogger("walletd.redis")
 
@@ -40,9 +41,9 @@ def cluster_mode(url: str, settings: RedisSettings) -> bool:
         return False
     try:
         return cluster_enabled(url, settings)
-    except ResponseError as exc:  # an ACL that refuses INFO: it cannot be asked
-        raise ConfigError(f"cannot tell whether Redis is a cluster ({exc}); set [redis] cluster = "
-                          f"true or false") from exc
-    except (RedisConnectionError, RedisTimeout) as exc:
-        log.debug("Redis unreachable (%s): taken as standalone", exc)
+    except RedisError as exc:
+        # Unreachable, a wrong password or db, an ACL refusing INFO: serve's preflight and a
+        # command's first call report the real problem; a cluster taken as standalone moves
+        # nothing (its MOVED replies are refused, naming [redis] cluster = true).
+        log.debug("cannot ask Redis whether it is a cluster (%s): taken as standalone", exc)
         return False

@@ -98,6 +98,10 @@ class PostgresDown:
         self.server.start()
 
 
+# A loaded machine can take this long to start the flush process and its first recovery.
+FLUSHER_START_S = 30.0
+
+
 def stream_lengths(redis_url: str) -> list[int]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -115,6 +119,10 @@ async def test_a_store_outage_fills_the_backlog_then_refuses_cleanly_and_drains_
                     extra=f"[wallet]\nbacklog_max = {BACKLOG_MAX}\n")
     try:
         server.start()
+        # The outage must find the flusher running: a flush process still opening the store
+        # when it stops exits and is restarted instead (no failed tick, no 'recovered' line).
+        assert await wait_for(lambda: "flusher " in server.log.read_text() and " started on " in
+                              server.log.read_text(), FLUSHER_START_S), server.log.read_text()
         load = Load(server.base_url, ["so1", "so2"], ["ss1", "ss2"], workers=8)
         await load.create_players()
         load.start()
