@@ -30,7 +30,8 @@ lost them answers NOSCRIPT and app/scripts.Script's EVAL fallback (after the
 cold-start guard's comparison) covers the gap while they are loaded there again.
 
 Each node's client keeps its own run_id check (on_restart: a primary restarted may
-have lost data; the same callback for all, app/ledger/guard.py) and its own outage
+have lost data; the same callback for all, app/ledger/guard.py), and a primary new in
+the map (a promoted replica may lack acknowledged writes) calls it too; each keeps its own outage
 log lines (RedisLink, one line per node). The protocols read one `link.down`: down
 while any primary's link is down (they then log no line per refused call, and the
 node's own line says which one).
@@ -334,11 +335,17 @@ class ClusterPipelinedRedis:
                 raise WalletUnavailable("the Redis Cluster serves no slot")
             owners = [address or self.seed for address in owners]  # unserved: CLUSTERDOWN answers them
         primaries = set(owners)
-        for address in primaries - self.primaries:
+        joined = primaries - self.primaries if self.owners else set()  # since the last map
+        for address in primaries:
             self.node(address)
-            if self.script_texts and self.owners:
-                self.load_soon(address)  # joined or promoted after start
+        if joined and self._on_restart is not None:
+            # A promoted replica may lack the last writes its primary acknowledged (replication
+            # is asynchronous): as after a restart, the guard compares Redis with the store
+            # before the next booking (a node that joined by a reshard costs one comparison).
+            self._on_restart()
         self.owners, self.primaries = owners, primaries
+        for address in joined:
+            self.load_soon(address)
 
     def owner(self, slot: int) -> str:
         """The primary "host:port" serving the slot, as this client last saw ('' before the first map)."""

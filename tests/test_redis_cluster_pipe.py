@@ -382,3 +382,35 @@ async def test_the_app_books_through_the_cluster_client_on_every_primary(
                 assert account_on(node, player)["bal"] == str(10_000 - 100 * bets)
         scrape = await client.get("/metrics")
     assert 'walletd_redis_cluster_redirects_total{kind="moved"} 0.0' in scrape.text
+
+
+async def test_a_promoted_replica_takes_over_its_primarys_slots(tmp_path: Path) -> None:
+    """With a replica, a killed primary's slots are refused unrun until the replica is
+    promoted, then the map (re-read while calls fail) sends them to it; the new primary
+    is reported like a restart (it may lack acknowledged writes: the guard compares)."""
+    with local_cluster(tmp_path, primaries=3, replicas=1) as cluster:
+        async with cluster_client(cluster.url) as client:
+            restarts: list[int] = []
+            client.on_restart = lambda: restarts.append(1)
+            script = Script(client, BOOK_LUA)
+            victim, replica = cluster.primaries[0], cluster.replicas[0]
+            mine = partition_in(cluster, victim)
+            assert await book(script, mine, "before") == 1
+
+            def replicated() -> bool:
+                with contextlib.closing(replica.client()) as direct:
+                    direct.execute_command("READONLY")  # a replica's reads of its primary's slots
+                    return direct.hget(account(mine), "balance") == "1"
+
+            await until(lambda: asyncio.to_thread(replicated), "the replica to have the booking")
+            cluster.kill(victim)
+
+            async def served() -> bool:
+                try:
+                    return await book(script, mine, "after") == 2
+                except (WalletUnavailable, OutcomeUnknown):
+                    return False
+
+            await until(served, "the replica to be promoted and serve the slot")
+            assert client.owner(slot_of(KEYS.tag(mine))) == address(replica)
+            assert restarts == [1]
