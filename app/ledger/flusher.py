@@ -8,8 +8,9 @@ It runs at its own pace (a tick), like uvicorn's main_loop, not per booking.
 On Redis Cluster every partition's stream is in a slot of its own, so one XREADGROUP
 of several streams is refused (CROSSSLOT): there each stream gets its own XREADGROUP,
 all of a window's in one pipeline, which redis-py's cluster client splits per primary
-and sends to them at once. The same entries are asked for as with one Redis (the
-window's fair share, at most read_max in all), so a primary builds no bigger replies.
+and sends to them at once. A read asks as on one Redis (the window's fair share, at
+most read_max in all), so a primary builds no bigger replies; the windows are narrower
+(read_max / CLUSTER_COUNT_MIN streams), so that a command asks for several entries.
 XREADGROUP is the one command whose keys redis-py cannot find without asking Redis
 (COMMAND GETKEYS, a round trip each): it is sent to the stream's primary by name.
 """
@@ -43,6 +44,10 @@ RECOVERY_ROUNDS_MAX = 10_000
 DRAIN_ROUNDS_MAX = 100_000
 # 2**20 ticks is past any sane retry_backoff_max_ms; keeps the power small.
 BACKOFF_DOUBLINGS_MAX = 20
+# On a cluster, the fewest entries a window's read asks of each stream (one XREADGROUP
+# each): at 256 partitions and read_max 500, a window of every stream asked one entry of
+# each, a command per entry (+80 % of the flush process's CPU against one Redis).
+CLUSTER_COUNT_MIN = 16
 # Consumer groups created per pipelined round trip (setup): Redis serves no other client
 # while it works through one client's pipeline.
 SETUP_CHUNK = 1000
@@ -135,9 +140,12 @@ class Flusher:
         # One XREADGROUP holds at most this many entries (a read never exceeds a batch).
         self.read_max = min(settings.read_max, settings.batch_max)
         # The partitions' streams in windows of at most read_max: a read of a window gives
-        # each of its streams at least one entry and all of them at most read_max.
+        # each of its streams at least one entry and all of them at most read_max. On a
+        # cluster each stream is a command of its own: a window of read_max streams would
+        # be a command per entry, so its windows ask each stream for CLUSTER_COUNT_MIN.
         streams = list(self.partition_of)
-        self.windows = [streams[start:start + self.read_max] for start in range(0, len(streams), self.read_max)]
+        width = self.read_max if self.cluster is None else max(1, self.read_max // CLUSTER_COUNT_MIN)
+        self.windows = [streams[start:start + width] for start in range(0, len(streams), width)]
         self.first_window = 0  # where the next read starts: windows take turns when a batch fills
         # The next batch, read while the store committed the last one (tick); cleared by
         # recover(), which re-reads it with every other entry pending to us.
