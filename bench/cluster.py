@@ -37,8 +37,6 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from app.keys import Keys
-from app.settings import WalletSettings
 from bench import cluster_setups, spread
 from bench.cluster_setups import NodeShare, Target
 from bench.fixtures import read_players
@@ -98,7 +96,7 @@ class Run:
         self.work = work
         self.args = args
         self.placement = placement
-        self.keys = Keys(WalletSettings().partitions)  # the bench config keeps the default
+        self.partitions = 0  # the cluster instances' (the default unless WALLETD_BENCH_CONFIG_EXTRA says)
         self.steps: list[Step] = []
         self.shares: list[NodeShare] = []
         self.checks: list[str] = []
@@ -156,8 +154,9 @@ def scaled(run: Run, cluster: Target) -> None:
 
 
 def measure(run: Run) -> None:
-    with cluster_setups.single(run.work / "single", run.placement, run.keys) as single, \
-            cluster_setups.on_cluster(run.work / "cluster", run.placement, run.keys) as cluster:
+    with cluster_setups.single(run.work / "single", run.placement) as single, \
+            cluster_setups.on_cluster(run.work / "cluster", run.placement) as cluster:
+        run.partitions = cluster.keys.partitions
         run.shares = cluster_setups.node_shares(cluster)
         in_turns(run, single, cluster)
         scaled(run, cluster)

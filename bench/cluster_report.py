@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from bench.report import cpu_model, versions
+from bench.servers import CONFIG_EXTRA_ENV
 
 if TYPE_CHECKING:
     from bench.cluster import Run, Step
@@ -121,6 +122,11 @@ def rate_text(args: argparse.Namespace) -> str:
     return f"{args.open_share:.0%} of single's mean OIA saturation"
 
 
+def extra_text() -> str:
+    extra = os.environ.get(CONFIG_EXTRA_ENV, "")
+    return f", with {CONFIG_EXTRA_ENV}='{extra}' added to every walletd config" if extra else ""
+
+
 def summary(run: Run) -> str:
     return "\n".join(["bench cluster:", *(f"  {line}" for line in ratios(run) + run.checks)])
 
@@ -132,7 +138,7 @@ def write(results: Path, run: Run, command: str) -> Path:
 Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {os.uname().release}; load average at the end
 {", ".join(f"{v:.1f}" for v in os.getloadavg())}.
 Versions: {versions()}.
-Command: `{command}` (`make bench-cluster CORES=N` runs it with `--cores N`).
+Command: `{command}` (`make bench-cluster CORES=N` runs it with `--cores N`){extra_text()}.
 
 Setups (bench/cluster.py): **single** = one walletd (one worker) against one redis-server; **cluster** = one walletd
 against a local Redis Cluster of {len(run.shares)} primaries (the same binary) on the same cores, so that the
@@ -145,7 +151,7 @@ previous setup's flushers had emptied its streams.
 
 Placement: {run.placement.describe()}.
 
-## Partitions on the cluster's primaries ({run.keys.partitions} partitions, 1,004 bench players)
+## Partitions on the cluster's primaries ({run.partitions} partitions, 1,004 bench players)
 
 {nodes_table(run)}
 

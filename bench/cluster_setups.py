@@ -68,14 +68,13 @@ class Target:
     """A setup under load: walletd instances on one Redis (or one cluster), their
     players, the ledger store they share, and the Redis processes to meter."""
 
-    def __init__(self, name: str, work: Path, redis_url: str, redis_pids: dict[str, int], cluster: bool,
-                 keys: Keys) -> None:
+    def __init__(self, name: str, work: Path, redis_url: str, redis_pids: dict[str, int], cluster: bool) -> None:
         self.name = name
         self.work = work
         self.redis_url = redis_url
         self.redis_pids = redis_pids
         self.cluster = cluster
-        self.keys = keys
+        self.keys = Keys(1)  # the instances' partition count, once the first one is configured
         self.store_url = f"sqlite:///{work / 'ledger.db'}"
         self.players = work / "players.txt"
         self.instances: list[Instance] = []
@@ -85,6 +84,7 @@ class Target:
         self.instances.append(Instance(self.work, len(self.instances), self.redis_url, self.store_url, cpus))
         if len(self.instances) == 1:
             settings = config.load(str(self.instances[0].config))
+            self.keys = Keys(settings.wallet.partitions)  # the default, or WALLETD_BENCH_CONFIG_EXTRA's
             tokens = asyncio.run(fixtures.create_players(settings, self.redis_url))
             fixtures.write_players(tokens, self.players)
 
@@ -145,12 +145,12 @@ def pipelined(client: redis.Redis | RedisCluster, commands: list[tuple[str, str]
 
 
 @contextlib.contextmanager
-def single(work: Path, placement: Placement, keys: Keys) -> Iterator[Target]:
+def single(work: Path, placement: Placement) -> Iterator[Target]:
     """One walletd against one redis-server (AOF always), on the placement's first cores."""
     redis_cpus = placement.redis_cpus(0)
     server: Process
     server, url = start_redis(work / "redis", ",".join(map(str, redis_cpus)) if redis_cpus else None)
-    target = Target("single", work, url, {"redis": server.pid}, False, keys)
+    target = Target("single", work, url, {"redis": server.pid}, False)
     try:
         target.add_instance(placement.walletd_cpus(0))
         yield target
@@ -160,7 +160,7 @@ def single(work: Path, placement: Placement, keys: Keys) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def on_cluster(work: Path, placement: Placement, keys: Keys) -> Iterator[Target]:
+def on_cluster(work: Path, placement: Placement) -> Iterator[Target]:
     """One walletd against a local cluster of PRIMARIES primaries, each node pinned; more
     instances are added by the caller (Target.add_instance)."""
     cluster = LocalCluster(work / "nodes", primaries=PRIMARIES).start()
@@ -170,7 +170,7 @@ def on_cluster(work: Path, placement: Placement, keys: Keys) -> Iterator[Target]
             assert node.process is not None
             pin(node.process.pid, placement.redis_cpus(i))
             pids[f"redis :{node.port}"] = node.process.pid
-        target = Target("cluster", work, cluster.url, pids, True, keys)
+        target = Target("cluster", work, cluster.url, pids, True)
         try:
             target.add_instance(placement.walletd_cpus(0))
             yield target
