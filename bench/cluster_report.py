@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from bench.cluster import Run, Step
 
 WALLETD, REDIS = "walletd", "redis"
+HTTP, FLUSH = " HTTP", " flush"  # a walletd instance's two processes (bench/cluster_setups.py Instance.parts)
 SINGLE = "single"
 
 
-def cpu_per_request(step: Step, role: str) -> float:
-    """µs of CPU per answered request of all the step's processes of a role."""
-    return sum(p.us_per_request for p in step.cpu if p.name.startswith(role))
+def cpu_per_request(step: Step, role: str, part: str = "") -> float:
+    """µs of CPU per answered request of all the step's processes of a role (and part:
+    a walletd's " HTTP" or " flush" process)."""
+    return sum(p.us_per_request for p in step.cpu if p.name.startswith(role) and p.name.endswith(part))
 
 
 class Mean(msgspec.Struct):
@@ -34,7 +36,9 @@ class Mean(msgspec.Struct):
     rounds: int
     rate: float  # answered req/s (saturation) or offered (open loop)
     p99_ms: float
-    walletd_us: float  # CPU per request
+    walletd_us: float  # CPU per request, all its processes
+    http_us: float  # of which the HTTP processes' (the hot path, where cluster routing runs)
+    flush_us: float  # and the flush processes'
     redis_us: float
 
 
@@ -49,8 +53,14 @@ def means(run: Run) -> list[Mean]:
         found.append(Mean(setup, load, n, sum(r.rate for r in results if r) / n,
                           sum(r.percentiles_ms["p99"] for r in results if r) / n,
                           sum(cpu_per_request(s, WALLETD) for s in steps) / n,
+                          sum(cpu_per_request(s, WALLETD, HTTP) for s in steps) / n,
+                          sum(cpu_per_request(s, WALLETD, FLUSH) for s in steps) / n,
                           sum(cpu_per_request(s, REDIS) for s in steps) / n))
     return found
+
+
+def against(value: float, base: float) -> str:
+    return f"{value:.0f} against {base:.0f} µs ({value / base:.2f}×)" if base else f"{value:.0f} µs"
 
 
 def ratios(run: Run) -> list[str]:
@@ -65,36 +75,41 @@ def ratios(run: Run) -> list[str]:
         rate = f"throughput {m.rate:,.0f} against {b.rate:,.0f} req/s ({m.rate / b.rate:.2f}×), " \
             if m.load != "open loop oia" else f"at {m.rate:,.0f} req/s: "
         lines.append(f"{m.setup} / single, {m.load} (mean of {m.rounds} against {b.rounds}): {rate}"
-                     f"p99 {m.p99_ms:.1f} against {b.p99_ms:.1f} ms, CPU per request walletd {m.walletd_us:.0f} "
-                     f"against {b.walletd_us:.0f} µs ({m.walletd_us / b.walletd_us:.2f}×), Redis {m.redis_us:.0f} "
-                     f"against {b.redis_us:.0f} µs ({m.redis_us / b.redis_us:.2f}×)")
+                     f"p99 {m.p99_ms:.1f} against {b.p99_ms:.1f} ms; CPU per request: walletd "
+                     f"{against(m.walletd_us, b.walletd_us)} (HTTP {against(m.http_us, b.http_us)}, flush "
+                     f"{against(m.flush_us, b.flush_us)}), Redis {against(m.redis_us, b.redis_us)}")
     return lines
+
+
+def walletd_split(step: Step) -> str:
+    return (f"{cpu_per_request(step, WALLETD):.0f} ({cpu_per_request(step, WALLETD, HTTP):.0f} + "
+            f"{cpu_per_request(step, WALLETD, FLUSH):.0f})")
 
 
 def saturation_table(run: Run) -> str:
     rows = ["| setup | round | load | req/s | per instance | errors | deadline refusals | p50 / p99 / p99.9 ms "
-            "| walletd CPU µs/req | Redis CPU µs/req |", "|---" * 10 + "|"]
+            "| walletd CPU µs/req (HTTP + flush) | Redis CPU µs/req |", "|---" * 10 + "|"]
     for step in run.steps:
         if step.closed is None:
             continue
         c, p = step.closed, step.closed.percentiles_ms
         rows.append(f"| {step.setup} | {step.round} | {step.load} | {c.rate:,.0f} | "
                     f"{' + '.join(f'{r:,.0f}' for r in c.per_instance)} | {c.errors} | {c.refused} | "
-                    f"{p['p50']:.2f} / {p['p99']:.2f} / {p['p99.9']:.2f} | {cpu_per_request(step, WALLETD):.0f} | "
+                    f"{p['p50']:.2f} / {p['p99']:.2f} / {p['p99.9']:.2f} | {walletd_split(step)} | "
                     f"{cpu_per_request(step, REDIS):.0f} |")
     return "\n".join(rows)
 
 
 def open_loop_table(run: Run) -> str:
     rows = ["| setup | round | offered req/s | p50 | p99 | p99.9 | max | errors | > 50 ms | walletd CPU µs/req "
-            "| Redis CPU µs/req |", "|---" * 11 + "|"]
+            "(HTTP + flush) | Redis CPU µs/req |", "|---" * 11 + "|"]
     for step in run.steps:
         if step.open is None:
             continue
         o, p = step.open, step.open.percentiles_ms
-        rows.append(f"| {step.setup} | {step.round} | {o.rate:,} | {p['p50']:.2f} | {p['p99']:.2f} | "
+        rows.append(f"| {step.setup} | {step.round} | {o.rate:,.0f} | {p['p50']:.2f} | {p['p99']:.2f} | "
                     f"{p['p99.9']:.2f} | {p['max']:.2f} | {o.errors} | {o.over_50ms} | "
-                    f"{cpu_per_request(step, WALLETD):.0f} | {cpu_per_request(step, REDIS):.0f} |")
+                    f"{walletd_split(step)} | {cpu_per_request(step, REDIS):.0f} |")
     return "\n".join(rows)
 
 
