@@ -172,9 +172,15 @@ class FlusherSettings(msgspec.Struct, forbid_unknown_fields=True):
     # entry), so ~2 ms; a batch takes batch_max / read_max reads, bookings served between.
     read_max: int = 500
     tick_ms: int = 100
-    # Stable name, so a restarted flusher re-reads its own pending entries.
+    # Stable name, so a restarted flusher re-reads its own pending entries; one per
+    # instance sharing a Redis ("" derives it from the host name and data_dir, and a
+    # lease refuses a name another instance holds: app/ledger/consumers.py).
     consumer: str = ""
-    # Pending entries of other consumers idle this long are claimed.
+    # Pending entries of other consumers idle this long are claimed: a dead instance's
+    # reach the store about this plus claim_interval_ms after it died. Far longer than a
+    # live flusher holds a batch (a commit; retry_backoff_max_ms between re-reads of its
+    # own while the store fails), so a live one is not robbed (that would only store the
+    # batch twice, skipped as an identical repeat).
     claim_idle_ms: int = 60_000
     # Dead consumers' pending entries are looked for this often, not only at start.
     claim_interval_ms: int = 10_000
