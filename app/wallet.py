@@ -101,6 +101,14 @@ class AliasCache:
         self.entries[alias] = (player_id, expires)
 
 
+def partitions_mismatch(stored: int | str, configured: int) -> str:
+    """The refusal of a partition count other than the data's, naming the fix: a deployment
+    made before the default became 256 (it was 16) and not setting it meets it first."""
+    return (f"Redis holds data for {stored} partitions but wallet.partitions is {configured}; partitions "
+            f"cannot change in place: set [wallet] partitions = {stored} in the config (the default was 16 "
+            f"before walletd's cluster support, it is 256 now)")
+
+
 class Wallet:
     def __init__(self, redis: RedisClient, settings: WalletSettings, script_client: ScriptClient | None = None) -> None:
         self.redis = redis
@@ -128,10 +136,7 @@ class Wallet:
             return
         stored = int(text(stored_text))
         if stored != self.settings.partitions:
-            raise WalletError(
-                f"Redis holds data for {stored} partitions but wallet.partitions is "
-                f"{self.settings.partitions}; partitions cannot change in place"
-            )
+            raise WalletError(partitions_mismatch(stored, self.settings.partitions))
 
     def booking_keys(self, player_id: str) -> tuple[list[str], int]:
         """KEYS[1..3] of every money-moving script (account, seq, ledger), and the partition."""

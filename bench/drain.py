@@ -60,7 +60,7 @@ def postgres_store() -> bool:
 
 
 def player_ids(partitions: int) -> dict[int, list[str]]:
-    """The bench's players by partition (every partition gets some: 1,004 players over 16)."""
+    """The bench's players by partition (every partition gets some: 1,004 players over 256, at least 2 each)."""
     by_partition: dict[int, list[str]] = {p: [] for p in range(partitions)}
     for player in fixtures.player_ids():
         by_partition[partition_of(player, partitions)].append(player)

@@ -60,7 +60,8 @@ def test_prints_the_effective_configuration_as_toml_with_secrets_masked(
     assert shown["redis"]["url"] == "redis://walletd:***@redis.example:6379/0"
     assert shown["storage"]["url"] == "postgresql://walletd:***@db.example/walletd"
     assert shown["oia"]["operators"][0]["currencies"] == ["EUR"]
-    assert shown["wallet"]["partitions"] == 16  # defaults filled in
+    assert shown["wallet"]["partitions"] == 256  # defaults filled in
+    assert shown["wallet"]["backlog_max"] == 62_500  # the derived size shown, not 0
 
 
 def test_json_and_an_unset_admin_token(config_file: Path, capsys: pytest.CaptureFixture[str],

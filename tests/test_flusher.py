@@ -100,11 +100,13 @@ async def test_pending_entries_of_a_dead_consumer_are_claimed(
     stop(await flusher_with_groups(wallet, settings))
     for p in range(settings.wallet.partitions):
         await wallet.redis.xreadgroup(GROUP, "dead-host", {wallet.keys.ledger(p): ">"}, count=5)
-    dead = sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16))
+    dead = sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"]
+               for p in range(settings.wallet.partitions))
     assert dead > 0
     await drain(settings)  # claim_idle_ms = 0 in tests
     assert_exactly_once(settings, sync_redis)
-    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16)) == 0
+    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"]
+               for p in range(settings.wallet.partitions)) == 0
 
 
 class SizeRecordingStore(SqliteStore):
@@ -180,19 +182,22 @@ async def test_a_transaction_gathers_several_reads_each_at_most_read_max(
 
 
 async def test_when_a_batch_fills_before_every_window_is_read_the_next_tick_starts_at_the_rest(
-    wallet: Wallet, settings: Settings, sync_redis: redis.Redis
+    settings: Settings, sync_redis: redis.Redis
 ) -> None:
     """Windows take turns: a backlog in the first partitions cannot starve the others."""
     settings.flusher.batch_max, settings.flusher.read_max = 4, 2  # two windows of two streams a tick
-    await book_many(wallet)
-    busy = {p for p in range(16) if sync_redis.xlen(wallet.keys.ledger(p))}
-    assert all(sync_redis.xlen(wallet.keys.ledger(p)) >= 4 for p in busy)  # every window could fill a batch
-    flusher = await flusher_with_groups(wallet, settings)
-    try:
-        for _ in range(8):  # eight windows, two a tick: each read within four ticks, twice in eight
-            assert (await flusher.tick())[1]
-    finally:
-        stop(flusher)
+    settings.wallet.partitions = 16  # eight windows, whichever the default
+    async with Runtime(settings, settings.redis.url) as runtime:
+        wallet = runtime.wallet
+        await book_many(wallet)
+        busy = {p for p in range(settings.wallet.partitions) if sync_redis.xlen(wallet.keys.ledger(p))}
+        assert all(sync_redis.xlen(wallet.keys.ledger(p)) >= 4 for p in busy)  # every window could fill a batch
+        flusher = await flusher_with_groups(wallet, settings)
+        try:
+            for _ in range(8):  # eight windows, two a tick: each read within four ticks, twice in eight
+                assert (await flusher.tick())[1]
+        finally:
+            stop(flusher)
     assert {row["partition"] for row in ledger_rows(settings)} == busy
 
 
@@ -245,6 +250,13 @@ async def wait_for_rows(settings: Settings, count: int, timeout_s: float = 10) -
         await asyncio.sleep(0.05)
 
 
+async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not any(text in r.getMessage() for r in caplog.records):
+        assert asyncio.get_running_loop().time() < deadline, f"no log line with {text!r}"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_store_locked_past_the_busy_timeout_is_retried_until_everything_is_stored(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -258,6 +270,9 @@ async def test_a_store_locked_past_the_busy_timeout_is_retried_until_everything_
     caplog.set_level(logging.INFO, logger="walletd.flusher")
     task = asyncio.create_task(flusher.run())
     try:
+        # Its start (a consumer group per partition, each an fsync on Redis) before the lock:
+        # the flusher must meet the locked store on its ticks.
+        await wait_for_log(caplog, "started on")
         locker.execute("BEGIN EXCLUSIVE")  # an operator's long query, a backup tool...
         await book_many(wallet)
         await asyncio.sleep(1.0)  # dozens of busy-timeouts while bookings go on
@@ -272,7 +287,8 @@ async def test_a_store_locked_past_the_busy_timeout_is_retried_until_everything_
         stop(flusher)
     assert_exactly_once(settings, sync_redis)
     assert all(sync_redis.xlen(wallet.keys.ledger(p)) == 0 for p in range(settings.wallet.partitions))
-    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"] for p in range(16)) == 0
+    assert sum(sync_redis.xpending(wallet.keys.ledger(p), GROUP)["pending"]
+               for p in range(settings.wallet.partitions)) == 0
     lines = [r for r in caplog.records if r.name == "walletd.flusher"]
     assert [r.levelname for r in lines] == ["INFO", "ERROR", "INFO"], [r.getMessage() for r in lines]
     assert "locked" in lines[1].getMessage() and lines[1].exc_info is None

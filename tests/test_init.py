@@ -38,6 +38,8 @@ def test_writes_a_private_config_that_loads_with_the_secrets_it_printed(
     assert loaded.admin.token == token
     assert len(secret) >= 32 and len(token) >= 32 and secret != token
     assert (loaded.data_dir, loaded.redis.url, loaded.storage.url) == ("./var", "embedded", "")
+    # Written, not left to the default: a later default never changes a deployment's count.
+    assert "\npartitions = 256\n" in path.read_text() and loaded.wallet.partitions == 256
 
 
 def test_each_init_makes_new_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,13 +14,14 @@ import redis
 
 from app.keys import Keys
 from app.ledger import JOURNAL_KINDS, LedgerEntry, open_store
+from app.settings import WalletSettings
 from tests.oia_calls import call, cancel, change, error_code
 from tests.process import Server, walletd
 from tests.support import OPERATOR
 
 pytestmark = pytest.mark.anyio
 
-PARTITIONS = 16  # the default wallet.partitions the Server's config keeps
+PARTITIONS = WalletSettings().partitions  # the default, which the Server's config keeps
 READ_LIMIT = 1000  # more than the workload writes in any partition
 
 

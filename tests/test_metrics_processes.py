@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.ledger import open_store
+from app.settings import WalletSettings
 from tests.oia_calls import call, change, new_session
 from tests.process import Server
 from tests.scrape import Samples, answers, answers_by_command, counts, named, samples
@@ -123,7 +124,7 @@ def test_two_workers_and_the_flush_process_are_summed_exactly(tmp_path: Path) ->
         scraped = settled(server, lambda s: value(s, "walletd_flusher_entries_stored_total") == entries)
         assert value(scraped, "walletd_flusher_entries_stored_total") == entries == ledger_entries(server)
         assert value(scraped, "walletd_ledger_backlog_entries") == 0
-        assert len(named(scraped, "walletd_ledger_backlog_entries")) == 16  # one per partition
+        assert len(named(scraped, "walletd_ledger_backlog_entries")) == WalletSettings().partitions  # one each
         first_flusher = flush_pid(process.pid)
         assert first_flusher is not None and first_flusher in pids(directory)
         assert len(pids(directory) - {first_flusher}) >= 2  # both workers wrote theirs

@@ -132,7 +132,7 @@ async def test_rebuild_command_reports_progress_and_refusal_in_one_line(
     path = write_config(settings)
     assert await anyio.to_thread.run_sync(cli.main, ["--config", str(path), "rebuild"]) == 0
     out, err = capsys.readouterr()
-    stored = {p for p in range(settings.wallet.partitions) if sync_redis.get(Keys(16).seq(p))}
+    stored = {p for p in range(settings.wallet.partitions) if sync_redis.get(Keys(settings.wallet.partitions).seq(p))}
     assert f"rebuild: {len(stored)}/{len(stored)} partitions, 15 entries read, 3 players" in err, err
     assert "rebuild: done" in out
     sync_redis.incr(Keys(settings.wallet.partitions).seq(min(stored)))  # Redis one entry ahead

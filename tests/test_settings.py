@@ -20,7 +20,19 @@ def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert (s.server.host, s.server.port, s.redis.url) == ("127.0.0.1", 8080, "embedded")
     assert (s.oia.path, s.stargame.path, s.stargame.allowed_ips) == ("/oia", "/stargame", ["127.0.0.1", "::1"])
     assert s.storage_url == f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
-    assert s.wallet.partitions == 16
+    assert s.wallet.partitions == 256
+    # Per-partition sizes split the same totals as 16 partitions had (app/settings.py).
+    assert (s.oia.filter_bits, s.wallet.backlog_max) == (2**19, 62_500)
+
+
+def test_sizes_not_set_follow_the_partition_count_and_set_ones_stay(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text("[wallet]\npartitions = 16\n")
+    s = config.load(str(path))
+    assert (s.oia.filter_bits, s.wallet.backlog_max) == (2**23, 1_000_000)  # 16 partitions' old defaults
+    path.write_text("[wallet]\npartitions = 16\nbacklog_max = 7\n[oia]\nfilter_bits = 64\n")
+    s = config.load(str(path))
+    assert (s.oia.filter_bits, s.wallet.backlog_max) == (64, 7)
 
 
 def test_file_then_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
 from app.runtime import Runtime
 from app.scripts import BOOK, LEDGER, read
-from app.settings import Settings
+from app.settings import Settings, WalletSettings
 from app.wallet import Wallet
 from tests.oia_calls import call, change
 from tests.process import Server, walletd
@@ -81,7 +81,7 @@ def test_cli_verify_exit_codes(tmp_path: Path, redis_url: str, sync_redis: redis
     ok = walletd(server.config, "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "verify: OK" in ok.stdout
-    sync_redis.hincrby(Keys(16).account("c"), "bal", -1)
+    sync_redis.hincrby(Keys(WalletSettings().partitions).account("c"), "bal", -1)  # the config keeps the default
     bad = walletd(server.config, "verify", check=False)
     assert bad.returncode == 1
     assert "player c: balance 999 in Redis, ledger says 1000" in bad.stdout

@@ -26,6 +26,7 @@ from app.ledger.guard import written_seqs
 from app.ledger.restore import Restore
 from app.redis_client import RedisClient, optional_text
 from app.settings import Settings
+from app.wallet import partitions_mismatch
 
 # Entries read from the store per query and written to Redis per transaction: bounded
 # memory and transaction size (a few thousand commands), few round trips.
@@ -104,8 +105,7 @@ async def partitions_behind(redis: RedisClient, keys: Keys, store: LedgerStore
     meta = keys.meta()
     stored_partitions = optional_text(await redis.hget(meta, META_PARTITIONS))
     if stored_partitions not in (None, str(keys.partitions)):
-        raise RebuildRefused(f"Redis holds data for {stored_partitions} partitions but wallet.partitions "
-                             f"is {keys.partitions}")
+        raise RebuildRefused(partitions_mismatch(stored_partitions, keys.partitions))
     stats = store.partition_stats()
     if stats and max(stats) >= keys.partitions:
         raise RebuildRefused(f"the ledger store holds partition {max(stats)}, wallet.partitions is "
