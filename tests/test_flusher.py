@@ -129,7 +129,7 @@ def recording_flusher(wallet: Wallet, settings: Settings) -> tuple[Flusher, Size
 async def test_a_read_and_a_store_transaction_hold_at_most_batch_max_entries_whatever_the_partitions(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
-    # XREADGROUP's COUNT is per stream: 16 partitions x batch_max 5 could be 80 in one
+    # XREADGROUP's COUNT is per stream: 256 partitions x batch_max 5 could be 1,280 in one
     # read, and Redis serves no booking while it builds the reply.
     settings.flusher.batch_max = 5
     await book_many(wallet)
@@ -165,7 +165,7 @@ async def test_a_transaction_gathers_several_reads_each_at_most_read_max(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     """One commit per batch_max entries (the drain rate), one read per read_max at most
-    (Redis's stall per read); 16 partitions read in windows of read_max streams."""
+    (Redis's stall per read); the partitions read in windows of read_max streams."""
     settings.flusher.batch_max, settings.flusher.read_max = 60, 10
     await book_many(wallet)
     flusher, store = read_recording_flusher(wallet, settings)
