@@ -1,5 +1,5 @@
 """The walletd command line: init, serve, flush, player ..., session new, verify, migrate, ledger copy, rebuild,
-config check."""
+config check, info."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 import uvloop
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app import config_show, currency, healthcheck, serve, settings as config, starter_config
 from app.admin import AdminError, PlayerRequest, SessionRequest, create_player, open_session
 from app.errors import WalletCallError
 from app.instance import AlreadyRunning
+from app.keys import Keys
 from app.ledger import LedgerConflict, StoreUnavailable, copy as ledger_copy, migrate_store, open_store
 from app.ledger.guard import FLUSHER_ROLE
 from app.ledger.rebuild import RebuildRefused, rebuild
@@ -27,7 +28,10 @@ from app.ledger.verify import verify
 from app.logformat import configure_logging
 from app.logsafe import without_passwords
 from app.money import AmountError, decimal_to_minor, minor_to_decimal
+from app.partition_map import placement, render
+from app.redis_client import connect
 from app.redis_server import redis_url
+from app.redis_topology import cluster_mode
 from app.runtime import Runtime
 from app.sessions import DEVICES
 from app.settings import Settings
@@ -60,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
     commands.add_parser("rebuild", parents=[common], help="restore a Redis that lost its data from the ledger store")
     commands.add_parser("migrate", parents=[common], help="apply the ledger store's schema migrations, alone")
+    info = commands.add_parser("info", parents=[common],
+                               help="version, Redis mode and nodes, which node holds each partition")
+    info.add_argument("--json", action="store_true", help="one JSON object, for machines")
     commands.add_parser("healthcheck", parents=[common],
                         help="GET /healthz of the configured server: exit 0 when healthy, else 1 (a container's probe)")
     player = commands.add_parser("player", help="player accounts").add_subparsers(dest="action", required=True)
@@ -318,6 +325,24 @@ def run_rebuild(settings: Settings) -> int:
         return uvloop.run(work(url))
 
 
+def run_info(args: argparse.Namespace, settings: Settings) -> int:
+    """walletd info: reads Redis only (no ledger store, no guard), so it also answers while
+    walletd refuses to start (a partition count that differs, Redis behind the store)."""
+    async def work(url: str) -> int:
+        cluster = cluster_mode(url, settings.redis)
+        redis = connect(url, settings.redis, cluster)
+        try:
+            found = await placement(redis, url, cluster, Keys(settings.wallet.partitions), version(),
+                                    settings.redis.socket_timeout_ms / 1000)
+        finally:
+            await redis.aclose()
+        print(msgspec.json.encode(found).decode() if args.json else render(found))
+        return 0
+
+    with redis_url(settings.redis.url, settings.data_path, settings.redis.port, settings.log.redis_relayed) as url:
+        return uvloop.run(work(url))
+
+
 def run_migrate(settings: Settings) -> int:
     """What serve and flush do at start, alone (no Redis): e.g. before starting a new version."""
     applied = migrate_store(settings.storage_url)
@@ -358,6 +383,8 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_rebuild(settings)
     if args.command == "migrate":
         return run_migrate(settings)
+    if args.command == "info":
+        return run_info(args, settings)
     if args.command == "config":
         return config_check(args, settings)
     if args.command == "session":
@@ -404,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         report(str(exc))
         return EXIT_RUNNING
-    except (RedisError, WalletCallError) as exc:
+    except (RedisError, RedisClusterException, WalletCallError) as exc:  # the second: a cluster slot unserved
         # Redis down or refusing us is no answer to the command: not exit 1 ("refused",
         # or for verify "mismatch"), and not a traceback.
         report(f"cannot use Redis: {without_passwords(str(exc) or type(exc).__name__)}")

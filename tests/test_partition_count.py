@@ -3,13 +3,17 @@ upgraded deployment that never set it is refused at start with the exact fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
+from app import cli
 from app.keys import META_PARTITIONS, Keys
 from app.runtime import Runtime
 from app.settings import Settings
 from app.wallet import WalletError
+from tests.process import Server
 
 pytestmark = pytest.mark.anyio
 
@@ -31,3 +35,13 @@ async def test_the_old_count_set_explicitly_starts(settings: Settings, sync_redi
     settings.wallet.partitions = 16
     async with Runtime(settings, settings.redis.url) as runtime:
         assert runtime.wallet.keys.partitions == 16
+
+
+@pytest.mark.slow
+def test_serve_refuses_to_start_on_an_old_default_deployment_saying_what_to_set(
+        tmp_path: Path, redis_url: str, sync_redis: redis.Redis) -> None:
+    sync_redis.hset(Keys.meta(), META_PARTITIONS, "16")
+    refused = Server(tmp_path, redis_url).refused()
+    assert refused.returncode == cli.EXIT_USAGE, refused.stdout + refused.stderr
+    assert "set [wallet] partitions = 16 in the config" in refused.stderr
+    assert "Traceback" not in refused.stderr

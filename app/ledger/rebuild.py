@@ -11,6 +11,16 @@ booking in the partition meanwhile stops the rebuild instead of being overwritte
 The seq counter is the partition's last write, so an interrupted run resumes where
 it stopped; the meta field rebuild_running, set first and deleted last, keeps the
 cold-start guard refusing callbacks until every partition is back.
+
+What the script writes: only keys of its partition, all in the partition's hash slot
+(KEYS[1], its seq counter, routes it to the slot's primary on Redis Cluster, which
+refuses a script touching another slot). The batch's other writes, alias keys
+(`w:alias:...`, each in a slot of its own), are sent before it as plain commands
+(pipelined; on a cluster to each key's primary); like every write here they are
+absolute, so a batch whose script is then refused, or a run cut off between the two,
+leaves nothing a second run does not write the same. The meta hash (`w:meta`) is
+written alone, before the first partition and after the last. A Redis node that fails
+meanwhile stops the run with RebuildRefused saying so: a second run resumes it.
 """
 
 from __future__ import annotations
@@ -19,8 +29,9 @@ import time
 from collections.abc import Callable
 
 import msgspec
+from redis.exceptions import RedisClusterException, RedisError
 
-from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, META_PARTITIONS, META_REBUILD_RUNNING, Keys
+from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, META_PARTITIONS, META_REBUILD_RUNNING, PREFIX, Keys
 from app.ledger import LedgerStore
 from app.ledger.guard import written_seqs
 from app.ledger.restore import Restore
@@ -35,7 +46,8 @@ READ_BATCH = 2_000
 # (a booking meanwhile raised it): atomic like MULTI/EXEC, and one command of three
 # arguments to send (the writes as one JSON array, which Redis's cjson decodes) instead of
 # one per write: redis-py packing and reading each write of a MULTI took three quarters
-# of a rebuild's time. Standalone Redis: the keys it writes are not declared.
+# of a rebuild's time. The keys it writes are not declared (thousands a batch); all are
+# in KEYS[1]'s slot (write() sends the others outside), which is what Redis Cluster needs.
 # KEYS[1] the seq counter; ARGV[1] the count it must still hold; ARGV[2] the writes,
 # [[command, arg, ...], ...]. Returns nil when applied, else the counter (nothing written).
 APPLY_LUA = """
@@ -44,6 +56,8 @@ if written ~= ARGV[1] then return written end
 for _, command in ipairs(cjson.decode(ARGV[2])) do redis.call(unpack(command)) end
 return nil
 """
+# Alias keys (app/keys.py Keys.alias): each hashes to a slot of its own, not its player's partition's.
+ALIAS_PREFIX = f"{PREFIX}:alias:"
 # A progress line at most this often (and one when done): readable, not a flood.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -89,7 +103,10 @@ async def rebuild(redis: RedisClient, store: LedgerStore, settings: Settings, re
     for partition, (written, stored) in sorted(behind.items()):
         restore = Restore(keys, store, partition, now_ms, settings.oia.retention_s * 1000,
                           settings.stargame.request_retention_s * 1000)
-        await rebuild_partition(redis, store, restore, written, stored, progress)
+        try:
+            await rebuild_partition(redis, store, restore, written, stored, progress)
+        except (RedisError, RedisClusterException) as exc:  # the latter: a slot no node serves
+            raise RebuildRefused(interrupted(partition, progress, exc)) from exc
     progress.show(final=True)
     if not progress.summary.problems:
         await redis.hdel(keys.meta(), META_REBUILD_RUNNING)
@@ -165,11 +182,38 @@ async def rebuild_partition(redis: RedisClient, store: LedgerStore, restore: Res
 
 
 async def write(redis: RedisClient, restore: Restore, written: int, commands: list[tuple[str, ...]]) -> None:
-    """One script call, applied only if the partition's seq counter is still `written`."""
-    batch = msgspec.json.encode(commands)
+    """The batch's keys of other slots first (aliases), then one script call with the
+    partition's own, applied only if the partition's seq counter is still `written`."""
+    own, elsewhere = by_slot(restore.keys.tag(restore.partition), commands)
+    if elsewhere:
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in elsewhere:
+                pipe.execute_command(*command)
+            await pipe.execute()
+    batch = msgspec.json.encode(own)
     moved = await redis.eval(APPLY_LUA, 1, restore.keys.seq(restore.partition), str(written), batch)
     if moved is not None:
         raise RebuildRefused(concurrent(restore.partition, written, int(moved)))
+
+
+def by_slot(tag: str, commands: list[tuple[str, ...]]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """The commands on the partition's keys (tag), in order, and the others: alias keys,
+    the only ones app/ledger/restore.py writes outside the partition."""
+    own, elsewhere = [], []
+    for command in commands:
+        if command[1].startswith(f"{tag}:"):
+            own.append(command)
+        else:
+            assert command[1].startswith(ALIAS_PREFIX), f"restore wrote {command[1]!r} outside its partition"
+            elsewhere.append(command)
+    return own, elsewhere
+
+
+def interrupted(partition: int, progress: Progress, exc: Exception) -> str:
+    done = progress.summary.partitions
+    return (f"Redis failed while partition {partition} was written ({type(exc).__name__}: {exc}) after "
+            f"{done}/{progress.total} partitions: Redis stays marked as being rebuilt (walletd refuses "
+            f"callbacks); once every Redis node is reachable, run `walletd rebuild` again: it resumes")
 
 
 def concurrent(partition: int, written: int, now: int) -> str:

@@ -1,4 +1,11 @@
-"""walletd verify: Redis balances against the ledger store, after a full drain."""
+"""walletd verify: Redis balances against the ledger store, after a full drain.
+
+On Redis Cluster (README "Scaling out") every read reaches every primary: the account
+SCAN is redis-py's cluster scan, sent to each primary with a cursor of its own until
+each is done (tests/test_cluster_tools.py finds an account missing on the third); the
+seq counters and balances are read in pipelines that redis-py splits by node; the
+drain is the flusher's, which reads each stream on its primary.
+"""
 
 from __future__ import annotations
 
