@@ -64,9 +64,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("verify", parents=[common], help="check Redis against the ledger store")
     commands.add_parser("rebuild", parents=[common], help="restore a Redis that lost its data from the ledger store")
     commands.add_parser("migrate", parents=[common], help="apply the ledger store's schema migrations, alone")
-    info = commands.add_parser("info", parents=[common],
-                               help="version, Redis mode and nodes, which node holds each partition")
-    info.add_argument("--json", action="store_true", help="one JSON object, for machines")
+    add_info(commands, common)
     commands.add_parser("healthcheck", parents=[common],
                         help="GET /healthz of the configured server: exit 0 when healthy, else 1 (a container's probe)")
     player = commands.add_parser("player", help="player accounts").add_subparsers(dest="action", required=True)
@@ -109,6 +107,12 @@ def parser() -> argparse.ArgumentParser:
     copy.add_argument("--batch", type=int, default=ledger_copy.BATCH_DEFAULT,
                       help=f"entries per destination transaction (1..{ledger_copy.BATCH_MAX})")
     return main
+
+
+def add_info(commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    info = commands.add_parser("info", parents=[common],
+                               help="version, Redis mode and nodes, which node holds each partition")
+    info.add_argument("--json", action="store_true", help="one JSON object, for machines")
 
 
 def with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[int]], ledger: bool = False,
