@@ -375,6 +375,21 @@ class ClusterPipelinedRedis:
         replies = await asyncio.gather(*(self.node(address).execute(*command) for address in addresses))
         return dict(zip(addresses, replies, strict=True))
 
+    async def answering_primaries(self) -> tuple[list[str], dict[str, str]]:
+        """Which primaries answer a PING on the connection calls use, and why the others
+        do not (/healthz: one primary down leaves the other partitions serving)."""
+        if not self.owners:
+            await self.first_map()
+        addresses = sorted(self.primaries)
+        replies = await asyncio.gather(*(self.node(address).execute("PING") for address in addresses),
+                                       return_exceptions=True)
+        down = {address: f"{type(reply).__name__}: {reply}" for address, reply in zip(addresses, replies, strict=True)
+                if isinstance(reply, BaseException)}
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+                raise reply  # a cancellation, not a node's answer
+        return [address for address in addresses if address not in down], down
+
     async def load_scripts(self, texts: Sequence[str], only_missing: bool = False) -> int:
         """Loads the scripts on every primary (and remembers them for primaries that come
         later); only_missing: those a primary lacks. Returns how many were loaded."""

@@ -26,6 +26,7 @@ from app.metrics import Exporter, LedgerBacklog
 from app.protocols.oia.handler import PING, Oia
 from app.protocols.stargame.handler import StarGame
 from app.proxies import ForwardedClient, behind_proxies
+from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -52,6 +53,7 @@ class Service:
         self.oia = Oia(rt.oia_wallet, settings.oia, rt.redis_link, rt.guard)
         self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin, rt.guard)
         self.health_problem = ""  # the last probe's, so each change is logged once
+        self.degraded = ""  # Redis Cluster: the primaries that do not answer (the others serve)
         exported = self.runtime.metrics
         self.exporter = None if exported is None else Exporter(exported, LedgerBacklog(rt.redis, rt.wallet.keys))
 
@@ -83,7 +85,9 @@ class Service:
             else:
                 log.info("healthz: ok again")
             self.health_problem = problem
-        return PlainTextResponse("unavailable" if problem else "ok", status_code=503 if problem else 200)
+        if problem:
+            return PlainTextResponse("unavailable", status_code=503)
+        return PlainTextResponse(f"ok (degraded: {self.degraded})" if self.degraded else "ok")
 
     async def metrics(self, request: Request) -> Response:
         assert self.exporter is not None, "routed only with metrics on"
@@ -103,8 +107,13 @@ class Service:
         try:
             await self.ping()
             wallet = self.runtime.wallet
-            await wallet.scripts.balance(keys=[wallet.keys.account(HEALTH_PLAYER)])
-            await wallet.scripts.reload_missing(wallet.redis)
+            if isinstance(wallet.script_client, ClusterPipelinedRedis):
+                problem = await self.cluster_problem(wallet.script_client)
+                if problem:
+                    return problem
+            else:
+                await wallet.scripts.balance(keys=[wallet.keys.account(HEALTH_PLAYER)])
+                await wallet.scripts.reload_missing(wallet.redis)
         except (RedisError, OSError, WalletCallError) as exc:
             return f"{type(exc).__name__}: {exc}"
         flusher_task = self.runtime.flusher_task
@@ -112,6 +121,21 @@ class Service:
             return "the flusher stopped"  # bookings would pile up un-stored
         if self.flush_process is not None and not self.flush_process.alive():
             return "the flusher process is not running (serve restarts it)"
+        return ""
+
+
+    async def cluster_problem(self, client: ClusterPipelinedRedis) -> str:
+        """On Redis Cluster: a problem only when no primary answers. Every instance sees a
+        primary that is down alike, so answering 503 for it would take every instance out
+        of a load balancer, a whole outage for a third of the partitions; the body says it
+        (README "Scaling out"). Scripts a primary lost are loaded again on those answering."""
+        answering, down = await client.answering_primaries()
+        self.degraded = "; ".join(f"primary {address} does not answer ({why}): its partitions are refused"
+                                  for address, why in sorted(down.items()))
+        if not answering:
+            return f"no primary of the cluster answers: {self.degraded}"
+        for address in answering:
+            await client.load_on(address, only_missing=True)
         return ""
 
 
