@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.keys import Keys
 from app.ledger import LedgerEntry, from_stream, open_store
-from app.ledger.flusher import GROUP, Flusher
+from app.ledger.flusher import GROUP, STREAM_COUNT_MIN, Flusher
 from app.ledger.sqlite import SqliteStore
 from app.protocols.stargame.wallet import book as stargame_book
 from app.redis_server import EmbeddedRedis
@@ -165,7 +165,7 @@ async def test_a_transaction_gathers_several_reads_each_at_most_read_max(
     wallet: Wallet, settings: Settings, sync_redis: redis.Redis
 ) -> None:
     """One commit per batch_max entries (the drain rate), one read per read_max at most
-    (Redis's stall per read); the partitions read in windows of read_max streams."""
+    (Redis's stall per read); the partitions read in windows of read_max / STREAM_COUNT_MIN streams."""
     settings.flusher.batch_max, settings.flusher.read_max = 60, 10
     await book_many(wallet)
     flusher, store = read_recording_flusher(wallet, settings)
@@ -185,16 +185,18 @@ async def test_when_a_batch_fills_before_every_window_is_read_the_next_tick_star
     settings: Settings, sync_redis: redis.Redis
 ) -> None:
     """Windows take turns: a backlog in the first partitions cannot starve the others."""
-    settings.flusher.batch_max, settings.flusher.read_max = 4, 2  # two windows of two streams a tick
+    # Windows of two streams (read_max / STREAM_COUNT_MIN), each filling a batch: one a tick.
+    settings.flusher.batch_max = settings.flusher.read_max = 2 * STREAM_COUNT_MIN
     settings.wallet.partitions = 16  # eight windows, whichever the default
     async with Runtime(settings, settings.redis.url) as runtime:
         wallet = runtime.wallet
         await book_many(wallet)
         busy = {p for p in range(settings.wallet.partitions) if sync_redis.xlen(wallet.keys.ledger(p))}
-        assert all(sync_redis.xlen(wallet.keys.ledger(p)) >= 4 for p in busy)  # every window could fill a batch
+        # every window could fill a batch
+        assert all(sync_redis.xlen(wallet.keys.ledger(p)) >= settings.flusher.batch_max for p in busy)
         flusher = await flusher_with_groups(wallet, settings)
         try:
-            for _ in range(8):  # eight windows, two a tick: each read within four ticks, twice in eight
+            for _ in range(8):  # eight windows, one a tick: each read once in eight ticks
                 assert (await flusher.tick())[1]
         finally:
             stop(flusher)

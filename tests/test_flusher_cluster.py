@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from app.ledger.flusher import CLUSTER_COUNT_MIN, GROUP, Flusher
+from app.ledger.flusher import GROUP, STREAM_COUNT_MIN, Flusher
 from app.runtime import Runtime
 from app.settings import Settings
 from tests.redis_cluster import LocalCluster, slot_of
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 # Small bounds, so that a hundred entries take several reads and batches; PARTITIONS
 # streams fit one window both on one Redis (read_max streams) and on a cluster
-# (read_max / CLUSTER_COUNT_MIN), so both read the same windows.
+# (read_max / STREAM_COUNT_MIN), so both read the same windows.
 PARTITIONS = 4
 READ_MAX = 64
 BATCH_MAX = 64
@@ -79,7 +79,7 @@ async def batches_on(url: str, directory: Path) -> tuple[list[Batch], Settings, 
 async def test_batches_are_those_of_one_redis(redis_url: str, cluster_url: str, tmp_path: Path) -> None:
     """The same bookings make the same batches on the cluster (one XREADGROUP per stream)
     as on one Redis (one XREADGROUP per window): fair shares, read_max, batch_max kept."""
-    assert PARTITIONS <= READ_MAX // CLUSTER_COUNT_MIN, "one window on both"
+    assert PARTITIONS <= READ_MAX // STREAM_COUNT_MIN, "one window on both"
     alone, _, alone_cluster = await batches_on(redis_url, tmp_path / "alone")
     spread, settings, spread_cluster = await batches_on(cluster_url, tmp_path / "cluster")
     assert (alone_cluster, spread_cluster) == (False, True)
@@ -108,7 +108,7 @@ async def test_each_entry_is_stored_once_and_trimmed_on_its_primary(
         written = await book(runtime)
         assert runtime.flusher is not None
         windows = runtime.flusher.windows  # narrower than read_max streams: several entries a command
-        assert {len(window) for window in windows[:-1]} == {READ_MAX // CLUSTER_COUNT_MIN}
+        assert {len(window) for window in windows[:-1]} == {READ_MAX // STREAM_COUNT_MIN}
         assert sorted(s for window in windows for s in window) == sorted(runtime.flusher.partition_of)
         asked = getkeys_calls(redis_cluster)
         assert await runtime.flusher.drain() == written

@@ -9,8 +9,9 @@ On Redis Cluster every partition's stream is in a slot of its own, so one XREADG
 of several streams is refused (CROSSSLOT): there each stream gets its own XREADGROUP,
 all of a window's in one pipeline, which redis-py's cluster client splits per primary
 and sends to them at once. A read asks as on one Redis (the window's fair share, at
-most read_max in all), so a primary builds no bigger replies; the windows are narrower
-(read_max / CLUSTER_COUNT_MIN streams), so that a command asks for several entries.
+most read_max in all), so a primary builds no bigger replies; windows are
+read_max / STREAM_COUNT_MIN streams wide (in both modes), so that a command asks for
+several entries of each stream.
 XREADGROUP is the one command whose keys redis-py cannot find without asking Redis
 (COMMAND GETKEYS, a round trip each): it is sent to the stream's primary by name.
 """
@@ -44,10 +45,12 @@ RECOVERY_ROUNDS_MAX = 10_000
 DRAIN_ROUNDS_MAX = 100_000
 # 2**20 ticks is past any sane retry_backoff_max_ms; keeps the power small.
 BACKOFF_DOUBLINGS_MAX = 20
-# On a cluster, the fewest entries a window's read asks of each stream (one XREADGROUP
-# each): at 256 partitions and read_max 500, a window of every stream asked one entry of
-# each, a command per entry (+80 % of the flush process's CPU against one Redis).
-CLUSTER_COUNT_MIN = 16
+# The fewest entries a window's read asks of each stream: windows are read_max / this
+# streams wide. At 256 partitions and read_max 500 a window of every stream asked one
+# entry of each: on a cluster a command per entry (+80 % of the flush process's CPU), on
+# one Redis a 256-stream XREADGROUP returning an entry or two per busy stream, then more
+# reads for the rest (+66 % CPU per entry against 16 partitions: bench/flusher_cluster.py).
+STREAM_COUNT_MIN = 16
 # Consumer groups created per pipelined round trip (setup): Redis serves no other client
 # while it works through one client's pipeline.
 SETUP_CHUNK = 1000
@@ -139,12 +142,11 @@ class Flusher:
         self.partition_of = {keys.ledger(partition): partition for partition in range(keys.partitions)}
         # One XREADGROUP holds at most this many entries (a read never exceeds a batch).
         self.read_max = min(settings.read_max, settings.batch_max)
-        # The partitions' streams in windows of at most read_max: a read of a window gives
-        # each of its streams at least one entry and all of them at most read_max. On a
-        # cluster each stream is a command of its own: a window of read_max streams would
-        # be a command per entry, so its windows ask each stream for CLUSTER_COUNT_MIN.
+        # The partitions' streams in windows of read_max / STREAM_COUNT_MIN: a read of a
+        # window asks each of its streams for at least STREAM_COUNT_MIN entries (a cluster
+        # reads each stream by a command of its own) and all of them for at most read_max.
         streams = list(self.partition_of)
-        width = self.read_max if self.cluster is None else max(1, self.read_max // CLUSTER_COUNT_MIN)
+        width = max(1, self.read_max // STREAM_COUNT_MIN)
         self.windows = [streams[start:start + width] for start in range(0, len(streams), width)]
         self.first_window = 0  # where the next read starts: windows take turns when a batch fills
         # The next batch, read while the store committed the last one (tick); cleared by
