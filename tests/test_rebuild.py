@@ -304,3 +304,38 @@ async def test_rebuild_stops_when_something_books_in_the_partition_meanwhile(
     finally:
         await client.aclose()
     assert sync_redis.get(seq_key) == "1"  # the booking's, not the rebuild's 5
+
+
+async def test_a_store_of_the_old_16_partitions_is_refused_before_redis_is_written(
+    store: LedgerStore, settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """A deployment made when the default was 16 partitions loses its Redis and is upgraded
+    (or moved to a cluster) without setting it: rebuild with 256 refuses, naming the fix,
+    and writes nothing. It used to write partitions = 256 and the rebuild flag into Redis,
+    then stop on a traceback at the first player: neither count was let in after that."""
+    assert settings.wallet.partitions == 256
+    old = Keys(16)
+    players = [f"p{i}" for i in range(40)]
+    assert any(old.partition(p) != Keys(256).partition(p) for p in players)
+    profile = dict.fromkeys(PROFILE_FIELDS, "") | {"cur": "EUR", "lang": "en", "op": OPERATOR}
+    seqs: dict[int, int] = {}
+    now = int(time.time() * 1000)
+    entries = []
+    for player in players:
+        partition = old.partition(player)
+        seq = seqs[partition] = seqs.get(partition, 0) + 1
+        entries.append(LedgerEntry(f"{partition}:{seq}", partition, seq, player, "open", 100, 100, "admin", "",
+                                   now, profile=profile))
+    store.insert(entries)
+    client = redis.asyncio.Redis.from_url(settings.redis.url, decode_responses=True)
+    try:
+        with pytest.raises(RebuildRefused) as refused:
+            await rebuild(client, store, settings, lambda line: None)
+    finally:
+        await client.aclose()
+    assert "the store was written with another partition count" in str(refused.value)
+    assert "16 for a deployment made before the default became 256" in str(refused.value)
+    assert sync_redis.keys("*") == []  # nothing written: set partitions = 16 and run it again
+    settings.wallet.partitions = 16
+    assert len(await run(settings, store)) >= 1
+    assert sync_redis.hget(Keys.meta(), "partitions") == "16"

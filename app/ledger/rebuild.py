@@ -32,7 +32,7 @@ import msgspec
 from redis.exceptions import RedisClusterException, RedisError
 
 from app.keys import META_FILTER_LAYOUT, META_FILTER_SINCE, META_PARTITIONS, META_REBUILD_RUNNING, PREFIX, Keys
-from app.ledger import LedgerStore
+from app.ledger import LedgerStore, PartitionStats
 from app.ledger.guard import written_seqs
 from app.ledger.restore import Restore
 from app.redis_client import RedisClient, optional_text
@@ -58,6 +58,9 @@ return nil
 """
 # Alias keys (app/keys.py Keys.alias): each hashes to a slot of its own, not its player's partition's.
 ALIAS_PREFIX = f"{PREFIX}:alias:"
+# Entries read from the start of each partition to find a player's (an agent's are not
+# placed by Keys.partition): the first is nearly always a player's 'open'.
+MISPLACED_READ = 16
 # A progress line at most this often (and one when done): readable, not a flood.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -127,6 +130,8 @@ async def partitions_behind(redis: RedisClient, keys: Keys, store: LedgerStore
     if stats and max(stats) >= keys.partitions:
         raise RebuildRefused(f"the ledger store holds partition {max(stats)}, wallet.partitions is "
                              f"{keys.partitions}: set it to the count that wrote the store")
+    if misplaced := misplaced_player(store, keys, stats):
+        raise RebuildRefused(misplaced)
     # A run that did not finish (or found problems) left the flag: its partitions may look
     # level, so every partition holding entries is done again.
     unfinished = await redis.hexists(meta, META_REBUILD_RUNNING)
@@ -148,6 +153,26 @@ async def partitions_behind(redis: RedisClient, keys: Keys, store: LedgerStore
                              f"entries are not flushed yet; run `walletd flush` (or serve) until the backlog "
                              f"drains and `walletd verify` passes; Redis then needs no rebuild")
     return behind, ahead
+
+
+def misplaced_player(store: LedgerStore, keys: Keys, stats: dict[int, PartitionStats]) -> str | None:
+    """A store written with fewer partitions than wallet.partitions (the default was 16
+    before it became 256) holds each player in a partition other than ours: refused here,
+    before anything is written to Redis (Restore's own check comes after mark_started has
+    recorded our count in Redis: then neither count would be let in without editing Redis).
+    The first player entry of each partition tells (one read each)."""
+    for partition in sorted(stats):
+        for entry in store.read(partition, 0, MISPLACED_READ):
+            if entry.account_kind or not entry.player_id:
+                continue
+            if keys.partition(entry.player_id) != partition:
+                return (f"the ledger store holds player {entry.player_id} in partition {partition}, but with "
+                        f"wallet.partitions = {keys.partitions} that player is in partition "
+                        f"{keys.partition(entry.player_id)}: the store was written with another partition "
+                        f"count; set [wallet] partitions to it (16 for a deployment made before the "
+                        f"default became 256) and run `walletd rebuild` again. Nothing was written to Redis")
+            break  # one player entry per partition tells
+    return None
 
 
 async def mark_started(redis: RedisClient, keys: Keys, settings: Settings, now_ms: int) -> None:
