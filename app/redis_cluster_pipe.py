@@ -10,7 +10,8 @@ The slot map (which primary "host:port" owns each of the 16384 slots) is read wi
 CLUSTER SLOTS from any reachable node before the first call, and again when the
 cluster says it changed: a MOVED reply updates its slot at once and starts one full
 re-read (one at a time, at most one per REFRESH_INTERVAL_S); a primary that cannot be
-reached starts one too (a replica may have been promoted in its place).
+reached, or a call without a reply in time (a hung node's connection stays open), starts
+one too (a replica may have been promoted in its place).
 
 What a call may meet, and what it does (app/redis_pipe.py's contract otherwise):
 - MOVED: the slot is served elsewhere and the script did not run: sent again to the
@@ -53,7 +54,7 @@ from redis.connection import parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError
 
-from app.errors import WalletUnavailable
+from app.errors import OutcomeUnknown, WalletUnavailable
 from app.redis_link import RedisLink, wait_left_s
 from app.redis_pipe import ClusterRefusal, PipelinedRedis, redacted, retrieve
 
@@ -173,7 +174,7 @@ class ClusterPipelinedRedis:
             return await node.evalsha_encoded(head, keys_and_args)
         except ClusterRefusal as refusal:
             return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args), address, refusal)
-        except (NoScriptError, WalletUnavailable) as exc:
+        except (NoScriptError, WalletUnavailable, OutcomeUnknown) as exc:
             self.failed(address, node, exc)
             raise
 
@@ -221,7 +222,7 @@ class ClusterPipelinedRedis:
                 return await send(node)
             except ClusterRefusal as refusal:
                 refused = refusal
-            except (NoScriptError, WalletUnavailable) as exc:
+            except (NoScriptError, WalletUnavailable, OutcomeUnknown) as exc:
                 self.failed(address, node, exc)
                 raise
 
@@ -231,6 +232,11 @@ class ClusterPipelinedRedis:
             self.load_soon(address)  # this node lost its scripts (restarted); the caller EVALs
         elif isinstance(exc, WalletUnavailable) and node.link.down:
             self.refresh_soon()  # unreachable: a replica may have taken its slots
+        elif isinstance(exc, OutcomeUnknown):
+            # No reply in time (the call is never re-sent): the node may hang (a frozen host,
+            # a network partition) with its connection open, so its link never goes down,
+            # while the cluster promotes its replica; the map says where its slots went.
+            self.refresh_soon()
 
     async def follow(self, slot: int, address: str, refusal: ClusterRefusal, deadline: float) -> tuple[str, bool]:
         """Where to send a refused call next, and whether ASKING must precede it."""

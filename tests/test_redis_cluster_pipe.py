@@ -414,3 +414,44 @@ async def test_a_promoted_replica_takes_over_its_primarys_slots(tmp_path: Path) 
             await until(served, "the replica to be promoted and serve the slot")
             assert client.owner(slot_of(KEYS.tag(mine))) == address(replica)
             assert restarts == [1]
+
+
+async def test_a_hung_primarys_promoted_replica_is_found(tmp_path: Path) -> None:
+    """A primary that hangs (SIGSTOP: a frozen host, a network partition) answers nothing:
+    calls to it time out (outcome unknown, never re-sent) and its connection stays open.
+    The cluster promotes its replica; the map is re-read after a time-out too, so the
+    slot's calls go to the new primary instead of timing out for as long as the hung
+    node's connection lives."""
+    with local_cluster(tmp_path, primaries=3, replicas=1) as cluster:
+        async with cluster_client(cluster.url) as client:
+            restarts: list[int] = []
+            client.on_restart = lambda: restarts.append(1)
+            script = Script(client, BOOK_LUA)
+            victim, replica = cluster.primaries[0], cluster.replicas[0]
+            mine = partition_in(cluster, victim)
+            assert await book(script, mine, "before") == 1
+
+            def replicated() -> bool:
+                with contextlib.closing(replica.client()) as direct:
+                    direct.execute_command("READONLY")
+                    return direct.hget(account(mine), "balance") == "1"
+
+            await until(lambda: asyncio.to_thread(replicated), "the replica to have the booking")
+            assert victim.process is not None
+            victim.process.send_signal(signal.SIGSTOP)
+            try:
+                attempt = 0
+
+                async def served() -> bool:
+                    nonlocal attempt
+                    attempt += 1
+                    try:  # a new id each time: one that timed out may yet run on the hung node
+                        return await book(script, mine, f"after-{attempt}") == 2
+                    except (WalletUnavailable, OutcomeUnknown):
+                        return False
+
+                await until(served, "the replica to be promoted and serve the slot")
+                assert client.owner(slot_of(KEYS.tag(mine))) == address(replica)
+                assert restarts == [1]  # the new primary is compared like a restarted one
+            finally:
+                victim.process.send_signal(signal.SIGCONT)
