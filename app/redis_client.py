@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -56,6 +57,35 @@ class ClusterClient(RedisCluster):
         except RedisClusterException as exc:
             raise RedisConnectionError(str(exc)) from exc
         return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.forget_map()
+            raise
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def execute_then_forget(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await execute(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError):
+                await self.forget_map()
+                raise
+
+        pipe.execute = execute_then_forget  # type: ignore[method-assign]
+        return pipe
+
+    async def forget_map(self) -> None:
+        """After a node did not answer (never re-sent: no retries), the slot map is read
+        again on the next command: a hung primary (its connection open, no MOVED ever) may
+        have been replaced by its promoted replica. redis-py re-reads it only when it
+        retries, and without that kept sending the guard's and the flusher's reads to the
+        hung node after the failover (tests/test_redis_cluster_pipe.py)."""
+        await self.aclose()
 
 
 # Either client: annotations name this where a standalone or a cluster client may come.

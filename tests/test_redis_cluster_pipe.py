@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import RedisError
 
 from app.errors import OutcomeUnknown, WalletUnavailable
 from app.keys import Keys
+from app.ledger.guard import look_at_redis
+from app.redis_client import connect
 from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.redis_link import CALL_DEADLINE_MS
 from app.redis_pipe import ClusterRefusal, PipelinedRedis
 from app.runtime import Runtime
 from app.scripts import Script, Scripts
-from app.settings import Settings
+from app.settings import RedisSettings, Settings
 from tests.cluster_walletd import Placement, account_on
 from tests.oia_calls import call, change, new_session
 from tests.redis_cluster import LocalCluster, local_cluster, slot_of
@@ -430,6 +433,10 @@ async def test_a_hung_primarys_promoted_replica_is_found(tmp_path: Path) -> None
             victim, replica = cluster.primaries[0], cluster.replicas[0]
             mine = partition_in(cluster, victim)
             assert await book(script, mine, "before") == 1
+            settings = RedisSettings()
+            settings.socket_timeout_ms = settings.connect_timeout_ms = int(TIMEOUT_S * 1000)
+            commands = connect(cluster.primaries[1].url, settings, cluster=True)
+            await look_at_redis(commands, KEYS)
 
             def replicated() -> bool:
                 with contextlib.closing(replica.client()) as direct:
@@ -453,5 +460,17 @@ async def test_a_hung_primarys_promoted_replica_is_found(tmp_path: Path) -> None
                 await until(served, "the replica to be promoted and serve the slot")
                 assert client.owner(slot_of(KEYS.tag(mine))) == address(replica)
                 assert restarts == [1]  # the new primary is compared like a restarted one
+
+                async def guard_reads() -> bool:  # redis-py's cluster client: the guard's reads
+                    try:
+                        await look_at_redis(commands, KEYS)
+                    except RedisError:
+                        return False
+                    return True
+
+                # The guard, told of the new primary, must be able to compare (else every
+                # partition stays refused): redis-py's map is read again after its time-outs.
+                await until(guard_reads, "the guard's reads to reach the promoted replica")
             finally:
                 victim.process.send_signal(signal.SIGCONT)
+                await commands.aclose()
