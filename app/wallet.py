@@ -11,7 +11,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from app import currency
-from app.errors import WalletRefused
+from app.errors import ConnectionFailed, OutcomeUnknown, WalletRefused, WalletUnavailable
 from app.ids import PLAYER_ID_MAX_LEN, is_player_id
 from app.keys import META_FILTER_SINCE, META_PARTITIONS, Keys
 from app.redis_client import RedisClient, command_errors, optional_text, text, text_map
@@ -27,6 +27,12 @@ ALIAS_MISS_TTL_S = 2.0
 # A cached alias is re-read this often, so a released alias stops routing money within
 # this time; it costs one GET per active uid per period, not one per callback.
 ALIAS_HIT_TTL_S = 10.0
+# How long past its expiry a cached alias (or miss) still answers when Redis cannot be
+# asked. On Redis Cluster an alias key has a slot of its own, often on another primary
+# than its player's account: without this, that primary down refuses players whose
+# accounts are served. Safe because an alias never changes once its player exists: it is
+# claimed at creation and released only when that creation fails (no account to book on).
+ALIAS_STALE_MAX_S = 3600.0
 # Protocols whose external ids can stand for a player: a uid with no alias is taken as
 # the player id itself, so each player id reserves its own name in every kind.
 ALIAS_KINDS = ("stargame",)
@@ -91,6 +97,13 @@ class AliasCache:
     def get(self, alias: str) -> str | None:
         entry = self.entries.get(alias)
         if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def stale(self, alias: str) -> str | None:
+        """The entry even if expired, up to ALIAS_STALE_MAX_S past its expiry."""
+        entry = self.entries.get(alias)
+        if entry is None or entry[1] + ALIAS_STALE_MAX_S < time.monotonic():
             return None
         return entry[0]
 
@@ -165,7 +178,13 @@ class Wallet:
         cached = self.aliases.get(alias)
         if cached is not None:
             return cached
-        player_id = optional_text(await self.read("GET", alias))
+        try:
+            player_id = optional_text(await self.read("GET", alias))
+        except (WalletUnavailable, OutcomeUnknown, ConnectionFailed):
+            stale = self.aliases.stale(alias)  # its node is down: the last answer (ALIAS_STALE_MAX_S)
+            if stale is None:
+                raise
+            return stale
         self.aliases.put(alias, player_id or external_id, found=player_id is not None)
         return player_id or external_id
 
