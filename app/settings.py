@@ -59,7 +59,7 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     cluster: bool | Literal["auto"] = "auto"
     # After each script call, WAIT for this many replicas to confirm its writes before
     # answering; unconfirmed within replica_ack_timeout_ms, the call ends "outcome
-    # unknown" (OIA OP_50, StarGame fail + reconciliation). 0: answer once the primary
+    # unknown" (OIA OP_47, StarGame fail + reconciliation). 0: answer once the primary
     # has it (its AOF), replicas follow asynchronously.
     replica_acks: int = 0
     replica_ack_timeout_ms: int = 20
