@@ -24,11 +24,11 @@ import redis
 from redis.crc import key_slot
 
 from app.redis_server import find_binary, wait_ready
+from tests.redis_servers import stop_process
 
 SLOTS = 16384
 # How long a cluster gets to agree on its slots (after start, a restart, a migration).
 SETTLE_S = 30.0
-STOP_WAIT_S = 10.0
 # Keys moved per MIGRATE while a slot is resharded.
 MIGRATE_BATCH = 100
 MIGRATE_TIMEOUT_MS = 5000
@@ -102,14 +102,7 @@ class ClusterNode:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 class LocalCluster:
