@@ -59,6 +59,7 @@ IN_FLIGHT = "walletd_callbacks_in_flight"
 PENDING = "walletd_redis_script_client_pending"
 RECONNECTS = "walletd_redis_script_client_reconnects"
 REDIRECTS = "walletd_redis_cluster_redirects"
+REPLICA_ACK_FAILURES = "walletd_redis_replica_ack_failures"
 STORE_ERRORS = "walletd_ledger_store_errors"
 STORED = "walletd_flusher_entries_stored"
 BACKLOG = "walletd_ledger_backlog_entries"
@@ -113,6 +114,9 @@ class Definitions:
                                   registry=registry)
         self.redirects = Counter(REDIRECTS, "Script calls Redis Cluster did not run where they were sent, followed: "
                                  "MOVED and ASK redirects, TRYAGAIN/CLUSTERDOWN retries", ["kind"], registry=registry)
+        self.replica_ack_failures = Counter(
+            REPLICA_ACK_FAILURES, "Script calls answered outcome unknown because fewer than redis.replica_acks "
+            "replicas confirmed them in time (they ran on the primary)", registry=registry)
         self.store_errors = Counter(STORE_ERRORS, "Ledger store failures: flusher batches not stored, OIA lookups "
                                     "failed", ["source"], registry=registry)
         self.stored = Counter(STORED, "Ledger entries the flusher added to the ledger store", registry=registry)

@@ -152,8 +152,10 @@ def script_client(url: str, settings: RedisSettings, redis: RedisClient, cluster
                                      replica_acks=settings.replica_acks,
                                      replica_ack_timeout_ms=settings.replica_ack_timeout_ms)
     if settings.script_client == "redis-py":
+        assert not settings.replica_acks, "settings refuse replica_acks without the pipelined client"
         return redis
-    return PipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000)
+    return PipelinedRedis(url, settings.socket_timeout_ms / 1000, settings.connect_timeout_ms / 1000,
+                          replica_acks=settings.replica_acks, replica_ack_timeout_ms=settings.replica_ack_timeout_ms)
 
 
 # redis-py types every reply as bytes | str: it cannot know that connect() sets

@@ -30,6 +30,20 @@ The contract (callers map it to protocol answers; see app/errors.py):
   (nothing ran; app/scripts.Script falls back to EVAL).
 - redis.exceptions.ResponseError: any other error reply (the command ran and
   answered an error, e.g. a Lua runtime error).
+
+Replica acknowledgements (redis.replica_acks = N, README "Scaling out"): a call sent
+with confirm=True (a script whose answer vouches for money or a record,
+app/scripts.py) is followed, in the same batch on the same connection, by one
+`WAIT N timeout_ms` for the whole batch. Redis runs a connection's commands in
+order and WAIT waits for this connection's last write, so it covers every
+confirmed call before it. Their replies are held until the WAIT answers: N or
+more replicas -> the replies; fewer, a WAIT error, or no answer within
+timeout_ms of the write (Redis times WAIT out only at its `hz` resolution, and
+the platform's budget is spent meanwhile) -> OutcomeUnknown: the script ran on
+the primary and a failover could still lose it, so it is never re-sent and the
+protocol answers "outcome unknown". An error reply is never held (nothing to
+confirm: the scripts refuse before their first write); other calls (reads) are
+not held, but they queue behind a WAIT that blocks the connection.
 """
 
 from __future__ import annotations
@@ -120,20 +134,55 @@ def error_of(reply: RedisPipeError) -> Exception:
 
 
 class Call:
-    __slots__ = ("command", "future", "written_at")
+    """A command written or to be written. future None: a batch's WAIT, awaited by nobody
+    (it decides the replies held before it); confirm: its reply waits for that WAIT."""
 
-    def __init__(self, command: bytes, future: asyncio.Future[Any]) -> None:
+    __slots__ = ("command", "confirm", "future", "written_at")
+
+    def __init__(self, command: bytes, future: asyncio.Future[Any] | None, confirm: bool = False) -> None:
         self.command = command
         self.future = future
+        self.confirm = confirm
         self.written_at = 0.0
+
+
+class ReplicaWait:
+    """redis.replica_acks: the WAIT that follows a batch of confirmed calls, and how many
+    calls ended "outcome unknown" because it came short (app/metrics.py). One per client,
+    shared by its successive connections."""
+
+    def __init__(self, replicas: int, timeout_ms: int) -> None:
+        assert 1 <= replicas and 1 <= timeout_ms, "replica_acks and its time-out must be positive"
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self.command = encode_command(("WAIT", replicas, timeout_ms))
+        self.shortfalls = 0
+
+    def shortfall(self, reply: Any) -> str | None:
+        """Why the WAIT's reply does not confirm, or None when it does."""
+        if isinstance(reply, int) and not isinstance(reply, bool) and reply >= self.replicas:
+            return None
+        if isinstance(reply, int):
+            return f"{reply} of the {self.replicas} replicas asked for confirmed it within {self.timeout_ms} ms"
+        return f"WAIT for {self.replicas} replicas failed ({reply})"
+
+    def unknown(self, why: str) -> OutcomeUnknown:
+        return OutcomeUnknown(f"ran on the primary, but {why} (redis.replica_acks): a failover could lose it")
 
 
 class Connection(asyncio.Protocol):
     """One socket to Redis: calls queued this loop turn, calls written and awaiting
     their reply (in order), and a watchdog that times the written ones out."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, replica_wait: ReplicaWait | None = None) -> None:
         self.timeout_s = timeout_s
+        self.replica_wait = replica_wait  # None: replica_acks = 0, nothing is held
+        # Replies of confirmed calls that came before the first WAIT still pending: that WAIT
+        # decides them (replies come in order, so none of a later batch's can be here yet).
+        self.held: list[tuple[asyncio.Future[Any], Any]] = []
+        self.confirming = False  # a confirmed call is queued: this batch ends in a WAIT
+        self.waits_written = 0  # WAITs written and answered: the n-th is pending while answered < n
+        self.waits_answered = 0
         self.reader = hiredis.Reader(encoding="utf-8", replyError=RedisPipeError)
         self.transport: asyncio.Transport | None = None
         self.queued: list[Call] = []  # not yet handed to the transport
@@ -149,7 +198,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, confirm: bool = False) -> asyncio.Future[Any]:
         if self.gone is not None:
             raise WalletUnavailable(f"Redis connection {self.gone}; the call was not sent")
         if len(self.queued) + len(self.written) >= PENDING_MAX:
@@ -158,13 +207,20 @@ class Connection(asyncio.Protocol):
         future = loop.create_future()
         if not self.queued:
             loop.call_soon(self.flush)
-        self.queued.append(Call(command, future))
+        confirm = confirm and self.replica_wait is not None
+        self.confirming = self.confirming or confirm
+        self.queued.append(Call(command, future, confirm))
         return future
 
     def flush(self) -> None:
         batch, self.queued = self.queued, []
         if not batch:
             return
+        waits = self.confirming
+        if waits:
+            assert self.replica_wait is not None
+            self.confirming = False
+            batch.append(Call(self.replica_wait.command, None))
         if self.gone is not None or self.transport is None or self.transport.is_closing():
             fail(batch, WalletUnavailable(f"Redis connection {self.gone or 'closing'} before the call was written"))
             return
@@ -176,6 +232,12 @@ class Connection(asyncio.Protocol):
             self.transport.write(b"".join(call.command for call in batch))
         except Exception as exc:  # noqa: BLE001 - part may be on its way: outcome unknown, never "not sent"
             self.close(f"failed while writing ({exc})")
+            return
+        if waits:
+            assert self.replica_wait is not None
+            self.waits_written += 1
+            asyncio.get_running_loop().call_later(self.replica_wait.timeout_ms / 1000, self.wait_expired,
+                                                  self.waits_written)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -185,7 +247,11 @@ class Connection(asyncio.Protocol):
             if reply is False:
                 return
             call = written.popleft()
-            if call.future.done():
+            future = call.future
+            if future is None:
+                self.replicas_answered(reply)
+                continue
+            if future.done():
                 continue  # timed out earlier; its late reply is dropped
             if isinstance(reply, RedisPipeError):
                 error = error_of(reply)
@@ -194,12 +260,47 @@ class Connection(asyncio.Protocol):
                         and self.link is not None:
                     self.proven = False
                     self.link.unavailable(str(error))
-                call.future.set_exception(error)
+                future.set_exception(error)
             else:
                 if not self.proven and self.link is not None:
                     self.proven = True
                     self.link.answered()
-                call.future.set_result(reply)
+                if call.confirm:
+                    self.held.append((future, reply))
+                else:
+                    future.set_result(reply)
+
+    def replicas_answered(self, reply: Any) -> None:
+        """The batch's WAIT answered: the held replies are given, or fail if it came short."""
+        assert self.replica_wait is not None
+        self.waits_answered += 1
+        held, self.held = self.held, []
+        why = self.replica_wait.shortfall(reply)
+        if why is None:
+            for future, result in held:
+                if not future.done():  # (failed by wait_expired, or the caller gave up)
+                    future.set_result(result)
+        else:
+            self.replica_wait.shortfalls += self.fail_held(self.replica_wait.unknown(why))
+
+    def wait_expired(self, number: int) -> None:
+        """replica_ack_timeout_ms after the number-th WAIT was written: if it has not answered,
+        the replies held (for it or an earlier one, expired too) fail now, inside the
+        platform's budget; the WAIT's own reply, whenever it comes, decides nothing more."""
+        if self.held and self.waits_answered < number:
+            wait = self.replica_wait
+            assert wait is not None
+            wait.shortfalls += self.fail_held(wait.unknown(f"no WAIT answer within {wait.timeout_ms} ms"))
+
+    def fail_held(self, error: OutcomeUnknown) -> int:
+        """Fails the held replies' callers; returns how many were still waiting."""
+        held, self.held = self.held, []
+        failed = 0
+        for future, _ in held:
+            if not future.done():
+                future.set_exception(error)
+                failed += 1
+        return failed
 
     def check_timeouts(self) -> None:
         """Fails written calls older than the time-out; their replies are dropped when they come."""
@@ -207,7 +308,7 @@ class Connection(asyncio.Protocol):
         for call in self.written:
             if call.written_at > expired:
                 break
-            if not call.future.done():
+            if call.future is not None and not call.future.done():
                 call.future.set_exception(OutcomeUnknown(f"no reply from Redis within {self.timeout_s:g} s"))
         self.watchdog = asyncio.get_running_loop().call_later(WATCHDOG_INTERVAL_S, self.check_timeouts)
 
@@ -220,8 +321,11 @@ class Connection(asyncio.Protocol):
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        fail(list(self.written), OutcomeUnknown(f"Redis connection {self.gone} after the call was written"))
+        lost = OutcomeUnknown(f"Redis connection {self.gone} after the call was written")
+        fail(list(self.written), lost)
         self.written.clear()
+        if self.held:  # ran, and no WAIT will say whether replicas have them
+            self.fail_held(lost)
         fail(self.queued, WalletUnavailable(f"Redis connection {self.gone} before the call was written"))
         self.queued = []
         if self.transport is not None:
@@ -236,7 +340,7 @@ def retrieve(future: asyncio.Future[Any]) -> None:
 
 def fail(calls: list[Call], error: Exception) -> None:
     for call in calls:
-        if not call.future.done():
+        if call.future is not None and not call.future.done():
             call.future.set_exception(error)
 
 
@@ -244,7 +348,8 @@ class PipelinedRedis:
     """evalsha/eval/execute with the same call shape as redis-py's asyncio client,
     and the errors listed in the module docstring."""
 
-    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float, *, replica_acks: int = 0,
+                 replica_ack_timeout_ms: int = 0) -> None:
         options = parse_url(url)
         self.path = options.get("path")  # unix:// URLs
         self.host = options.get("host", "127.0.0.1")
@@ -264,25 +369,28 @@ class PipelinedRedis:
         self.on_restart: Callable[[], None] | None = None
         self.run_id: str | None = None  # INFO server's run_id at the last connect ('' = not allowed)
         self.connects = 0  # connections published; all but the first are reconnects (app/metrics.py)
+        # redis.replica_acks: confirmed calls wait for this many replicas (module docstring).
+        self.replica_wait = ReplicaWait(replica_acks, replica_ack_timeout_ms) if replica_acks else None
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+    # confirm=True: the reply waits for redis.replica_acks replicas (module docstring).
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, confirm: bool = False) -> Any:
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args, confirm=confirm)
 
-    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVAL", script, numkeys, *keys_and_args)
+    async def eval(self, script: str, numkeys: int, *keys_and_args: Any, confirm: bool = False) -> Any:
+        return await self.execute("EVAL", script, numkeys, *keys_and_args, confirm=confirm)
 
-    async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any]) -> Any:
+    async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any], *, confirm: bool = False) -> Any:
         """EVALSHA whose constant start (evalsha_head) is encoded already."""
         connection = self.connection
         if connection is None or connection.gone is not None:
             connection = await self.connect()
-        return await connection.send(head + encode_parts(keys_and_args))
+        return await connection.send(head + encode_parts(keys_and_args), confirm)
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, confirm: bool = False) -> Any:
         connection = self.connection
         if connection is None or connection.gone is not None:
             connection = await self.connect()
-        return await connection.send(encode_command(args))
+        return await connection.send(encode_command(args), confirm)
 
     async def connected(self) -> Connection:
         """The published connection, connecting first if there is none (the cluster client
@@ -329,7 +437,7 @@ class PipelinedRedis:
 
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
-        connection = Connection(self.timeout_s)
+        connection = Connection(self.timeout_s, self.replica_wait)
         if self.path:
             opening = loop.create_unix_connection(lambda: connection, self.path)
         else:
@@ -388,6 +496,10 @@ class PipelinedRedis:
                 await reply
             except (ResponseError, WalletUnavailable, OutcomeUnknown) as exc:
                 raise WalletUnavailable(f"Redis at {self.where} refused {name}: {exc}") from exc
+
+    def replica_ack_shortfalls(self) -> int:
+        """Confirmed calls that ended "outcome unknown" because too few replicas confirmed (metrics)."""
+        return 0 if self.replica_wait is None else self.replica_wait.shortfalls
 
     def pending(self) -> int:
         """Calls queued or written and awaiting their reply (the metrics' pending depth)."""

@@ -95,9 +95,12 @@ class Runtime:
         self.exit.push_async_callback(self.redis.aclose)
         # Only the HTTP server's bookings take redis.script_client; a command's few go through
         # redis-py, except on Redis Cluster: there every script goes through the cluster client
-        # (redis-py's cluster client re-sends calls whose outcome is unknown).
+        # (redis-py's cluster client re-sends calls whose outcome is unknown); and except when
+        # replicas must confirm them (redis.replica_acks): only the pipelined clients WAIT (so
+        # the reconciler's settlements and the CLI's deposits are confirmed like bookings).
+        pipelined = self.serving or self.cluster or settings.redis.replica_acks > 0
         self.script_client = (script_client(redis_url, settings.redis, self.redis, self.cluster)
-                              if self.serving or self.cluster else self.redis)
+                              if pipelined else self.redis)
         if self.script_client is not self.redis:
             self.exit.push_async_callback(self.script_client.aclose)
         # The pipelined client reports outages to its link; with redis-py's no one does
@@ -149,6 +152,7 @@ class Runtime:
             client = self.script_client
             exported.gauge(defined.pending, client.pending)
             exported.total(defined.reconnects, lambda: max(0, client.connects - 1))
+            exported.total(defined.replica_ack_failures, client.replica_ack_shortfalls)
         if isinstance(self.script_client, ClusterPipelinedRedis):
             redirects = self.script_client.redirects
             for kind in redirects:

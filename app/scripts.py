@@ -17,6 +17,16 @@ Each script's header declares how many KEYS and ARGV it takes ("-- KEYS: 8",
 "-- ARGV: 22 | 27": one of these counts); every call is checked against it
 before anything is sent, since a wrong count is a programmer error that Lua
 would only notice as a nil deep inside the script.
+
+Each header also says whether replicas must confirm the script's answer before it
+is given ("-- WAIT: yes" or "-- WAIT: no"; redis.replica_acks, app/redis_pipe.py):
+yes for every script whose answer vouches for money moved or a decision recorded
+(bookings, cancels, settlements, admin changes, and oia_status, which a platform
+uses to decide after an outcome-unknown answer); no for the reads and the session
+scripts (a session refresh lost in a failover moves no money). A yes-script that
+answers from an earlier decision (a retry, a settled note) rewrites one field of
+that decision's record with the value it holds (lua/lib/ledger.lua reaffirm): the
+WAIT after it then covers that decision, whichever connection wrote it.
 """
 
 from __future__ import annotations
@@ -84,6 +94,8 @@ PRELUDES: dict[str, tuple[str, ...]] = {
 # caller builds its lists wrongly, and the pre-encoded heads would grow unbounded.
 HEAD_SHAPES_MAX = 16
 COUNT_LINE = re.compile(r"^-- (KEYS|ARGV): (\d+(?: \| \d+)*)(?:\s|$)", re.MULTILINE)
+# Whether the script's answer waits for redis.replica_acks replicas (module docstring).
+WAIT_LINE = re.compile(r"^-- WAIT: (yes|no)(?:\s|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class Arity:
     name: str
     keys: frozenset[int]
     args: frozenset[int]
+    confirm: bool = False  # "-- WAIT: yes"
 
 
 def read(path: str) -> str:
@@ -107,7 +120,9 @@ def arity(name: str, header: str) -> Arity:
     assert len(lines) == len(found) and found.keys() == {"KEYS", "ARGV"}, \
         f"lua/{name}.lua must declare '-- KEYS: n' and '-- ARGV: n' once each"
     keys, args = (frozenset(int(n) for n in found[what].split("|")) for what in ("KEYS", "ARGV"))
-    return Arity(name, keys, args)
+    waits = WAIT_LINE.findall(header)
+    assert len(waits) == 1, f"lua/{name}.lua must declare '-- WAIT: yes' or '-- WAIT: no' once"
+    return Arity(name, keys, args, waits[0] == "yes")
 
 
 def source(name: str) -> tuple[str, Arity]:
@@ -129,13 +144,15 @@ class ScriptClient(Protocol):
 
 
 class Script:
-    """arity None: counts unchecked (an ad-hoc script without a header, in tests)."""
+    """arity None: counts unchecked and no replica confirmation (an ad-hoc script without
+    a header, in tests)."""
 
     def __init__(self, client: ScriptClient, text: str, arity: Arity | None = None) -> None:
         self.client = client
         self.script = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
         self.arity = arity
+        self.confirm = arity is not None and arity.confirm  # replicas confirm its answer (replica_acks)
         # The pipelined client takes each call's EVALSHA start encoded once per
         # (KEYS, ARGV) count: a script has one or a few such shapes.
         self.pipelined = client if isinstance(client, (PipelinedRedis, ClusterPipelinedRedis)) else None
@@ -152,7 +169,8 @@ class Script:
         try:
             try:
                 if self.pipelined is not None:
-                    return await self.pipelined.evalsha_encoded(self.head(len(keys), len(args)), (*keys, *args))
+                    return await self.pipelined.evalsha_encoded(self.head(len(keys), len(args)), (*keys, *args),
+                                                                confirm=self.confirm)
                 return await self.client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 # Redis restarted without its script cache, maybe without its data too (its
@@ -162,6 +180,8 @@ class Script:
                 # the store already holds. Then EVAL also caches the script again.
                 if self.before_reload is not None:
                     await self.before_reload()
+                if self.pipelined is not None:
+                    return await self.pipelined.eval(self.script, len(keys), *keys, *args, confirm=self.confirm)
                 return await self.client.eval(self.script, len(keys), *keys, *args)
         except WalletCallError:
             raise

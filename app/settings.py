@@ -57,11 +57,13 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True):
     # Redis Cluster: "auto" asks the node redis.url names at start (INFO cluster);
     # true or false says it (README "Scaling out").
     cluster: bool | Literal["auto"] = "auto"
-    # After each script call, WAIT for this many replicas to confirm its writes before
+    # After each booking script, WAIT for this many replicas to confirm its writes before
     # answering; unconfirmed within replica_ack_timeout_ms, the call ends "outcome
     # unknown" (OIA OP_47, StarGame fail + reconciliation). 0: answer once the primary
-    # has it (its AOF), replicas follow asynchronously.
+    # has it (its AOF), replicas follow asynchronously (README "Scaling out").
     replica_acks: int = 0
+    # Comes out of each protocol's budget (at most half of it): StarGame's 40 ms leave
+    # 20 ms to book, 20 ms for the replicas (a replica on the LAN confirms in ~1-3 ms).
     replica_ack_timeout_ms: int = 20
 
     def __repr__(self) -> str:  # like OperatorSettings': a password in the URL never reaches a log line
@@ -359,6 +361,7 @@ def check(settings: Settings) -> None:
     check_paths(settings.oia.path, settings.stargame.path)
     check_oia(settings.oia)
     check_stargame(settings.stargame)
+    check_replica_wait(settings)
     if settings.stargame.journal_files_max < settings.server.workers:
         # Each server process keeps one journal file open for its next note; one without
         # a file refuses every writeBet.
@@ -489,6 +492,13 @@ def check_redis(redis: RedisSettings) -> None:
 REPLICA_ACKS_MAX = 16
 
 
+def replica_wait_ms(redis: RedisSettings) -> int:
+    """What a booking's answer may wait for replicas after its script (app/redis_pipe.py):
+    the protocols stop booking this long before their budget ends, so a confirmed answer
+    still comes within the budget."""
+    return redis.replica_ack_timeout_ms if redis.replica_acks else 0
+
+
 def check_replication(redis: RedisSettings) -> None:
     """cluster and replica_acks: only the pipelined client routes by slot and runs WAIT
     on the connection that ran the script (README "Scaling out")."""
@@ -504,6 +514,16 @@ def check_replication(redis: RedisSettings) -> None:
             raise ConfigError(f"redis.url {redacted(redis.url)!r}: a Redis Cluster has only db 0")
     if redis.cluster is True and redis.url.startswith("unix://"):
         raise ConfigError("redis.cluster = true needs a redis:// or rediss:// URL (cluster nodes are named by address)")
+
+
+def check_replica_wait(settings: Settings) -> None:
+    """The replicas' WAIT comes out of each protocol's budget (replica_wait_ms); at most
+    half of it, so that a booking keeps the other half to wait for its turn in Redis."""
+    wait_ms = replica_wait_ms(settings.redis)
+    for name, budget_ms in (("stargame", settings.stargame.budget_ms), ("oia", settings.oia.budget_ms)):
+        if 2 * wait_ms > budget_ms:
+            raise ConfigError(f"redis.replica_ack_timeout_ms ({wait_ms}) must be at most half of {name}.budget_ms "
+                              f"({budget_ms}): the answer waits for the replicas within that budget")
 
 
 def check_oia(oia: OiaSettings) -> None:

@@ -28,7 +28,7 @@ from app.protocols.stargame.handler import StarGame
 from app.proxies import ForwardedClient, behind_proxies
 from app.redis_cluster_pipe import ClusterPipelinedRedis
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import Settings, replica_wait_ms
 
 log = logging.getLogger("walletd.web")
 
@@ -49,8 +49,9 @@ class Service:
         self.runtime = Runtime(settings, redis_url, serving=True, ledger=settings.flusher.enabled)
         rt = self.runtime
         assert rt.journal is not None
-        self.stargame = StarGame(rt.wallet, settings.stargame, rt.journal, rt.redis_link, rt.guard)
-        self.oia = Oia(rt.oia_wallet, settings.oia, rt.redis_link, rt.guard)
+        wait_ms = replica_wait_ms(settings.redis)
+        self.stargame = StarGame(rt.wallet, settings.stargame, rt.journal, rt.redis_link, rt.guard, wait_ms=wait_ms)
+        self.oia = Oia(rt.oia_wallet, settings.oia, rt.redis_link, rt.guard, wait_ms=wait_ms)
         self.admin = Admin(rt.oia_wallet, settings.oia, settings.admin, rt.guard)
         self.health_problem = ""  # the last probe's, so each change is logged once
         self.degraded = ""  # Redis Cluster: the primaries that do not answer (the others serve)

@@ -1,6 +1,7 @@
 -- admin_adjust.lua: operator deposit or withdrawal, idempotent by a caller reference.
 -- KEYS: 4
 -- ARGV: 6
+-- WAIT: yes   (replicas confirm an operator's deposit or withdrawal: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record for (player, ref)
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] kind: 'deposit' | 'withdraw'
@@ -21,6 +22,7 @@ if amount < 1 then error('walletd: amount_minor must be positive') end
 local fingerprint = kind .. '|' .. string.format('%d', amount)
 local tx = redis.call('HMGET', tx_key, 'fp', 'bal', 'entry')
 if tx[1] then
+  reaffirm(tx_key, 'fp', tx[1])
   if tx[1] ~= fingerprint then return {'REF_CONFLICT', 0, ''} end
   return {'REPEAT', tonumber(tx[2]), tx[3]}
 end

@@ -1,6 +1,7 @@
 -- create_player.lua: create a player with an opening balance.
 -- KEYS: 3
 -- ARGV: 9
+-- WAIT: yes   (replicas confirm the opening balance: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] currency (ISO alpha)
 -- ARGV[4] opening balance_minor (integer in [0, 2^53))

@@ -1,6 +1,7 @@
 -- oia_authenticate.lua: the player behind a session token, with balance and profile.
 -- KEYS: 2
 -- ARGV: 4
+-- WAIT: no    (a read (its session refresh moves no money))
 -- KEYS[1] account hash   KEYS[2] session
 -- ARGV[1] player id (read from the session just before)   ARGV[2] operator id
 -- ARGV[3] session idle_ms   ARGV[4] owner of accounts without one ('' = nobody)

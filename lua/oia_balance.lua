@@ -1,6 +1,7 @@
 -- oia_balance.lua: a player's balance, for a live session of that player.
 -- KEYS: 2
 -- ARGV: 6
+-- WAIT: no    (a read (its session refresh moves no money))
 -- KEYS[1] account hash   KEYS[2] session (may not exist)
 -- ARGV[1] player id   ARGV[2] operator id   ARGV[3] currency asked for
 -- ARGV[4] currency allowed for the operator: 1 | 0   ARGV[5] session idle_ms

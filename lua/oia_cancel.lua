@@ -2,6 +2,7 @@
 -- booked WIN or REFUND debited back (even below zero: the platform has decided).
 -- KEYS: 6
 -- ARGV: 15 | 21   (21 in mode 'restore')
+-- WAIT: yes   (replicas confirm the cancel or the tombstone: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record   KEYS[5] round record
 -- KEYS[6] late-retry filter, current generation (bitmap; a tombstone sets the id's bits)
@@ -95,7 +96,7 @@ local function keep_record(st)
 end
 
 if tx[1] == 'TOMB' then
-  if restored then keep_record('TOMB') end
+  if restored then keep_record('TOMB') else reaffirm(tx_key, 'st', 'TOMB') end
   if not owner[1] then return {'NO_PLAYER', 0} end
   return {'NOT_FOUND', 0}
 end

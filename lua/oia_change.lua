@@ -3,6 +3,7 @@
 -- retries"). Every refusal is decided before the first write.
 -- KEYS: 8
 -- ARGV: 22 | 28   (28 in mode 'found')
+-- WAIT: yes   (replicas confirm the booking or the recorded refusal: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] transaction record   KEYS[5] session (may not exist)   KEYS[6] round record
 -- KEYS[7] late-retry filter, current generation (bitmap)   KEYS[8] the previous generation
@@ -131,6 +132,7 @@ if not tx[1] then
 end
 if tx[1] == 'TOMB' then return refuse('OP_49', 0, '') end
 if tx[1] then
+  reaffirm(tx_key, 'st', tx[1])
   -- A record restored from a ledger entry stored without a fingerprint ('')
   -- can only be compared on type and amount.
   local same = tx[2] == fp or (tx[2] == '' and tx[6] == kind and tx[7] == ARGV[4])

@@ -1,6 +1,7 @@
 -- oia_finish.lua: mark a known round finished (idempotent).
 -- KEYS: 4
 -- ARGV: 7
+-- WAIT: yes   (replicas confirm the round's end: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] round record   KEYS[3] partition seq counter
 -- KEYS[4] partition ledger stream
 -- ARGV[1] retention_ms   ARGV[2] operator id   ARGV[3] owner of accounts without one ('' = nobody)

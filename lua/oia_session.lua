@@ -1,6 +1,7 @@
 -- oia_session.lua: open a game session for a player.
 -- KEYS: 2
 -- ARGV: 6
+-- WAIT: no    (a session: lost in a failover, the player's next BET is refused, no money moves)
 -- KEYS[1] account hash   KEYS[2] session (fresh random token)
 -- ARGV[1] player id   ARGV[2] operator id   ARGV[3] game id ('' for a lobby)
 -- ARGV[4] lobby id ('' for a game)   ARGV[5] idle_ms

@@ -1,6 +1,7 @@
 -- set_blocked.lua: block or unblock a player (read by every booking script).
 -- KEYS: 3
 -- ARGV: 3
+-- WAIT: yes   (replicas confirm a block decision: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- ARGV[1] 1 (block) | 0 (unblock)   ARGV[2] player id   ARGV[3] partition number
 -- Ledger: a 'block' or 'unblock' journal entry (source admin, ref '', cur; RECORD.md), every

@@ -1,6 +1,7 @@
 -- stargame_book.lua: one StarGame writeBet: debit bet, then credit win, atomically.
 -- KEYS: 4
 -- ARGV: 9
+-- WAIT: yes   (replicas confirm the booking: redis.replica_acks)
 -- KEYS[1] account hash   KEYS[2] partition seq counter   KEYS[3] partition ledger stream
 -- KEYS[4] the request's record (what it booked, or a reconciler's tombstone)
 -- ARGV[1] player id      ARGV[2] partition number

@@ -1,7 +1,9 @@
 -- stargame_reconcile.lua: settle one StarGame writeBet answered 'fail' with its outcome unknown.
--- Idempotent: the first call decides and records; any later call returns DONE and writes nothing.
+-- Idempotent: the first call decides and records; any later call returns DONE and changes nothing
+-- (it rewrites the record as it is: lib/ledger.lua reaffirm).
 -- KEYS: 4
 -- ARGV: 4
+-- WAIT: yes   (replicas confirm the settlement (a reversal): redis.replica_acks)
 -- KEYS[1] the request's record   KEYS[2] account hash   KEYS[3] partition seq counter
 -- KEYS[4] partition ledger stream
 -- ARGV[1] player id   ARGV[2] partition number   ARGV[3] retention_ms (record lifetime, integer >= 1)
@@ -31,7 +33,11 @@ if not record then
   return {'TOMBSTONED'}
 end
 local bet_text, win_text, ids = string.match(record, '^booked|(%d+)|(%d+)|(.+)$')
-if not bet_text then return {'DONE', record} end
+if not bet_text then
+  -- As lib/ledger.lua's reaffirm, for a string: the WAIT after this answer covers the settlement.
+  redis.call('SET', request_key, record, 'KEEPTTL')
+  return {'DONE', record}
+end
 local bet, win = tonumber(bet_text), tonumber(win_text)
 local a = redis.call('HMGET', acct, 'bal', 'cur')
 local bal = a[1]

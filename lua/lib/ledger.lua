@@ -36,6 +36,16 @@ local function stream_full(ledger_key, backlog_max)
   return redis.call('XLEN', ledger_key) >= backlog_max
 end
 
+-- An answer that repeats an earlier decision (a retry, a status, a settled request)
+-- writes nothing of its own, so the WAIT after it (redis.replica_acks) would cover only
+-- its connection's earlier writes, not that decision, written perhaps by another
+-- process. A write's replication offset is the primary's at that moment: rewriting one
+-- field of the decision's record with the value it holds (HSET always propagates) makes
+-- the WAIT cover the decision too. Nothing else changes (HSET keeps the key's expiry).
+local function reaffirm(hash_key, field, value)
+  redis.call('HSET', hash_key, field, value)
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -244,7 +244,11 @@ def wallet_error(command: str, exc: Exception, redis_down: bool = False) -> Erro
 
 
 class Oia:
-    def __init__(self, wallet: OiaWallet, settings: OiaSettings, link: RedisLink, guard: ColdStart) -> None:
+    def __init__(self, wallet: OiaWallet, settings: OiaSettings, link: RedisLink, guard: ColdStart, *,
+                 wait_ms: int = 0) -> None:
+        # Calls are booked no later than this before the budget ends: the replicas' WAIT
+        # may take it after the script (app/settings.py replica_wait_ms).
+        self.wait_ms = wait_ms
         self.wallet = wallet
         self.settings = settings
         self.link = link
@@ -269,7 +273,7 @@ class Oia:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> Answered:
         """POST <path>/<command>: a raw ASGI handler (app/callbacks.py)."""
-        deadline_ms = now_ms() + self.settings.budget_ms
+        deadline_ms = now_ms() + self.settings.budget_ms - self.wait_ms
         CALL_DEADLINE_MS.set(deadline_ms)
         command = scope["path"].rsplit("/", 1)[1]
         headers = headers_of(scope)

@@ -179,7 +179,10 @@ def amount(query: Query, name: str) -> int:
 
 class StarGame:
     def __init__(self, wallet: Wallet, settings: StarGameSettings, journal: Journal, link: RedisLink,
-                 guard: ColdStart) -> None:
+                 guard: ColdStart, *, wait_ms: int = 0) -> None:
+        # A writeBet is booked no later than this before the budget ends: the replicas'
+        # WAIT may take it after the script (app/settings.py replica_wait_ms).
+        self.wait_ms = wait_ms
         self.link = link  # an outage it has logged needs no line per call here
         self.guard = guard  # its refusal ('' = serve) fails every call (Redis behind the store)
         self.wallet = wallet
@@ -221,7 +224,7 @@ class StarGame:
             if cmd == "getBalance":
                 return await self.get_balance(query), "getBalance", "success"
             if cmd == "writeBet":
-                answer, outcome = await self.write_bet(query, arrived_ms + self.settings.budget_ms)
+                answer, outcome = await self.write_bet(query, arrived_ms + self.settings.budget_ms - self.wait_ms)
                 return answer, "writeBet", outcome
             raise Refused(f"unknown cmd {cmd!r}")
         except Refused as exc:
