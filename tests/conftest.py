@@ -20,6 +20,7 @@ from tests.outage import SG_BUDGET_MS
 from tests.postgres_servers import ENV_URL, drop_database, fresh_database, private_postgres
 from tests.process import Server
 from tests.redis_cluster import LocalCluster, local_cluster
+from tests.redis_replicas import ReplicatedRedis, replicated_redis
 from tests.support import ADMIN_TOKEN, OPERATOR, OTHER_OPERATOR, OTHER_SECRET, SECRET, serving
 
 os.environ.pop("WALLETD_CONFIG", None)
@@ -70,6 +71,14 @@ def cluster_walletd(tmp_path: Path, cluster_url: str) -> Iterator[Server]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[ReplicatedRedis]:
+    """A private primary and one replica, AOF always (tests/redis_replicas.py); the test
+    may pause and resume the replica."""
+    with replicated_redis(tmp_path / "replicated") as pair:
+        yield pair
 
 
 @pytest.fixture
