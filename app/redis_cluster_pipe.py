@@ -30,6 +30,9 @@ map names for the first time (a node that joined, a promoted replica); a node th
 lost them answers NOSCRIPT and app/scripts.Script's EVAL fallback (after the
 cold-start guard's comparison) covers the gap while they are loaded there again.
 
+With redis.replica_acks, each node's client follows its confirmed calls with its own
+WAIT (app/redis_pipe.py): a booking waits for replicas of the primary that ran it.
+
 Each node's client keeps its own run_id check (on_restart: a primary restarted may
 have lost data; the same callback for all, app/ledger/guard.py), and a primary new in
 the map (a promoted replica may lack acknowledged writes) calls it too; each keeps its own outage
@@ -160,31 +163,34 @@ class ClusterPipelinedRedis:
 
     # The calls ---------------------------------------------------------------------
 
-    async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any]) -> Any:
+    # confirm=True: the reply waits for redis.replica_acks replicas of the node that ran it
+    # (app/redis_pipe.py: its WAIT goes on that node's connection, after the call).
+    async def evalsha_encoded(self, head: bytes, keys_and_args: Sequence[Any], *, confirm: bool = False) -> Any:
         """EVALSHA with its constant start encoded (app/redis_pipe.evalsha_head); routed by
         KEYS[1], the first of keys_and_args (every walletd script has at least one key)."""
         slot = slot_of(keys_and_args[0])
         owners = self.owners
         if not owners:
-            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args))
+            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args, confirm=confirm))
         # The common case inline (one coroutine frame less per call than call()'s).
         address = owners[slot]
         node = self.nodes.get(address) or self.node(address)
         try:
-            return await node.evalsha_encoded(head, keys_and_args)
+            return await node.evalsha_encoded(head, keys_and_args, confirm=confirm)
         except ClusterRefusal as refusal:
-            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args), address, refusal)
+            return await self.call(slot, lambda node: node.evalsha_encoded(head, keys_and_args, confirm=confirm),
+                                   address, refusal)
         except (NoScriptError, WalletUnavailable, OutcomeUnknown) as exc:
             self.failed(address, node, exc)
             raise
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any, confirm: bool = False) -> Any:
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args, confirm=confirm)
 
-    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return await self.execute("EVAL", script, numkeys, *keys_and_args)
+    async def eval(self, script: str, numkeys: int, *keys_and_args: Any, confirm: bool = False) -> Any:
+        return await self.execute("EVAL", script, numkeys, *keys_and_args, confirm=confirm)
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, confirm: bool = False) -> Any:
         """A command with a key: routed by it (a script's KEYS[1]; any other's first argument)."""
         if args[0] in SCRIPT_COMMANDS:
             assert int(args[2]) > 0, "a script without keys has no slot in a cluster"
@@ -192,7 +198,7 @@ class ClusterPipelinedRedis:
         else:
             assert len(args) > 1, f"{args[0]} names no key: it has no slot (on_every_primary runs it on all)"
             key = args[1]
-        return await self.call(slot_of(key), lambda node: node.execute(*args))
+        return await self.call(slot_of(key), lambda node: node.execute(*args, confirm=confirm))
 
     async def call(self, slot: int, send: Callable[[PipelinedRedis], Awaitable[Any]], address: str = "",
                    refused: ClusterRefusal | None = None) -> Any:
@@ -449,6 +455,9 @@ class ClusterPipelinedRedis:
 
     def pending(self) -> int:
         return sum(node.pending() for node in self.nodes.values())
+
+    def replica_ack_shortfalls(self) -> int:
+        return sum(node.replica_ack_shortfalls() for node in self.nodes.values())
 
     async def aclose(self) -> None:
         self.closed = True
