@@ -281,7 +281,7 @@ class Connection(asyncio.Protocol):
                 if not future.done():  # (failed by wait_expired, or the caller gave up)
                     future.set_result(result)
         else:
-            self.replica_wait.shortfalls += self.fail_held(self.replica_wait.unknown(why))
+            self.replica_wait.shortfalls += fail_held(held, self.replica_wait.unknown(why))
 
     def wait_expired(self, number: int) -> None:
         """replica_ack_timeout_ms after the number-th WAIT was written: if it has not answered,
@@ -295,12 +295,7 @@ class Connection(asyncio.Protocol):
     def fail_held(self, error: OutcomeUnknown) -> int:
         """Fails the held replies' callers; returns how many were still waiting."""
         held, self.held = self.held, []
-        failed = 0
-        for future, _ in held:
-            if not future.done():
-                future.set_exception(error)
-                failed += 1
-        return failed
+        return fail_held(held, error)
 
     def check_timeouts(self) -> None:
         """Fails written calls older than the time-out; their replies are dropped when they come."""
@@ -336,6 +331,18 @@ def retrieve(future: asyncio.Future[Any]) -> None:
     """Fetches the outcome of a reply no one awaits, so that asyncio logs nothing."""
     if not future.cancelled():
         future.exception()
+
+
+def fail_held(held: list[tuple[asyncio.Future[Any], Any]], error: OutcomeUnknown) -> int:
+    """Fails these held replies' callers; returns how many were still waiting. (A
+    shortfall's held list is taken before it is failed: failing self.held then found it
+    empty and left its callers waiting forever.)"""
+    failed = 0
+    for future, _ in held:
+        if not future.done():
+            future.set_exception(error)
+            failed += 1
+    return failed
 
 
 def fail(calls: list[Call], error: Exception) -> None:

@@ -147,3 +147,19 @@ def test_settings_keep_the_replicas_wait_within_half_of_each_budget(settings: Se
         check(settings)
     settings.redis.replica_acks = 0  # no WAIT: nothing comes out of the budgets
     check(settings)
+
+
+async def test_a_reply_that_comes_after_its_timer_is_decided_by_its_own_wait(
+        acks_pipe: PipelinedRedis, sync_redis: redis.Redis) -> None:
+    """A batch written behind a WAIT that Redis is still blocking on gets its replies after
+    its own timer has passed (nothing was held then): its WAIT's reply must fail them, not
+    leave the callers waiting forever (it did: the shortfall path emptied the held list
+    before failing it)."""
+    await acks_pipe.execute("PING")
+    first = asyncio.ensure_future(acks_pipe.execute("INCR", "q", confirm=True))
+    await asyncio.sleep(0.005)  # the first batch and its WAIT are written; Redis blocks on the WAIT
+    second = asyncio.ensure_future(acks_pipe.execute("INCR", "q", confirm=True))
+    done, _ = await asyncio.wait({first, second}, timeout=5.0)
+    assert done == {first, second}, "a held reply was never decided"
+    assert all(isinstance(call.exception(), OutcomeUnknown) for call in (first, second))
+    assert sync_redis.get("q") == "2"
