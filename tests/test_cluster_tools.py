@@ -17,7 +17,7 @@ import redis
 from app import cli
 from app.keys import META_REBUILD_RUNNING, Keys
 from app.ledger import LedgerEntry, open_store
-from app.ledger.rebuild import RebuildRefused, rebuild
+from app.ledger.rebuild import READ_BATCH, RebuildRefused, rebuild
 from app.ledger.sqlite import SqliteStore
 from app.ledger.verify import verify
 from app.protocols.stargame.wallet import book as stargame_book
@@ -139,15 +139,18 @@ async def test_rebuild_writes_each_partition_to_its_owner_after_every_primary_lo
 
 
 class KillingStore(SqliteStore):
-    """The real SQLite store, killing a primary when rebuild reads a given partition:
-    a node lost half-way through a rebuild, at a known point."""
+    """The real SQLite store, killing a primary when rebuild reads a given partition's
+    entries to restore them (a read of READ_BATCH; not the misplaced-player check's short
+    read before anything is written): a node lost half-way through a rebuild, at a known point."""
 
     def __init__(self, path: str, cluster: LocalCluster, victim: ClusterNode, partition: int) -> None:
         super().__init__(path)
         self.cluster, self.victim, self.partition = cluster, victim, partition
 
     def read(self, partition: int, after_seq: int, limit: int) -> list[LedgerEntry]:
-        if partition == self.partition and self.victim.process is not None and self.victim.process.poll() is None:
+        restoring = limit == READ_BATCH
+        if restoring and partition == self.partition and self.victim.process is not None \
+                and self.victim.process.poll() is None:
             self.cluster.kill(self.victim)
         return super().read(partition, after_seq, limit)
 
