@@ -22,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 import redis
+from redis.cluster import RedisCluster
 
 from app import spawn
 from app.keys import Keys, partition_of
@@ -87,10 +88,11 @@ def stream_entries(partition: int, players: list[str], count: int) -> Iterator[d
                "fp": f"{seq:040x}"}
 
 
-def fill(client: redis.Redis, keys: Keys, entries: int) -> dict[int, int]:
+def fill(client: redis.Redis | RedisCluster, keys: Keys, entries: int,
+         players: dict[int, list[str]] | None = None) -> dict[int, int]:
     """entries spread evenly over the partitions' streams (and their seq counters, as
-    the scripts keep them); partition -> entries written."""
-    players = player_ids(keys.partitions)
+    the scripts keep them), by players (default: the bench's); partition -> entries written."""
+    players = players or player_ids(keys.partitions)
     counts = {p: entries // keys.partitions + (p < entries % keys.partitions) for p in range(keys.partitions)}
     pipe = client.pipeline(transaction=False)
     for partition, count in counts.items():

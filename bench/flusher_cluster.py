@@ -30,13 +30,12 @@ from app.keys import Keys, partition_of
 from app.redis_server import EmbeddedRedis
 from app.runtime import Runtime
 from app.settings import Settings
-from bench.drain import stream_entries
+from bench.drain import fill
 from tests.redis_cluster import local_cluster
 
 ENTRIES = 50_000  # the backlog each drain moves
 PARTITIONS = 256  # wallet.partitions' default
 ROUNDS = 2  # drains per target, alternated
-XADD_CHUNK = 2_000  # entries per pipelined round trip while filling
 PER = 10_000  # costs are reported per this many entries
 
 
@@ -49,20 +48,6 @@ def players_by_partition(partitions: int) -> dict[int, list[str]]:
         found[partition_of(player, partitions)].append(player)
         n += 1
     return found
-
-
-def fill(client: redis.Redis | RedisCluster, keys: Keys, entries: int) -> None:
-    """The backlog, as lua/lib/ledger.lua writes it (bench/drain.py's entries)."""
-    players = players_by_partition(keys.partitions)
-    pipe = client.pipeline(transaction=False)
-    for partition in range(keys.partitions):
-        count = entries // keys.partitions + (partition < entries % keys.partitions)
-        for fields in stream_entries(partition, players[partition], count):
-            pipe.xadd(keys.ledger(partition), fields)  # type: ignore[arg-type]
-            if len(pipe) >= XADD_CHUNK:
-                pipe.execute()
-        pipe.set(keys.seq(partition), count)
-    pipe.execute()
 
 
 async def drain(url: str, work: Path, partitions: int) -> tuple[int, float, float]:
@@ -115,7 +100,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for name, (url, client) in found.items():
                 client.flushall()
-                fill(client, keys, args.entries)
+                fill(client, keys, args.entries, players_by_partition(keys.partitions))
                 moved, wall, cpu = asyncio.run(drain(url, Path(tmp) / f"{name[:3]}{round_no}", args.partitions))
                 if moved != args.entries:
                     raise SystemExit(f"{name}: drained {moved} of {args.entries} entries")
